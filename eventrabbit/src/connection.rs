@@ -1,0 +1,181 @@
+//! The shared broker connection: opened lazily, reopened with backoff when it drops.
+
+use crate::{Error, Result};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Owns the AMQP URL (never printed) and the one connection every channel comes from.
+pub(crate) struct Connector {
+    url: String,
+    redacted: String,
+    name: String,
+    max_delay: Duration,
+    current: Mutex<Option<Arc<Connection>>>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("url", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    pub(crate) fn new(url: &str, name: String, max_delay: Duration) -> Result<Self> {
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| Error::InvalidUrl(redact_text(&e, url)))?;
+        Ok(Self {
+            url: url.to_owned(),
+            redacted: redact(url),
+            name,
+            max_delay,
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The live connection, opening one if there is none; one attempt.
+    pub(crate) async fn connect_once(&self) -> Result<Arc<Connection>> {
+        let mut current = self.current.lock().await;
+        if let Some(conn) = current.as_ref() {
+            if conn.status().connected() {
+                return Ok(conn.clone());
+            }
+        }
+        let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
+        let conn = Connection::connect(&self.url, props).await.map_err(|e| {
+            tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
+            Error::Connection(e)
+        })?;
+        tracing::info!(url = %self.redacted, "connected to the broker");
+        let conn = Arc::new(conn);
+        *current = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// The live connection, retrying with exponential backoff until `deadline` (forever if `None`).
+    pub(crate) async fn connect(&self, deadline: Option<Instant>, what: &str) -> Result<Arc<Connection>> {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(self.max_delay)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let started = Instant::now();
+        loop {
+            match self.connect_once().await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(self.max_delay);
+                    if let Some(deadline) = deadline {
+                        if Instant::now() + delay >= deadline {
+                            return match e {
+                                Error::Connection(_) => {
+                                    Err(Error::Unavailable(started.elapsed(), what.to_owned()))
+                                }
+                                other => Err(other),
+                            };
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// A new channel on the live connection.
+    pub(crate) async fn channel(&self, deadline: Option<Instant>, what: &str) -> Result<Channel> {
+        loop {
+            let conn = self.connect(deadline, what).await?;
+            match conn.create_channel().await {
+                Ok(ch) => return Ok(ch),
+                Err(e) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(Error::amqp(format!("opening a channel for {what}"))(e));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "channel open failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Whether a connection is open now.
+    pub(crate) async fn is_connected(&self) -> bool {
+        self.current
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+    }
+
+    /// Closes the connection, if open.
+    pub(crate) async fn close(&self) {
+        let conn = self.current.lock().await.take();
+        if let Some(conn) = conn {
+            if conn.status().connected() {
+                let _ = conn.close(200, "eventrabbit closing".into()).await;
+            }
+        }
+    }
+}
+
+/// `amqp://user:secret@host` → `amqp://user:***@host`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                user,
+                &rest[at..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn redact_text(e: &impl std::fmt::Display, url: &str) -> String {
+    let text = e.to_string();
+    match password(url) {
+        Some(p) if !p.is_empty() => text.replace(p, "***"),
+        _ => text,
+    }
+}
+
+fn password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    Some(userinfo.split_once(':')?.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(redact("amqp://guest:s3cret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+        assert_eq!(redact("amqps://u:p@q@h/v"), "amqps://u:***@h/v");
+        assert_eq!(redact("amqp://host/"), "amqp://host/");
+    }
+
+    #[test]
+    fn debug_has_no_password() {
+        let c = Connector::new("amqp://guest:hunter2@127.0.0.1:5672/%2f", "t".into(), Duration::from_secs(1)).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

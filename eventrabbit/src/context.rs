@@ -1,0 +1,116 @@
+//! What a handler may learn about the delivery it is handling.
+
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable};
+use std::sync::Arc;
+
+/// Header carrying how many times a message has been retried.
+pub const RETRY_COUNT_HEADER: &str = "x-retry-count";
+
+/// One delivery as received, shared between the runner and the handler.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub(crate) queue: Arc<str>,
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+    pub(crate) redelivered: bool,
+    pub(crate) properties: BasicProperties,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Message {
+    pub(crate) fn headers(&self) -> Option<&FieldTable> {
+        self.properties.headers().as_ref()
+    }
+
+    pub(crate) fn retry_count(&self) -> u32 {
+        self.headers()
+            .and_then(|h| h.inner().get(RETRY_COUNT_HEADER))
+            .and_then(header_u32)
+            .unwrap_or(0)
+    }
+}
+
+pub(crate) fn header_u32(v: &AMQPValue) -> Option<u32> {
+    let n: i128 = match v {
+        AMQPValue::ShortShortInt(n) => (*n).into(),
+        AMQPValue::ShortShortUInt(n) => (*n).into(),
+        AMQPValue::ShortInt(n) => (*n).into(),
+        AMQPValue::ShortUInt(n) => (*n).into(),
+        AMQPValue::LongInt(n) => (*n).into(),
+        AMQPValue::LongUInt(n) => (*n).into(),
+        AMQPValue::LongLongInt(n) => (*n).into(),
+        AMQPValue::Timestamp(n) => (*n).into(),
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok()?,
+        AMQPValue::ShortString(s) => s.as_str().parse().ok()?,
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}
+
+/// The delivery's context, given to a handler parameter of this type.
+///
+/// ```ignore
+/// #[consumer(action = "PING")]
+/// async fn ping(ctx: MessageContext) { println!("{:?} try {}", ctx.message_id(), ctx.retry_count()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MessageContext {
+    pub(crate) message: Arc<Message>,
+}
+
+impl MessageContext {
+    /// The `message_id` property, if the publisher set one.
+    #[must_use]
+    pub fn message_id(&self) -> Option<&str> {
+        self.message.properties.message_id().as_ref().map(|s| s.as_str())
+    }
+
+    /// The `correlation_id` property (set on RPC requests).
+    #[must_use]
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.message.properties.correlation_id().as_ref().map(|s| s.as_str())
+    }
+
+    /// The `reply_to` property (set on RPC requests).
+    #[must_use]
+    pub fn reply_to(&self) -> Option<&str> {
+        self.message.properties.reply_to().as_ref().map(|s| s.as_str())
+    }
+
+    /// The message headers.
+    #[must_use]
+    pub fn headers(&self) -> Option<&FieldTable> {
+        self.message.headers()
+    }
+
+    /// Whether the broker delivered this message before (it was not acknowledged then).
+    #[must_use]
+    pub fn redelivered(&self) -> bool {
+        self.message.redelivered
+    }
+
+    /// How many times this message has been retried after a failure (0 on the first attempt).
+    #[must_use]
+    pub fn retry_count(&self) -> u32 {
+        self.message.retry_count()
+    }
+
+    /// The queue the message was consumed from.
+    #[must_use]
+    pub fn queue(&self) -> &str {
+        &self.message.queue
+    }
+
+    /// The exchange the message was published to (`""` for the default exchange).
+    #[must_use]
+    pub fn exchange(&self) -> &str {
+        &self.message.exchange
+    }
+
+    /// The routing key the message was published with.
+    #[must_use]
+    pub fn routing_key(&self) -> &str {
+        &self.message.routing_key
+    }
+}

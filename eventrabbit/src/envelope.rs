@@ -1,0 +1,178 @@
+//! The wire format: `{"action": .., "data": {..}}` envelopes and RPC replies.
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// Why an incoming body is not a valid envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EnvelopeError {
+    NotJson(String),
+    NotObject,
+    MissingAction,
+    DataNotObject,
+}
+
+impl std::fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvelopeError::NotJson(e) => write!(f, "body is not UTF-8 JSON: {e}"),
+            EnvelopeError::NotObject => f.write_str("body is not a JSON object"),
+            EnvelopeError::MissingAction => f.write_str("body has no string `action`"),
+            EnvelopeError::DataNotObject => f.write_str("`data` is missing or not a JSON object"),
+        }
+    }
+}
+
+/// A decoded envelope borrowing from the body: the action and where `data` sits in it.
+#[derive(Debug)]
+pub(crate) struct Envelope<'a> {
+    pub(crate) action: Cow<'a, str>,
+    pub(crate) data: Range<usize>,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    action: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// Parses an envelope without copying `data`.
+pub(crate) fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    let raw: RawEnvelope<'_> = match serde_json::from_slice(body) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    Ok(_) => EnvelopeError::NotObject,
+                    Err(_) => EnvelopeError::NotJson(e.to_string()),
+                },
+            );
+        }
+    };
+    let action = raw
+        .action
+        .and_then(|a| serde_json::from_str::<Cow<'_, str>>(a.get()).ok())
+        .ok_or(EnvelopeError::MissingAction)?;
+    let data = raw.data.ok_or(EnvelopeError::DataNotObject)?;
+    let text = data.get();
+    if !text.starts_with('{') {
+        return Err(EnvelopeError::DataNotObject);
+    }
+    let start = text.as_ptr() as usize - body.as_ptr() as usize;
+    Ok(Envelope {
+        action,
+        data: start..start + text.len(),
+    })
+}
+
+/// Serializes `value` as `data`, checking that it is a JSON object.
+pub(crate) fn encode_data<T: Serialize + ?Sized>(
+    action: &str,
+    value: &T,
+) -> crate::Result<Box<RawValue>> {
+    let raw = serde_json::value::to_raw_value(value).map_err(|e| crate::Error::NotAnObject {
+        action: action.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !raw.get().starts_with('{') {
+        return Err(crate::Error::NotAnObject {
+            action: action.to_owned(),
+            reason: format!("got `{}`", truncate(raw.get(), 64)),
+        });
+    }
+    Ok(raw)
+}
+
+/// `{"action": action, "data": data}` as bytes; `data` is already JSON.
+pub(crate) fn encode(action: &str, data: &RawValue) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        action: &'a str,
+        data: &'a RawValue,
+    }
+    serde_json::to_vec(&Out { action, data }).expect("strings and raw JSON always serialize")
+}
+
+/// An RPC reply: `{"data": ..}` on success, `{"error": {"message": ..}}` on failure.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ReplyBody<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub(crate) data: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<ReplyError>,
+}
+
+/// The error half of an RPC reply.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ReplyError {
+    pub(crate) message: String,
+}
+
+pub(crate) fn encode_reply(data: Option<&RawValue>) -> Vec<u8> {
+    let null = RawValue::NULL;
+    serde_json::to_vec(&ReplyBody {
+        data: Some(data.unwrap_or(null)),
+        error: None,
+    })
+    .expect("raw JSON always serializes")
+}
+
+pub(crate) fn encode_error_reply(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&ReplyBody {
+        data: None,
+        error: Some(ReplyError {
+            message: message.to_owned(),
+        }),
+    })
+    .expect("strings always serialize")
+}
+
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_action_and_data_span() {
+        let body = br#"{"action":"A","data":{"x":1}}"#;
+        let env = decode(body).unwrap();
+        assert_eq!(env.action, "A");
+        assert_eq!(&body[env.data], br#"{"x":1}"#);
+    }
+
+    #[test]
+    fn classifies_bad_bodies() {
+        assert!(matches!(decode(b"nope"), Err(EnvelopeError::NotJson(_))));
+        assert_eq!(decode(b"[1]").unwrap_err(), EnvelopeError::NotObject);
+        assert_eq!(decode(br#"{"data":{}}"#).unwrap_err(), EnvelopeError::MissingAction);
+        assert_eq!(decode(br#"{"action":1,"data":{}}"#).unwrap_err(), EnvelopeError::MissingAction);
+        assert_eq!(decode(br#"{"action":"A","data":[]}"#).unwrap_err(), EnvelopeError::DataNotObject);
+        assert_eq!(decode(br#"{"action":"A"}"#).unwrap_err(), EnvelopeError::DataNotObject);
+    }
+
+    #[test]
+    fn escaped_action_is_unescaped() {
+        let env = decode(br#"{"action":"A\u0042","data":{}}"#).unwrap();
+        assert_eq!(env.action, "AB");
+    }
+
+    #[test]
+    fn encodes_envelope_and_replies() {
+        let data = encode_data("A", &serde_json::json!({"x": 1})).unwrap();
+        assert_eq!(encode("A", &data), br#"{"action":"A","data":{"x":1}}"#);
+        assert!(encode_data("A", &5).is_err());
+        assert_eq!(encode_reply(None), br#"{"data":null}"#);
+        assert_eq!(encode_error_reply("boom"), br#"{"error":{"message":"boom"}}"#);
+    }
+}

@@ -1,0 +1,107 @@
+//! # eventrabbit
+//!
+//! Event-driven services on RabbitMQ: decorate plain `async fn`s, run one consumer loop
+//! per queue. Every message is a JSON envelope `{"action": .., "data": {..}}`,
+//! wire-compatible with the Python library `eventrabbit`.
+//!
+//! ```no_run
+//! use eventrabbit::{build_event_dependencies, consumer, producer, Config, ConsumeChannel, ExchangeKind};
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct UserCreated { user_id: i64, name: String }
+//!
+//! #[consumer(action = "USER_CREATED")]
+//! async fn on_user_created(user_id: i64, name: String) {
+//!     println!("user {user_id} is {name}");
+//! }
+//!
+//! #[producer(exchange = "user", action = "USER_CREATED")]
+//! async fn create_user(user_id: i64, name: String) -> UserCreated {
+//!     UserCreated { user_id, name }
+//! }
+//!
+//! # async fn run() -> eventrabbit::Result<()> {
+//! let (events, handle) =
+//!     build_event_dependencies("amqp://guest:guest@127.0.0.1:5672/%2f", Config::default()).await?;
+//! let consumer = handle.clone();
+//! tokio::spawn(async move {
+//!     consumer.consume(ConsumeChannel::new("users").exchange("user", ExchangeKind::Fanout)).await
+//! });
+//! create_user(7, "ann".into()).await?; // publishes {"action":"USER_CREATED","data":{..}}
+//! # let _ = events; Ok(()) }
+//! ```
+//!
+//! ## Why is my handler rejected?
+//!
+//! * **At compile time**: handlers must be `async fn`s without generics or `self`; each
+//!   parameter a plain identifier of an owned type. The identifier is the key read from
+//!   `data`; mark one parameter `#[data]` to receive the whole `data` as a struct, and give
+//!   one the type [`MessageContext`] to see the delivery's metadata.
+//! * **At start-up**: [`build_event_dependencies`] fails with [`Error::DuplicateAction`]
+//!   when two handlers claim one action, and [`Handle::consume`] with
+//!   [`Error::UnknownAction`] when [`ConsumeChannel::actions`] names an action no handler
+//!   serves.
+//! * **At run time**: a message is moved to `<queue>.dlq`, with the reason in the
+//!   `x-dead-letter-reason` header, when its body is not an envelope, its `data` does not fit
+//!   the handler's parameters (the field is named), its action has no handler on the queue,
+//!   it is larger than [`QueueConfig::max_message_size`], or its handler failed more than
+//!   [`RetryConfig::max_retries`] times. [`Handle::redrive_dead_letters`] moves them back.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod connection;
+mod consume_channel;
+mod consumer;
+mod context;
+mod dead_letter;
+mod dispatch;
+mod envelope;
+mod error;
+mod events;
+mod handler;
+mod publisher;
+mod registry;
+mod rpc;
+mod runtime;
+mod topology;
+
+pub use config::{Config, QueueConfig, RetryConfig, UnknownAction};
+pub use consume_channel::{ConsumeChannel, ExchangeKind};
+pub use context::{MessageContext, RETRY_COUNT_HEADER};
+pub use dead_letter::{
+    ATTEMPTS_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_CODE_HEADER, REASON_HEADER,
+};
+pub use error::{Error, Result};
+pub use events::{Events, Handle, build_event_dependencies};
+
+#[doc(inline)]
+pub use eventrabbit_derive::{consumer, function, producer};
+
+/// AMQP types used in the API (headers and their values), re-exported from lapin.
+pub mod types {
+    pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+}
+
+/// Support for the code the macros generate. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::handler::{
+        Failure, HandlerFn, HandlerFuture, Input, Registration, Reply, ReplyTarget, result_outcome,
+        value_outcome,
+    };
+    pub use inventory;
+    pub use serde;
+
+    /// Publishes a `#[producer]`'s result.
+    pub async fn publish_produced<T: serde::Serialize + ?Sized>(
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+    ) -> crate::Result<()> {
+        crate::events::publish_produced(exchange, routing_key, action, data).await
+    }
+}

@@ -1,0 +1,173 @@
+//! Confirmed publishing on one shared channel: concurrent publishes pipeline their confirms.
+
+use crate::connection::Connector;
+use crate::{Error, Result};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Properties of everything eventrabbit publishes: JSON, persistent, with a fresh `message_id`.
+pub(crate) fn properties(headers: Option<FieldTable>) -> BasicProperties {
+    let props = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2)
+        .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()));
+    match headers {
+        Some(h) => props.with_headers(h),
+        None => props,
+    }
+}
+
+/// A message ready to go.
+#[derive(Debug)]
+pub(crate) struct Outgoing<'a> {
+    pub(crate) exchange: &'a str,
+    pub(crate) routing_key: &'a str,
+    pub(crate) body: &'a [u8],
+    pub(crate) properties: BasicProperties,
+    pub(crate) mandatory: bool,
+}
+
+/// Publishes with confirms, reopening its channel (and the connection) when needed.
+pub(crate) struct Publisher {
+    connector: Arc<Connector>,
+    channel: RwLock<Option<Channel>>,
+    opening: Mutex<()>,
+    timeout: Duration,
+    last_used: std::sync::Mutex<Instant>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(connector: Arc<Connector>, timeout: Duration) -> Self {
+        Self {
+            connector,
+            channel: RwLock::new(None),
+            opening: Mutex::new(()),
+            timeout,
+            last_used: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    fn live(&self) -> Option<Channel> {
+        let guard = self.channel.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|c| c.status().connected()).cloned()
+    }
+
+    /// The confirm-mode channel, opened if needed.
+    pub(crate) async fn channel(&self, deadline: Instant) -> Result<Channel> {
+        if let Some(ch) = self.live() {
+            return Ok(ch);
+        }
+        let _opening = self.opening.lock().await;
+        if let Some(ch) = self.live() {
+            return Ok(ch);
+        }
+        let ch = self.connector.channel(Some(deadline), "publishing").await?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(Error::amqp("enabling publisher confirms"))?;
+        *self.channel.write().unwrap_or_else(|e| e.into_inner()) = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Publishes and waits for the broker's confirm; retries on connection loss until the deadline.
+    pub(crate) async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let ch = self.channel(deadline).await?;
+            match publish_once(&ch, &msg).await {
+                Ok(()) => return Ok(()),
+                Err(PublishError::Final(e)) => return Err(e),
+                Err(PublishError::Channel(e)) => {
+                    if ch.status().connected() || is_soft(&e) {
+                        // The broker refused this publish on a live channel (e.g. no such exchange).
+                        return Err(Error::amqp(format!(
+                            "publishing to exchange `{}` with routing key `{}`",
+                            msg.exchange, msg.routing_key
+                        ))(e));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::Unavailable(
+                            self.timeout,
+                            format!("publishing to exchange `{}`", msg.exchange),
+                        ));
+                    }
+                    tracing::debug!(error = %e, "publish interrupted, retrying on a new channel");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// When the publisher was last used.
+    pub(crate) fn last_used(&self) -> Instant {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the channel if open; the next publish reopens one.
+    pub(crate) async fn close(&self) {
+        let ch = self.channel.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ch) = ch {
+            if ch.status().connected() {
+                let _ = ch.close(200, "idle".into()).await;
+            }
+        }
+    }
+
+    /// Whether a channel is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.live().is_some()
+    }
+}
+
+enum PublishError {
+    Final(Error),
+    Channel(lapin::Error),
+}
+
+fn is_soft(e: &lapin::Error) -> bool {
+    e.is_amqp_soft_error()
+}
+
+async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(), PublishError> {
+    let confirm = ch
+        .basic_publish(
+            msg.exchange.into(),
+            msg.routing_key.into(),
+            BasicPublishOptions {
+                mandatory: msg.mandatory,
+                immediate: false,
+            },
+            msg.body,
+            msg.properties.clone(),
+        )
+        .await
+        .map_err(PublishError::Channel)?
+        .await
+        .map_err(PublishError::Channel)?;
+    if confirm.is_nack() {
+        return Err(PublishError::Final(Error::Nacked {
+            exchange: msg.exchange.to_owned(),
+            routing_key: msg.routing_key.to_owned(),
+        }));
+    }
+    if let Some(returned) = confirm.take_message() {
+        return Err(PublishError::Final(Error::Unroutable {
+            exchange: msg.exchange.to_owned(),
+            routing_key: msg.routing_key.to_owned(),
+            reply_text: returned.reply_text.to_string(),
+        }));
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The RPC client: requests carry `reply_to` (RabbitMQ direct reply-to) and a fresh
+//! `correlation_id`; one consumer routes replies to the waiting calls.
+
+use crate::connection::Connector;
+use crate::envelope::{self, ReplyBody};
+use crate::publisher::properties;
+use crate::{Error, Result};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::Channel;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+
+/// Calls in flight and the channel their replies come back on.
+pub(crate) struct RpcClient {
+    connector: Arc<Connector>,
+    channel: tokio::sync::Mutex<Option<Channel>>,
+    pending: Pending,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient").finish_non_exhaustive()
+    }
+}
+
+/// Removes the pending entry when a call ends, however it ends.
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+impl RpcClient {
+    pub(crate) fn new(connector: Arc<Connector>) -> Self {
+        Self {
+            connector,
+            channel: tokio::sync::Mutex::new(None),
+            pending: Arc::default(),
+        }
+    }
+
+    /// The channel consuming direct replies, opened on first use and after a drop.
+    async fn channel(&self, deadline: Instant) -> Result<Channel> {
+        let mut guard = self.channel.lock().await;
+        if let Some(ch) = guard.as_ref().filter(|c| c.status().connected()) {
+            return Ok(ch.clone());
+        }
+        let ch = self.connector.channel(Some(deadline), "RPC call").await?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(Error::amqp("enabling confirms for RPC"))?;
+        let mut replies = ch
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::amqp("consuming RPC replies"))?;
+        let pending = self.pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = replies.next().await {
+                let Some(id) = delivery.properties.correlation_id().as_ref() else {
+                    tracing::debug!("reply without correlation_id dropped");
+                    continue;
+                };
+                let waiter = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id.as_str());
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(delivery.data);
+                    }
+                    None => tracing::info!(correlation_id = %id, "late or unknown RPC reply dropped"),
+                }
+            }
+            // The channel is gone: fail every waiting call now rather than at its timeout.
+            pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        });
+        *guard = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Whether calls are waiting for replies.
+    pub(crate) fn busy(&self) -> bool {
+        !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Drops the reply channel (before the connection is closed for idleness).
+    pub(crate) async fn forget(&self) {
+        self.channel.lock().await.take();
+    }
+
+    /// Publishes `action`/`data` to `routing_key` on `exchange` and waits for the reply.
+    pub(crate) async fn call<R: DeserializeOwned>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<R> {
+        let target = if exchange.is_empty() { routing_key } else { exchange };
+        let deadline = Instant::now() + timeout;
+        let timed_out = || Error::Timeout {
+            target: target.to_owned(),
+            action: action.to_owned(),
+            timeout,
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let (tx, rx) = oneshot::channel();
+        let work = async {
+            let ch = self.channel(deadline).await?;
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), tx);
+            let _guard = PendingGuard {
+                pending: &self.pending,
+                id: id.clone(),
+            };
+            let props = properties(None)
+                .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
+                .with_correlation_id(ShortString::from(id.as_str()));
+            let confirm = ch
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &body,
+                    props,
+                )
+                .await
+                .map_err(Error::amqp(format!("sending `{action}` to `{target}`")))?
+                .await
+                .map_err(Error::amqp(format!("sending `{action}` to `{target}`")))?;
+            if confirm.is_nack() {
+                return Err(Error::Nacked {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                });
+            }
+            if let Some(returned) = confirm.take_message() {
+                return Err(Error::Unroutable {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                    reply_text: returned.reply_text.to_string(),
+                });
+            }
+            rx.await.map_err(|_| Error::ReplyLost {
+                action: action.to_owned(),
+            })
+        };
+        let reply = tokio::time::timeout_at(deadline, work)
+            .await
+            .map_err(|_| timed_out())??;
+        decode_reply(target, action, &reply)
+    }
+}
+
+fn decode_reply<R: DeserializeOwned>(target: &str, action: &str, reply: &[u8]) -> Result<R> {
+    let bad = |reason: String| Error::BadReply {
+        action: action.to_owned(),
+        reason,
+    };
+    let body: ReplyBody<'_> = serde_json::from_slice(reply).map_err(|e| bad(e.to_string()))?;
+    if let Some(error) = body.error {
+        return Err(Error::Remote {
+            target: target.to_owned(),
+            action: action.to_owned(),
+            message: error.message,
+        });
+    }
+    let data = body.data.map(|d| d.get()).unwrap_or("null");
+    let mut de = serde_json::Deserializer::from_str(data);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        bad(format!("field `{path}`: {}", e.into_inner()))
+    })
+}
+
+/// Encodes a request envelope.
+pub(crate) fn request_body<T: serde::Serialize + ?Sized>(action: &str, data: &T) -> Result<Vec<u8>> {
+    let raw = envelope::encode_data(action, data)?;
+    Ok(envelope::encode(action, &raw))
+}
