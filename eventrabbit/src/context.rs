@@ -84,6 +84,16 @@ impl MessageContext {
         self.message.headers()
     }
 
+    /// A header's value as text, when it is a string or an integer.
+    #[must_use]
+    pub fn header_str(&self, key: &str) -> Option<String> {
+        match self.headers()?.inner().get(key)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            other => header_u32(other).map(|n| n.to_string()),
+        }
+    }
+
     /// Whether the broker delivered this message before (it was not acknowledged then).
     #[must_use]
     pub fn redelivered(&self) -> bool {

@@ -27,7 +27,9 @@ pub struct Handle {
     shared: Arc<Shared>,
 }
 
-static CURRENT: RwLock<Option<Weak<Shared>>> = RwLock::new(None);
+/// Every live `build_event_dependencies` result, newest last: producers publish through
+/// the newest one that is not shut down.
+static CURRENT: RwLock<Vec<Weak<Shared>>> = RwLock::new(Vec::new());
 
 /// Connects the registered handlers to the broker at `url`.
 ///
@@ -51,7 +53,11 @@ pub async fn build_event_dependencies(url: impl AsRef<str>, config: Config) -> R
     )?);
     let idle = config.idle_timeout;
     let shared = Arc::new(Shared::new(connector, config));
-    *CURRENT.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(&shared));
+    {
+        let mut current = CURRENT.write().unwrap_or_else(|e| e.into_inner());
+        current.retain(|w| w.strong_count() > 0);
+        current.push(Arc::downgrade(&shared));
+    }
     if let Some(idle) = idle {
         tokio::spawn(close_when_idle(Arc::downgrade(&shared), idle));
     }
@@ -173,8 +179,10 @@ pub(crate) async fn publish_produced<T: Serialize + ?Sized>(
     let shared = CURRENT
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .and_then(Weak::upgrade)
+        .iter()
+        .rev()
+        .filter_map(Weak::upgrade)
+        .find(|s| !s.shutdown.is_cancelled())
         .ok_or_else(|| Error::NotInitialized(action.to_owned()))?;
     publish_on(&shared, exchange, routing_key, action, data).await
 }

@@ -1,1 +1,189 @@
+//! Shared helpers for eventrabbit's integration tests. They talk to a real RabbitMQ and
+//! fail loudly, saying how to start one, when it is not reachable.
 
+use eventrabbit::{Config, ConsumeChannel, Events, Handle, build_event_dependencies};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The broker URL: `AMQP_ADDR`, or the local default.
+pub fn amqp_addr() -> String {
+    std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A raw lapin connection for arranging and inspecting tests; panics loudly if the broker is down.
+pub async fn raw_connection() -> Connection {
+    match Connection::connect(&amqp_addr(), ConnectionProperties::default()).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "RabbitMQ is not reachable at AMQP_ADDR ({e}). These tests need a real broker: \
+             run `rabbitmq-server -detached && rabbitmqctl await_startup`, or `docker compose up -d`."
+        ),
+    }
+}
+
+/// A confirm-mode channel on a fresh raw connection (kept alive by the returned pair).
+pub async fn raw_channel() -> (Connection, Channel) {
+    let conn = raw_connection().await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm");
+    (conn, ch)
+}
+
+/// `prefix-<uuid>`: names no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// `build_event_dependencies` on the test broker.
+pub async fn deps(config: Config) -> (Events, Handle) {
+    let _ = raw_connection().await; // loud failure if the broker is down
+    build_event_dependencies(amqp_addr(), config).await.expect("build_event_dependencies")
+}
+
+/// Starts consuming `channel` in the background and returns once the broker shows the consumer.
+pub async fn start(handle: &Handle, channel: ConsumeChannel) -> tokio::task::JoinHandle<eventrabbit::Result<()>> {
+    let queue = channel.queue().to_owned();
+    let h = handle.clone();
+    let task = tokio::spawn(async move { h.consume(channel).await });
+    wait_for_consumer(&queue).await;
+    task
+}
+
+/// Waits until `queue` exists and has a consumer.
+pub async fn wait_for_consumer(queue: &str) {
+    let conn = raw_connection().await;
+    for _ in 0..200 {
+        let ch = conn.create_channel().await.expect("channel");
+        if let Ok(q) = ch
+            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+        {
+            if q.consumer_count() > 0 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no consumer appeared on queue `{queue}` within 10s");
+}
+
+/// Publishes `body` as is (confirmed).
+pub async fn publish_raw(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+    let confirm = ch
+        .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    assert!(confirm.is_ack(), "broker refused raw publish");
+}
+
+/// Publishes an envelope as is (confirmed).
+pub async fn publish_envelope(ch: &Channel, exchange: &str, key: &str, action: &str, data: serde_json::Value) {
+    let body = serde_json::to_vec(&serde_json::json!({"action": action, "data": data})).unwrap();
+    publish_raw(ch, exchange, key, &body, BasicProperties::default()).await;
+}
+
+/// Gets the next message of `queue`, waiting up to `timeout`.
+pub async fn get_message(ch: &Channel, queue: &str, timeout: Duration) -> Option<lapin::message::BasicGetMessage> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("basic_get") {
+            return Some(m);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many messages sit in `queue`.
+pub async fn queue_len(ch: &Channel, queue: &str) -> u32 {
+    ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .map(|q| q.message_count())
+        .unwrap_or(0)
+}
+
+/// A header of a message as text.
+pub fn header(props: &BasicProperties, key: &str) -> Option<String> {
+    use lapin::types::AMQPValue;
+    let v = props.headers().as_ref()?.inner().get(key)?;
+    Some(match v {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
+/// Deletes the queues (with their `.dlq`) and exchanges a test made.
+pub async fn cleanup(queues: &[&str], exchanges: &[&str]) {
+    let conn = raw_connection().await;
+    let ch = conn.create_channel().await.expect("channel");
+    for q in queues {
+        for name in [q.to_string(), format!("{q}.dlq")] {
+            let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+    }
+    for x in exchanges {
+        let _ = ch.exchange_delete((*x).into(), ExchangeDeleteOptions::default()).await;
+    }
+}
+
+/// Collects values from handlers, for tests to wait on.
+#[derive(Debug)]
+pub struct Recorder {
+    values: Mutex<Vec<serde_json::Value>>,
+    notify: Notify,
+}
+
+impl Recorder {
+    /// An empty recorder, usable in a `static`.
+    pub const fn new() -> Self {
+        Self { values: Mutex::new(Vec::new()), notify: Notify::const_new() }
+    }
+
+    /// Records one value.
+    pub fn record(&self, value: serde_json::Value) {
+        self.values.lock().unwrap().push(value);
+        self.notify.notify_waiters();
+    }
+
+    /// What has been recorded so far.
+    pub fn values(&self) -> Vec<serde_json::Value> {
+        self.values.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` values are recorded (panics after `timeout`), returns them all.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            let values = self.values();
+            if values.len() >= n {
+                return values;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let values = self.values();
+                if values.len() >= n {
+                    return values;
+                }
+                panic!("expected {n} recorded values within {timeout:?}, got {}: {values:?}", values.len());
+            }
+        }
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
