@@ -291,3 +291,19 @@ async fn explicit_handler_set_naming_an_unknown_action_fails_at_start() {
     let msg = err.to_string();
     assert!(msg.contains("T_NOBODY_HANDLES_THIS") && msg.contains("q-unknown-set"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_queue_declared_differently_is_a_clear_error_not_a_retry_loop() {
+    let queue = unique("q-mismatch");
+    let (_c, ch) = raw_channel().await;
+    // Declared non-durable by someone else; we want it durable.
+    ch.queue_declare(queue.as_str().into(), Default::default(), Default::default()).await.unwrap();
+    let (_events, handle) = deps(Config::default()).await;
+    let err = tokio::time::timeout(WAIT, handle.consume(ConsumeChannel::new(&queue)))
+        .await
+        .expect("fails instead of retrying forever")
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&queue) && msg.contains("PRECONDITION_FAILED"), "{msg}");
+    cleanup(&[&queue], &[]).await;
+}
