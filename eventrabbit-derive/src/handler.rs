@@ -143,10 +143,17 @@ fn expand_fn(kind: Kind, attr: TokenStream, func: &mut ItemFn) -> syn::Result<To
         }
     });
     let call_args = params.iter().map(|p| &p.ident);
-    let outcome = match Returns::of(&func.sig) {
-        Returns::Result(ty) => quote_spanned!(ty.span()=> ::eventrabbit::__private::result_outcome),
-        Returns::Value(ty) => quote_spanned!(ty.span()=> ::eventrabbit::__private::value_outcome),
-        Returns::Unit => quote!(::eventrabbit::__private::value_outcome),
+    // Bound checks spanned on the return type, so a wrong type is reported where it is written.
+    let (outcome, return_check) = match Returns::of(&func.sig) {
+        Returns::Result(ty) => (
+            quote!(::eventrabbit::__private::result_outcome),
+            quote_spanned!(ty.span()=> ::eventrabbit::__private::assert_result_return::<#ty>();),
+        ),
+        Returns::Value(ty) => (
+            quote!(::eventrabbit::__private::value_outcome),
+            quote_spanned!(ty.span()=> ::eventrabbit::__private::assert_value_return::<#ty>();),
+        ),
+        Returns::Unit => (quote!(::eventrabbit::__private::value_outcome), quote!()),
     };
     let registration = match reply {
         None => quote! {
@@ -181,6 +188,9 @@ fn expand_fn(kind: Kind, attr: TokenStream, func: &mut ItemFn) -> syn::Result<To
             #[serde(crate = "::eventrabbit::__private::serde")]
             #[allow(non_camel_case_types, dead_code)]
             struct #args_struct { #(#field_defs)* }
+
+            #[allow(dead_code)]
+            fn __eventrabbit_check() { #return_check }
 
             fn __eventrabbit_call(
                 __input: ::eventrabbit::__private::Input,

@@ -81,6 +81,29 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
+/// What a handler may return besides `Result`: anything serializable.
+#[diagnostic::on_unimplemented(
+    message = "handler return type `{Self}` must implement `serde::Serialize`",
+    label = "the handler's result is sent as JSON",
+    note = "return `()` for no result, a `T: Serialize`, or `Result<T, E>` with `E: Display`"
+)]
+pub trait HandlerReturn {}
+impl<T: Serialize> HandlerReturn for T {}
+
+/// A handler's `Result` return type: `Ok` must serialize, `Err` must display.
+#[diagnostic::on_unimplemented(
+    message = "handler return type `{Self}` must be `Result<T, E>` with `T: serde::Serialize` and `E: std::fmt::Display`",
+    label = "`Ok` is sent as JSON, `Err` is logged and retried"
+)]
+pub trait HandlerResult {}
+impl<T: Serialize, E: Display> HandlerResult for Result<T, E> {}
+
+/// Compile-time check emitted by the macros on a plain return type.
+pub const fn assert_value_return<T: HandlerReturn>() {}
+
+/// Compile-time check emitted by the macros on a `Result` return type.
+pub const fn assert_result_return<T: HandlerResult>() {}
+
 /// Turns a handler's plain return value into its reply.
 pub fn value_outcome<T: Serialize>(value: T) -> Result<Reply, Failure> {
     let raw = serde_json::value::to_raw_value(&value)

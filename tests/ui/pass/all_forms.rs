@@ -1,0 +1,49 @@
+use eventrabbit::{MessageContext, consumer, function, producer};
+use serde::{Deserialize, Serialize};
+
+const ACTION: &str = "CONST_ACTION";
+
+#[derive(Deserialize, Serialize)]
+struct Data { x: i64 }
+
+#[consumer(action = ACTION)]
+async fn by_const(_x: i64) {}
+
+#[consumer(action = "P_DATA")]
+async fn whole(#[data] d: Data, ctx: MessageContext, r#type: String) -> Result<Data, std::io::Error> {
+    let _ = (ctx.retry_count(), r#type);
+    Ok(d)
+}
+
+#[consumer(action = "P_NONE")]
+async fn no_params() -> Data { Data { x: 1 } }
+
+#[function(action = "P_FN", exchange = "x", key = "k")]
+async fn f(x: i64) -> Data { Data { x } }
+
+#[producer(exchange = "x", action = "P_PROD")]
+pub async fn produce(x: i64) -> Data {
+    if x < 0 {
+        return Data { x: 0 };
+    }
+    Data { x }
+}
+
+struct Svc;
+
+impl Svc {
+    #[producer(exchange = "x", action = "P_METHOD", key = "k")]
+    async fn produce(&self, mut x: i64) -> Result<Data, eventrabbit::Error> {
+        x += 1;
+        Ok(Data { x })
+    }
+}
+
+fn main() {
+    let _ = produce(1);
+    let _ = Svc.produce(1);
+    let _ = by_const(1);
+    let _ = whole;
+    let _ = no_params;
+    let _ = f;
+}
