@@ -1,1 +1,121 @@
-fn main(){}
+//! Quickstart: a consumer, a producer and an RPC call on one broker.
+//!
+//! ```sh
+//! cargo run --example quickstart        # AMQP_ADDR overrides amqp://guest:guest@127.0.0.1:5672/%2f
+//! ```
+
+use eventrabbit::{
+    Config, ConsumeChannel, ExchangeKind, build_event_dependencies, consumer, function, producer,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UserCreated {
+    user_id: i64,
+    name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EmailSent {
+    user_id: i64,
+    email: String,
+    status: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid email address `{0}`")]
+struct BadEmail(String);
+
+/// Runs for every `USER_CREATED` event; parameters are read from `data` by name.
+#[consumer(action = "USER_CREATED")]
+async fn on_user_created(user_id: i64, name: String) {
+    println!("consumer: user {user_id} was created with name {name:?}");
+}
+
+/// Receives what `send_email` publishes.
+#[consumer(action = "EMAIL_SENT")]
+async fn on_email_sent(user_id: i64, status: String) {
+    println!("consumer: email to user {user_id} is {status}");
+}
+
+/// Calling it publishes its result to the `user` exchange as `USER_CREATED`.
+#[producer(exchange = "quickstart_user", action = "USER_CREATED")]
+async fn create_user(user_id: i64, name: String) -> UserCreated {
+    UserCreated { user_id, name }
+}
+
+/// Answers RPC calls, and publishes its result as `EMAIL_SENT` to the `email` exchange.
+#[function(
+    action = "SEND_EMAIL",
+    exchange = "quickstart_email",
+    action_reply = "EMAIL_SENT"
+)]
+async fn send_email(user_id: i64, email: String) -> Result<EmailSent, BadEmail> {
+    if !email.contains('@') {
+        return Err(BadEmail(email));
+    }
+    Ok(EmailSent {
+        user_id,
+        email,
+        status: "sent".into(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> eventrabbit::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let url = std::env::var("AMQP_ADDR")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let (events, handle) = build_event_dependencies(&url, Config::default()).await?;
+
+    // One consumer loop per queue; both run on the same connection.
+    let users =
+        ConsumeChannel::new("quickstart_users").exchange("quickstart_user", ExchangeKind::Fanout);
+    let emails = ConsumeChannel::new("quickstart_email_queue");
+    let email_log = ConsumeChannel::new("quickstart_email_log")
+        .exchange("quickstart_email", ExchangeKind::Fanout);
+    let mut loops = Vec::new();
+    for channel in [email_log, users, emails] {
+        let handle = handle.clone();
+        loops.push(tokio::spawn(async move { handle.consume(channel).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the queues be declared
+
+    for (id, name) in [(1, "ann"), (2, "bob")] {
+        let user = create_user(id, name.into()).await?;
+        println!("producer: published {user:?}");
+    }
+
+    let reply: EmailSent = events
+        .call(
+            "quickstart_email_queue",
+            "SEND_EMAIL",
+            json!({"user_id": 1, "email": "ann@example.com"}),
+        )
+        .await?;
+    println!("rpc: SEND_EMAIL answered {reply:?}");
+
+    match events
+        .call::<EmailSent>(
+            "quickstart_email_queue",
+            "SEND_EMAIL",
+            json!({"user_id": 2, "email": 42}),
+        )
+        .await
+    {
+        Err(e) => println!("rpc: a bad request is answered with an error: {e}"),
+        Ok(r) => println!("rpc: unexpected reply {r:?}"),
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.shutdown().await; // lets in-flight handlers finish, then closes
+    for l in loops {
+        l.await.expect("consumer task")?;
+    }
+    println!("done");
+    Ok(())
+}

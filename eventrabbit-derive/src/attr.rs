@@ -94,10 +94,7 @@ impl Args {
     /// The value of `key`, or a spanned error saying it is required.
     pub(crate) fn require(&self, macro_name: &str, key: &str, span: Span) -> syn::Result<&StrArg> {
         self.get(key).ok_or_else(|| {
-            syn::Error::new(
-                span,
-                format!("`#[{macro_name}]` needs `{key} = \"...\"`"),
-            )
+            syn::Error::new(span, format!("`#[{macro_name}]` needs `{key} = \"...\"`"))
         })
     }
 }
@@ -121,15 +118,14 @@ fn check_value(value: &Expr) -> syn::Result<()> {
 
 /// Rejects an empty string literal for keys such as `action`, which name something.
 pub(crate) fn non_empty(macro_name: &str, key: &str, arg: &StrArg) -> syn::Result<()> {
-    if let Expr::Lit(lit) = &arg.expr {
-        if let Lit::Str(s) = &lit.lit {
-            if s.value().is_empty() {
-                return Err(syn::Error::new(
-                    s.span(),
-                    format!("`{key}` of `#[{macro_name}]` must not be empty"),
-                ));
-            }
-        }
+    if let Expr::Lit(lit) = &arg.expr
+        && let Lit::Str(s) = &lit.lit
+        && s.value().is_empty()
+    {
+        return Err(syn::Error::new(
+            s.span(),
+            format!("`{key}` of `#[{macro_name}]` must not be empty"),
+        ));
     }
     Ok(())
 }

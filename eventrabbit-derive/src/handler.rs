@@ -95,10 +95,10 @@ fn expand_fn(kind: Kind, attr: TokenStream, func: &mut ItemFn) -> syn::Result<To
         if let Kind::Function = kind {
             match args.require(name, "exchange", span) {
                 Ok(exchange) => {
-                    if let Some(r) = args.get("action_reply") {
-                        if let Err(e) = non_empty(name, "action_reply", r) {
-                            errors.add(e);
-                        }
+                    if let Some(r) = args.get("action_reply")
+                        && let Err(e) = non_empty(name, "action_reply", r)
+                    {
+                        errors.add(e);
                     }
                     reply = Some((
                         exchange.clone(),
@@ -240,7 +240,10 @@ fn collect_params(name: &str, func: &ItemFn, errors: &mut Errors) -> Vec<Param> 
             Source::Data
         } else if is_context {
             if context_seen {
-                errors.push(pt.span(), "only one parameter may take the `MessageContext`");
+                errors.push(
+                    pt.span(),
+                    "only one parameter may take the `MessageContext`",
+                );
             }
             context_seen = true;
             Source::Context

@@ -26,13 +26,13 @@ fn expand_fn(attr: TokenStream, func: &mut ImplItemFn) -> syn::Result<TokenStrea
     let mut errors = Errors::default();
     check_common(NAME, &func.sig, &mut errors);
     for arg in &func.sig.inputs {
-        if let FnArg::Typed(pt) = arg {
-            if !matches!(&*pt.pat, Pat::Ident(_)) {
-                errors.push(
-                    pt.pat.span(),
-                    "unsupported parameter pattern: use a plain identifier",
-                );
-            }
+        if let FnArg::Typed(pt) = arg
+            && !matches!(&*pt.pat, Pat::Ident(_))
+        {
+            errors.push(
+                pt.pat.span(),
+                "unsupported parameter pattern: use a plain identifier",
+            );
         }
     }
     let returns = Returns::of(&func.sig);
@@ -54,10 +54,10 @@ fn expand_fn(attr: TokenStream, func: &mut ImplItemFn) -> syn::Result<TokenStrea
         let span = Span::call_site();
         let exchange = args.require(NAME, "exchange", span);
         let action = args.require(NAME, "action", span);
-        if let Ok(a) = &action {
-            if let Err(e) = non_empty(NAME, "action", a) {
-                errors.add(e);
-            }
+        if let Ok(a) = &action
+            && let Err(e) = non_empty(NAME, "action", a)
+        {
+            errors.add(e);
         }
         match (exchange, action) {
             (Ok(x), Ok(a)) => target = Some((x.clone(), a.clone(), args.get("key").cloned())),
@@ -92,7 +92,8 @@ fn expand_fn(attr: TokenStream, func: &mut ImplItemFn) -> syn::Result<TokenStrea
                 #publish?;
                 ::core::result::Result::Ok(__eventrabbit_value)
             };
-            let wrapped: syn::Type = syn::parse_quote_spanned!(ty.span()=> ::eventrabbit::Result<#ty>);
+            let wrapped: syn::Type =
+                syn::parse_quote_spanned!(ty.span()=> ::eventrabbit::Result<#ty>);
             (wrapped, ret)
         }
         Returns::Unit => unreachable!("rejected above"),

@@ -56,7 +56,10 @@ impl RetryConfig {
     /// (the broker's TTL unit) and at least 1 ms.
     #[must_use]
     pub fn delay_for(&self, retry: u32) -> Duration {
-        let factor = self.multiplier.max(1.0).powi(retry.saturating_sub(1).min(64) as i32);
+        let factor = self
+            .multiplier
+            .max(1.0)
+            .powi(retry.saturating_sub(1).min(64) as i32);
         let ms = (self.delay.as_millis() as f64 * factor).min(self.max_delay.as_millis() as f64);
         Duration::from_millis((ms.round() as u64).max(1))
     }

@@ -41,10 +41,10 @@ impl Connector {
     /// The live connection, opening one if there is none; one attempt.
     pub(crate) async fn connect_once(&self) -> Result<Arc<Connection>> {
         let mut current = self.current.lock().await;
-        if let Some(conn) = current.as_ref() {
-            if conn.status().connected() {
-                return Ok(conn.clone());
-            }
+        if let Some(conn) = current.as_ref()
+            && conn.status().connected()
+        {
+            return Ok(conn.clone());
         }
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
         let conn = Connection::connect(&self.url, props).await.map_err(|e| {
@@ -58,7 +58,11 @@ impl Connector {
     }
 
     /// The live connection, retrying with exponential backoff until `deadline` (forever if `None`).
-    pub(crate) async fn connect(&self, deadline: Option<Instant>, what: &str) -> Result<Arc<Connection>> {
+    pub(crate) async fn connect(
+        &self,
+        deadline: Option<Instant>,
+        what: &str,
+    ) -> Result<Arc<Connection>> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(self.max_delay)
@@ -71,15 +75,15 @@ impl Connector {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {
                     let delay = delays.next().unwrap_or(self.max_delay);
-                    if let Some(deadline) = deadline {
-                        if Instant::now() + delay >= deadline {
-                            return match e {
-                                Error::Connection(_) => {
-                                    Err(Error::Unavailable(started.elapsed(), what.to_owned()))
-                                }
-                                other => Err(other),
-                            };
-                        }
+                    if let Some(deadline) = deadline
+                        && Instant::now() + delay >= deadline
+                    {
+                        return match e {
+                            Error::Connection(_) => {
+                                Err(Error::Unavailable(started.elapsed(), what.to_owned()))
+                            }
+                            other => Err(other),
+                        };
                     }
                     tokio::time::sleep(delay).await;
                 }
@@ -116,10 +120,10 @@ impl Connector {
     /// Closes the connection, if open.
     pub(crate) async fn close(&self) {
         let conn = self.current.lock().await.take();
-        if let Some(conn) = conn {
-            if conn.status().connected() {
-                let _ = conn.close(200, "eventrabbit closing".into()).await;
-            }
+        if let Some(conn) = conn
+            && conn.status().connected()
+        {
+            let _ = conn.close(200, "eventrabbit closing".into()).await;
         }
     }
 }
@@ -136,12 +140,7 @@ pub(crate) fn redact(url: &str) -> String {
         Some(at) => {
             let userinfo = &authority[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            format!(
-                "{}{}:***{}",
-                &url[..scheme_end + 3],
-                user,
-                &rest[at..]
-            )
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &rest[at..])
         }
         None => url.to_owned(),
     }
@@ -168,14 +167,22 @@ mod tests {
 
     #[test]
     fn redacts_password() {
-        assert_eq!(redact("amqp://guest:s3cret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:s3cret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
         assert_eq!(redact("amqps://u:p@q@h/v"), "amqps://u:***@h/v");
         assert_eq!(redact("amqp://host/"), "amqp://host/");
     }
 
     #[test]
     fn debug_has_no_password() {
-        let c = Connector::new("amqp://guest:hunter2@127.0.0.1:5672/%2f", "t".into(), Duration::from_secs(1)).unwrap();
+        let c = Connector::new(
+            "amqp://guest:hunter2@127.0.0.1:5672/%2f",
+            "t".into(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

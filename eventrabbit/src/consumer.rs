@@ -66,14 +66,20 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: ConsumeChannel) -> Result<()>
 /// Errors that reconnecting cannot fix: the topology is refused by the broker.
 fn is_fatal(e: &Error) -> bool {
     match e {
-        Error::Amqp { source, .. } => source.is_amqp_soft_error() || source.is_amqp_hard_error() && !source.can_be_recovered(),
+        Error::Amqp { source, .. } => {
+            source.is_amqp_soft_error() || source.is_amqp_hard_error() && !source.can_be_recovered()
+        }
         Error::UnknownAction { .. } | Error::DuplicateAction { .. } | Error::InvalidUrl(_) => true,
         _ => false,
     }
 }
 
 /// One connection's worth of consuming: declare, consume, dispatch, until it drops or shutdown.
-async fn session(ctx: &Arc<QueueContext>, spec: &ConsumeChannel, tracker: &TaskTracker) -> Result<()> {
+async fn session(
+    ctx: &Arc<QueueContext>,
+    spec: &ConsumeChannel,
+    tracker: &TaskTracker,
+) -> Result<()> {
     let shared = &ctx.shared;
     let what = format!("consuming queue `{}`", spec.queue);
     let ch = tokio::select! {
@@ -81,7 +87,11 @@ async fn session(ctx: &Arc<QueueContext>, spec: &ConsumeChannel, tracker: &TaskT
         _ = shared.shutdown.cancelled() => return Ok(()),
     };
     topology::declare(&ch, spec, &ctx.settings).await?;
-    let tag = format!("eventrabbit-{}-{}", spec.queue, uuid::Uuid::new_v4().simple());
+    let tag = format!(
+        "eventrabbit-{}-{}",
+        spec.queue,
+        uuid::Uuid::new_v4().simple()
+    );
     let mut consumer = ch
         .basic_consume(
             spec.queue.as_str().into(),
@@ -213,7 +223,12 @@ async fn settle(
                     return retry_or_fail(ctx, reg, message, error).await;
                 }
             }
-            reply(publisher, message, &envelope::encode_reply(result.as_deref())).await
+            reply(
+                publisher,
+                message,
+                &envelope::encode_reply(result.as_deref()),
+            )
+            .await
         }
         Err(Failure::Invalid(detail)) => {
             let reason = DeadReason::InvalidData {
@@ -226,13 +241,26 @@ async fn settle(
     }
 }
 
-async fn retry_or_fail(ctx: &QueueContext, reg: &Registration, message: &Message, error: String) -> Result<()> {
+async fn retry_or_fail(
+    ctx: &QueueContext,
+    reg: &Registration,
+    message: &Message,
+    error: String,
+) -> Result<()> {
     let retries = message.retry_count();
     let policy = &ctx.settings.retry;
     if policy.allows(retries) {
         let delay = policy.delay_for(retries + 1);
         tracing::warn!(queue = %ctx.queue, action = reg.action, retry = retries + 1, ?delay, "handler failed, retrying: {error}");
-        dead_letter::schedule_retry(&ctx.shared.publisher, message, retries + 1, delay, ctx.settings.durable, &error).await
+        dead_letter::schedule_retry(
+            &ctx.shared.publisher,
+            message,
+            retries + 1,
+            delay,
+            ctx.settings.durable,
+            &error,
+        )
+        .await
     } else {
         let reason = DeadReason::RetriesExhausted {
             action: reg.action.to_owned(),
@@ -248,7 +276,12 @@ async fn fail_for_good(ctx: &QueueContext, message: &Message, reason: DeadReason
     tracing::warn!(queue = %ctx.queue, code = reason.code(), "dead-lettering message: {reason}");
     let publisher = &ctx.shared.publisher;
     dead_letter::dead_letter(publisher, message, &ctx.settings.dead_letter_queue, &reason).await?;
-    reply(publisher, message, &envelope::encode_error_reply(&reason.to_string())).await
+    reply(
+        publisher,
+        message,
+        &envelope::encode_error_reply(&reason.to_string()),
+    )
+    .await
 }
 
 /// Answers `reply_to`, if the message has one. A caller that is gone is not an error.

@@ -63,19 +63,31 @@ impl MessageContext {
     /// The `message_id` property, if the publisher set one.
     #[must_use]
     pub fn message_id(&self) -> Option<&str> {
-        self.message.properties.message_id().as_ref().map(|s| s.as_str())
+        self.message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
     }
 
     /// The `correlation_id` property (set on RPC requests).
     #[must_use]
     pub fn correlation_id(&self) -> Option<&str> {
-        self.message.properties.correlation_id().as_ref().map(|s| s.as_str())
+        self.message
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str())
     }
 
     /// The `reply_to` property (set on RPC requests).
     #[must_use]
     pub fn reply_to(&self) -> Option<&str> {
-        self.message.properties.reply_to().as_ref().map(|s| s.as_str())
+        self.message
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|s| s.as_str())
     }
 
     /// The message headers.

@@ -55,11 +55,20 @@ fn failure_headers(message: &Message) -> FieldTable {
     let mut headers = message.headers().cloned().unwrap_or_default();
     let has = |h: &FieldTable, k: &str| h.inner().contains_key(k);
     if !has(&headers, ORIGINAL_EXCHANGE_HEADER) {
-        headers.insert(ORIGINAL_EXCHANGE_HEADER.into(), long(message.exchange.clone()));
-        headers.insert(ORIGINAL_ROUTING_KEY_HEADER.into(), long(message.routing_key.clone()));
+        headers.insert(
+            ORIGINAL_EXCHANGE_HEADER.into(),
+            long(message.exchange.clone()),
+        );
+        headers.insert(
+            ORIGINAL_ROUTING_KEY_HEADER.into(),
+            long(message.routing_key.clone()),
+        );
     }
     if !has(&headers, FIRST_FAILURE_HEADER) {
-        headers.insert(FIRST_FAILURE_HEADER.into(), AMQPValue::LongLongInt(now_ms()));
+        headers.insert(
+            FIRST_FAILURE_HEADER.into(),
+            AMQPValue::LongLongInt(now_ms()),
+        );
     }
     headers.insert(ORIGINAL_QUEUE_HEADER.into(), long(&*message.queue));
     headers
@@ -116,7 +125,10 @@ pub(crate) async fn schedule_retry(
     .map_err(Error::amqp(format!("declaring retry queue `{wait_queue}`")))?;
 
     let mut headers = failure_headers(message);
-    headers.insert(RETRY_COUNT_HEADER.into(), AMQPValue::LongLongInt(retry.into()));
+    headers.insert(
+        RETRY_COUNT_HEADER.into(),
+        AMQPValue::LongLongInt(retry.into()),
+    );
     headers.insert(LAST_ERROR_HEADER.into(), long(error));
     publisher
         .publish(Outgoing {
@@ -130,7 +142,11 @@ pub(crate) async fn schedule_retry(
 }
 
 /// Declares the dead-letter queue of a consumed queue.
-pub(crate) async fn declare_dead_letter_queue(ch: &Channel, name: &str, durable: bool) -> Result<()> {
+pub(crate) async fn declare_dead_letter_queue(
+    ch: &Channel,
+    name: &str,
+    durable: bool,
+) -> Result<()> {
     ch.queue_declare(
         name.into(),
         QueueDeclareOptions {
@@ -159,7 +175,10 @@ pub(crate) async fn dead_letter(
         DeadReason::InvalidData { .. } => 1,
         _ => 0,
     };
-    headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongLongInt(attempts.into()));
+    headers.insert(
+        ATTEMPTS_HEADER.into(),
+        AMQPValue::LongLongInt(attempts.into()),
+    );
     publisher
         .publish(Outgoing {
             exchange: "",
@@ -187,7 +206,9 @@ pub(crate) async fn redrive(
         let Some(got) = ch
             .basic_get(dead_letter_queue.into(), BasicGetOptions { no_ack: false })
             .await
-            .map_err(Error::amqp(format!("reading dead-letter queue `{dead_letter_queue}`")))?
+            .map_err(Error::amqp(format!(
+                "reading dead-letter queue `{dead_letter_queue}`"
+            )))?
         else {
             break;
         };
@@ -224,7 +245,9 @@ pub(crate) async fn redrive(
             .acker
             .ack(BasicAckOptions::default())
             .await
-            .map_err(Error::amqp(format!("acknowledging in `{dead_letter_queue}`")))?;
+            .map_err(Error::amqp(format!(
+                "acknowledging in `{dead_letter_queue}`"
+            )))?;
         moved += 1;
     }
     Ok(moved)

@@ -9,11 +9,21 @@ use std::ops::Range;
 /// Why a message went to the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DeadReason {
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        size: usize,
+        limit: usize,
+    },
     Envelope(EnvelopeError),
     UnknownAction(String),
-    InvalidData { action: String, detail: String },
-    RetriesExhausted { action: String, attempts: u32, error: String },
+    InvalidData {
+        action: String,
+        detail: String,
+    },
+    RetriesExhausted {
+        action: String,
+        attempts: u32,
+        error: String,
+    },
 }
 
 impl DeadReason {
@@ -36,13 +46,23 @@ impl std::fmt::Display for DeadReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DeadReason::TooLarge { size, limit } => {
-                write!(f, "message of {size} bytes exceeds the limit of {limit} bytes")
+                write!(
+                    f,
+                    "message of {size} bytes exceeds the limit of {limit} bytes"
+                )
             }
             DeadReason::Envelope(e) => e.fmt(f),
             DeadReason::UnknownAction(a) => write!(f, "no handler for action `{a}` on this queue"),
             DeadReason::InvalidData { action, detail } => write!(f, "action `{action}`: {detail}"),
-            DeadReason::RetriesExhausted { action, attempts, error } => {
-                write!(f, "action `{action}` failed {attempts} times; last error: {error}")
+            DeadReason::RetriesExhausted {
+                action,
+                attempts,
+                error,
+            } => {
+                write!(
+                    f,
+                    "action `{action}` failed {attempts} times; last error: {error}"
+                )
             }
         }
     }
@@ -60,7 +80,12 @@ pub(crate) enum Decision {
 }
 
 /// Decides from the body alone, before any handler runs.
-pub(crate) fn decide(body: &[u8], routes: &Routes, max_size: usize, unknown: UnknownAction) -> Decision {
+pub(crate) fn decide(
+    body: &[u8],
+    routes: &Routes,
+    max_size: usize,
+    unknown: UnknownAction,
+) -> Decision {
     if body.len() > max_size {
         return Decision::DeadLetter(DeadReason::TooLarge {
             size: body.len(),
@@ -74,7 +99,9 @@ pub(crate) fn decide(body: &[u8], routes: &Routes, max_size: usize, unknown: Unk
     match routes.get(&env.action) {
         Some(reg) => Decision::Handle(reg, env.data),
         None => match unknown {
-            UnknownAction::Drop => Decision::Drop(format!("no handler for action `{}`", env.action)),
+            UnknownAction::Drop => {
+                Decision::Drop(format!("no handler for action `{}`", env.action))
+            }
             _ => Decision::DeadLetter(DeadReason::UnknownAction(env.action.into_owned())),
         },
     }

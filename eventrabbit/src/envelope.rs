@@ -155,10 +155,22 @@ mod tests {
     fn classifies_bad_bodies() {
         assert!(matches!(decode(b"nope"), Err(EnvelopeError::NotJson(_))));
         assert_eq!(decode(b"[1]").unwrap_err(), EnvelopeError::NotObject);
-        assert_eq!(decode(br#"{"data":{}}"#).unwrap_err(), EnvelopeError::MissingAction);
-        assert_eq!(decode(br#"{"action":1,"data":{}}"#).unwrap_err(), EnvelopeError::MissingAction);
-        assert_eq!(decode(br#"{"action":"A","data":[]}"#).unwrap_err(), EnvelopeError::DataNotObject);
-        assert_eq!(decode(br#"{"action":"A"}"#).unwrap_err(), EnvelopeError::DataNotObject);
+        assert_eq!(
+            decode(br#"{"data":{}}"#).unwrap_err(),
+            EnvelopeError::MissingAction
+        );
+        assert_eq!(
+            decode(br#"{"action":1,"data":{}}"#).unwrap_err(),
+            EnvelopeError::MissingAction
+        );
+        assert_eq!(
+            decode(br#"{"action":"A","data":[]}"#).unwrap_err(),
+            EnvelopeError::DataNotObject
+        );
+        assert_eq!(
+            decode(br#"{"action":"A"}"#).unwrap_err(),
+            EnvelopeError::DataNotObject
+        );
     }
 
     #[test]
@@ -173,6 +185,9 @@ mod tests {
         assert_eq!(encode("A", &data), br#"{"action":"A","data":{"x":1}}"#);
         assert!(encode_data("A", &5).is_err());
         assert_eq!(encode_reply(None), br#"{"data":null}"#);
-        assert_eq!(encode_error_reply("boom"), br#"{"error":{"message":"boom"}}"#);
+        assert_eq!(
+            encode_error_reply("boom"),
+            br#"{"error":{"message":"boom"}}"#
+        );
     }
 }

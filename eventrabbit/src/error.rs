@@ -26,7 +26,9 @@ pub enum Error {
         source: lapin::Error,
     },
     /// The broker refused (negatively confirmed) a publish.
-    #[error("broker refused the message published to exchange `{exchange}` with routing key `{routing_key}`")]
+    #[error(
+        "broker refused the message published to exchange `{exchange}` with routing key `{routing_key}`"
+    )]
     Nacked {
         /// The exchange published to (`""` is the default exchange).
         exchange: String,
@@ -34,7 +36,9 @@ pub enum Error {
         routing_key: String,
     },
     /// A mandatory publish could not be routed to any queue.
-    #[error("no queue is bound to exchange `{exchange}` for routing key `{routing_key}` (message returned: {reply_text})")]
+    #[error(
+        "no queue is bound to exchange `{exchange}` for routing key `{routing_key}` (message returned: {reply_text})"
+    )]
     Unroutable {
         /// The exchange published to.
         exchange: String,
@@ -54,7 +58,9 @@ pub enum Error {
         second: String,
     },
     /// A queue was told to serve an action no handler is registered for.
-    #[error("queue `{queue}` is told to serve action `{action}`, but no handler is registered for it")]
+    #[error(
+        "queue `{queue}` is told to serve action `{action}`, but no handler is registered for it"
+    )]
     UnknownAction {
         /// The queue.
         queue: String,

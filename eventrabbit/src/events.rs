@@ -44,7 +44,10 @@ static CURRENT: RwLock<Vec<Weak<Shared>>> = RwLock::new(Vec::new());
 /// handle.consume(ConsumeChannel::new("my_queue")).await?;
 /// # Ok(()) }
 /// ```
-pub async fn build_event_dependencies(url: impl AsRef<str>, config: Config) -> Result<(Events, Handle)> {
+pub async fn build_event_dependencies(
+    url: impl AsRef<str>,
+    config: Config,
+) -> Result<(Events, Handle)> {
     registry::check_duplicates()?;
     let connector = Arc::new(Connector::new(
         url.as_ref(),
@@ -74,7 +77,9 @@ async fn close_when_idle(shared: Weak<Shared>, idle: Duration) {
     let tick = (idle / 4).max(Duration::from_millis(50));
     loop {
         tokio::time::sleep(tick).await;
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if shared.shutdown.is_cancelled() {
             return;
         }
@@ -209,7 +214,10 @@ impl Handle {
 
     /// Like [`Handle::shutdown`], but gives up waiting for handlers after `deadline`.
     pub async fn shutdown_within(&self, deadline: Duration) {
-        if tokio::time::timeout(deadline, self.shutdown()).await.is_err() {
+        if tokio::time::timeout(deadline, self.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(?deadline, "shutdown deadline passed; closing anyway");
             self.shared.connector.close().await;
         }

@@ -1,8 +1,8 @@
 //! What the macros register: a handler per action, and the helpers its generated code calls.
 
 use crate::context::{Message, MessageContext};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::fmt::Display;
 use std::future::Future;
@@ -210,7 +210,9 @@ mod tests {
             panic!()
         };
         assert!(msg.contains("missing field `name`"), "{msg}");
-        let Failure::Invalid(msg) = decode_data::<Args>(r#"{"user_id":"x","name":"a"}"#).unwrap_err() else {
+        let Failure::Invalid(msg) =
+            decode_data::<Args>(r#"{"user_id":"x","name":"a"}"#).unwrap_err()
+        else {
             panic!()
         };
         assert!(msg.contains("field `user_id`"), "{msg}");
@@ -220,6 +222,9 @@ mod tests {
     fn unit_means_no_reply() {
         assert!(value_outcome(()).unwrap().0.is_none());
         assert_eq!(value_outcome(5).unwrap().0.unwrap().get(), "5");
-        assert_eq!(result_outcome::<(), _>(Err("boom")).unwrap_err(), Failure::Failed("boom".into()));
+        assert_eq!(
+            result_outcome::<(), _>(Err("boom")).unwrap_err(),
+            Failure::Failed("boom".into())
+        );
     }
 }

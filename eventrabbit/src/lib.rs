@@ -89,8 +89,9 @@ pub mod types {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::handler::{
-        Failure, HandlerFn, HandlerFuture, HandlerResult, HandlerReturn, Input, Registration, Reply,
-        ReplyTarget, assert_result_return, assert_value_return, result_outcome, value_outcome,
+        Failure, HandlerFn, HandlerFuture, HandlerResult, HandlerReturn, Input, Registration,
+        Reply, ReplyTarget, assert_result_return, assert_value_return, result_outcome,
+        value_outcome,
     };
     pub use inventory;
     pub use serde;

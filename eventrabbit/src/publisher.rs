@@ -117,11 +117,15 @@ impl Publisher {
 
     /// Closes the channel if open; the next publish reopens one.
     pub(crate) async fn close(&self) {
-        let ch = self.channel.write().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(ch) = ch {
-            if ch.status().connected() {
-                let _ = ch.close(200, "idle".into()).await;
-            }
+        let ch = self
+            .channel
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(ch) = ch
+            && ch.status().connected()
+        {
+            let _ = ch.close(200, "idle".into()).await;
         }
     }
 

@@ -25,7 +25,11 @@ fn all() -> Result<HashMap<&'static str, &'static Registration>> {
     let mut map: HashMap<&'static str, &'static Registration> = HashMap::new();
     for reg in registered() {
         if let Some(first) = map.insert(reg.action, reg) {
-            let (a, b) = if first.name <= reg.name { (first, reg) } else { (reg, first) };
+            let (a, b) = if first.name <= reg.name {
+                (first, reg)
+            } else {
+                (reg, first)
+            };
             return Err(Error::DuplicateAction {
                 action: reg.action.to_owned(),
                 first: a.name.to_owned(),
@@ -44,10 +48,12 @@ pub(crate) fn routes(queue: &str, only: Option<&[String]>) -> Result<Routes> {
         Some(actions) => {
             let mut map = HashMap::new();
             for action in actions {
-                let (k, v) = all.get_key_value(action.as_str()).ok_or_else(|| Error::UnknownAction {
-                    queue: queue.to_owned(),
-                    action: action.clone(),
-                })?;
+                let (k, v) =
+                    all.get_key_value(action.as_str())
+                        .ok_or_else(|| Error::UnknownAction {
+                            queue: queue.to_owned(),
+                            action: action.clone(),
+                        })?;
                 map.insert(*k, *v);
             }
             map

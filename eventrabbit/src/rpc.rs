@@ -6,9 +6,9 @@ use crate::envelope::{self, ReplyBody};
 use crate::publisher::properties;
 use crate::{Error, Result};
 use futures_util::StreamExt;
+use lapin::Channel;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::Channel;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,7 +41,10 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -83,12 +86,17 @@ impl RpcClient {
                     tracing::debug!("reply without correlation_id dropped");
                     continue;
                 };
-                let waiter = pending.lock().unwrap_or_else(|e| e.into_inner()).remove(id.as_str());
+                let waiter = pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(id.as_str());
                 match waiter {
                     Some(tx) => {
                         let _ = tx.send(delivery.data);
                     }
-                    None => tracing::info!(correlation_id = %id, "late or unknown RPC reply dropped"),
+                    None => {
+                        tracing::info!(correlation_id = %id, "late or unknown RPC reply dropped")
+                    }
                 }
             }
             // The channel is gone: fail every waiting call now rather than at its timeout.
@@ -100,7 +108,11 @@ impl RpcClient {
 
     /// Whether calls are waiting for replies.
     pub(crate) fn busy(&self) -> bool {
-        !self.pending.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Drops the reply channel (before the connection is closed for idleness).
@@ -117,7 +129,11 @@ impl RpcClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<R> {
-        let target = if exchange.is_empty() { routing_key } else { exchange };
+        let target = if exchange.is_empty() {
+            routing_key
+        } else {
+            exchange
+        };
         let deadline = Instant::now() + timeout;
         let timed_out = || Error::Timeout {
             target: target.to_owned(),
@@ -200,7 +216,10 @@ fn decode_reply<R: DeserializeOwned>(target: &str, action: &str, reply: &[u8]) -
 }
 
 /// Encodes a request envelope.
-pub(crate) fn request_body<T: serde::Serialize + ?Sized>(action: &str, data: &T) -> Result<Vec<u8>> {
+pub(crate) fn request_body<T: serde::Serialize + ?Sized>(
+    action: &str,
+    data: &T,
+) -> Result<Vec<u8>> {
     let raw = envelope::encode_data(action, data)?;
     Ok(envelope::encode(action, &raw))
 }

@@ -4,11 +4,17 @@ use crate::consume_channel::{ConsumeChannel, ExchangeKind, Resolved};
 use crate::dead_letter::declare_dead_letter_queue;
 use crate::{Error, Result};
 use lapin::Channel;
-use lapin::options::{BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 
 /// Declares everything `spec` consumes from on `ch`. Idempotent: run again after a reconnect.
-pub(crate) async fn declare(ch: &Channel, spec: &ConsumeChannel, settings: &Resolved) -> Result<()> {
+pub(crate) async fn declare(
+    ch: &Channel,
+    spec: &ConsumeChannel,
+    settings: &Resolved,
+) -> Result<()> {
     let queue = spec.queue.as_str();
     ch.basic_qos(settings.prefetch, BasicQosOptions::default())
         .await
@@ -52,7 +58,9 @@ pub(crate) async fn declare(ch: &Channel, spec: &ConsumeChannel, settings: &Reso
             b.arguments.clone(),
         )
         .await
-        .map_err(Error::amqp(format!("binding queue `{queue}` to exchange `{exchange}`")))?;
+        .map_err(Error::amqp(format!(
+            "binding queue `{queue}` to exchange `{exchange}`"
+        )))?;
     }
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! fail loudly, saying how to start one, when it is not reachable.
 
 use eventrabbit::{Config, ConsumeChannel, Events, Handle, build_event_dependencies};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::sync::Mutex;
@@ -29,7 +32,9 @@ pub async fn raw_connection() -> Connection {
 pub async fn raw_channel() -> (Connection, Channel) {
     let conn = raw_connection().await;
     let ch = conn.create_channel().await.expect("channel");
-    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm");
     (conn, ch)
 }
 
@@ -41,11 +46,16 @@ pub fn unique(prefix: &str) -> String {
 /// `build_event_dependencies` on the test broker.
 pub async fn deps(config: Config) -> (Events, Handle) {
     let _ = raw_connection().await; // loud failure if the broker is down
-    build_event_dependencies(amqp_addr(), config).await.expect("build_event_dependencies")
+    build_event_dependencies(amqp_addr(), config)
+        .await
+        .expect("build_event_dependencies")
 }
 
 /// Starts consuming `channel` in the background and returns once the broker shows the consumer.
-pub async fn start(handle: &Handle, channel: ConsumeChannel) -> tokio::task::JoinHandle<eventrabbit::Result<()>> {
+pub async fn start(
+    handle: &Handle,
+    channel: ConsumeChannel,
+) -> tokio::task::JoinHandle<eventrabbit::Result<()>> {
     let queue = channel.queue().to_owned();
     let h = handle.clone();
     let task = tokio::spawn(async move { h.consume(channel).await });
@@ -59,12 +69,18 @@ pub async fn wait_for_consumer(queue: &str) {
     for _ in 0..200 {
         let ch = conn.create_channel().await.expect("channel");
         if let Ok(q) = ch
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
+            && q.consumer_count() > 0
         {
-            if q.consumer_count() > 0 {
-                return;
-            }
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -72,9 +88,21 @@ pub async fn wait_for_consumer(queue: &str) {
 }
 
 /// Publishes `body` as is (confirmed).
-pub async fn publish_raw(ch: &Channel, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
+pub async fn publish_raw(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
     let confirm = ch
-        .basic_publish(exchange.into(), key.into(), BasicPublishOptions::default(), body, props)
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body,
+            props,
+        )
         .await
         .expect("publish")
         .await
@@ -83,16 +111,30 @@ pub async fn publish_raw(ch: &Channel, exchange: &str, key: &str, body: &[u8], p
 }
 
 /// Publishes an envelope as is (confirmed).
-pub async fn publish_envelope(ch: &Channel, exchange: &str, key: &str, action: &str, data: serde_json::Value) {
+pub async fn publish_envelope(
+    ch: &Channel,
+    exchange: &str,
+    key: &str,
+    action: &str,
+    data: serde_json::Value,
+) {
     let body = serde_json::to_vec(&serde_json::json!({"action": action, "data": data})).unwrap();
     publish_raw(ch, exchange, key, &body, BasicProperties::default()).await;
 }
 
 /// Gets the next message of `queue`, waiting up to `timeout`.
-pub async fn get_message(ch: &Channel, queue: &str, timeout: Duration) -> Option<lapin::message::BasicGetMessage> {
+pub async fn get_message(
+    ch: &Channel,
+    queue: &str,
+    timeout: Duration,
+) -> Option<lapin::message::BasicGetMessage> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(m) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("basic_get") {
+        if let Some(m) = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic_get")
+        {
             return Some(m);
         }
         if tokio::time::Instant::now() >= deadline {
@@ -104,10 +146,17 @@ pub async fn get_message(ch: &Channel, queue: &str, timeout: Duration) -> Option
 
 /// How many messages sit in `queue`.
 pub async fn queue_len(ch: &Channel, queue: &str) -> u32 {
-    ch.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .map(|q| q.message_count())
-        .unwrap_or(0)
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map(|q| q.message_count())
+    .unwrap_or(0)
 }
 
 /// A header of a message as text.
@@ -130,11 +179,15 @@ pub async fn cleanup(queues: &[&str], exchanges: &[&str]) {
     let ch = conn.create_channel().await.expect("channel");
     for q in queues {
         for name in [q.to_string(), format!("{q}.dlq")] {
-            let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = ch
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
     }
     for x in exchanges {
-        let _ = ch.exchange_delete((*x).into(), ExchangeDeleteOptions::default()).await;
+        let _ = ch
+            .exchange_delete((*x).into(), ExchangeDeleteOptions::default())
+            .await;
     }
 }
 
@@ -148,7 +201,10 @@ pub struct Recorder {
 impl Recorder {
     /// An empty recorder, usable in a `static`.
     pub const fn new() -> Self {
-        Self { values: Mutex::new(Vec::new()), notify: Notify::const_new() }
+        Self {
+            values: Mutex::new(Vec::new()),
+            notify: Notify::const_new(),
+        }
     }
 
     /// Records one value.
@@ -176,7 +232,10 @@ impl Recorder {
                 if values.len() >= n {
                     return values;
                 }
-                panic!("expected {n} recorded values within {timeout:?}, got {}: {values:?}", values.len());
+                panic!(
+                    "expected {n} recorded values within {timeout:?}, got {}: {values:?}",
+                    values.len()
+                );
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Consuming by action on the real broker: parameters by name, typed `data`, context,
 //! producers, functions, exchange kinds, handler sets and concurrency.
 
-use eventrabbit::{ConsumeChannel, ExchangeKind, MessageContext, Config, consumer, function, producer};
+use eventrabbit::{
+    Config, ConsumeChannel, ExchangeKind, MessageContext, consumer, function, producer,
+};
 use eventrabbit_tests::*;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,9 +24,19 @@ async fn handler_parameters_are_filled_from_data_by_name() {
     let (_events, handle) = deps(Config::default()).await;
     let task = start(&handle, ConsumeChannel::new(&queue)).await;
     let (_c, ch) = raw_channel().await;
-    publish_envelope(&ch, "", &queue, "T_CONSUME_BY_NAME", json!({"user_id": 7, "name": "ann", "extra": [1, 2]})).await;
+    publish_envelope(
+        &ch,
+        "",
+        &queue,
+        "T_CONSUME_BY_NAME",
+        json!({"user_id": 7, "name": "ann", "extra": [1, 2]}),
+    )
+    .await;
     let got = BY_NAME.wait_for(1, WAIT).await;
-    assert_eq!(got[0], json!({"user_id": 7, "name": "ann", "nickname": null}));
+    assert_eq!(
+        got[0],
+        json!({"user_id": 7, "name": "ann", "nickname": null})
+    );
     handle.shutdown().await;
     assert!(task.await.unwrap().is_ok());
     assert_eq!(queue_len(&ch, &queue).await, 0, "message was acknowledged");
@@ -59,11 +71,17 @@ async fn whole_data_as_struct_and_delivery_context() {
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
     let (_c, ch) = raw_channel().await;
     let mut headers = lapin::types::FieldTable::default();
-    headers.insert("tenant".into(), lapin::types::AMQPValue::LongString("acme".into()));
+    headers.insert(
+        "tenant".into(),
+        lapin::types::AMQPValue::LongString("acme".into()),
+    );
     let props = lapin::BasicProperties::default()
         .with_message_id("m-1".into())
         .with_headers(headers);
-    let body = serde_json::to_vec(&json!({"action": "T_CONSUME_TYPED", "data": {"order_id": 3, "items": ["a", "b"]}})).unwrap();
+    let body = serde_json::to_vec(
+        &json!({"action": "T_CONSUME_TYPED", "data": {"order_id": 3, "items": ["a", "b"]}}),
+    )
+    .unwrap();
     publish_raw(&ch, "", &queue, &body, props).await;
     let got = TYPED.wait_for(1, WAIT).await;
     assert_eq!(got[0]["order_id"], 3);
@@ -83,7 +101,11 @@ struct UserCreated {
     name: String,
 }
 
-#[producer(exchange = "t-producer-direct", action = "T_USER_CREATED", key = "users.created")]
+#[producer(
+    exchange = "t-producer-direct",
+    action = "T_USER_CREATED",
+    key = "users.created"
+)]
 async fn create_user(user_id: i64, name: String) -> UserCreated {
     UserCreated { user_id, name }
 }
@@ -93,9 +115,16 @@ struct Service {
 }
 
 impl Service {
-    #[producer(exchange = "t-producer-direct", action = "T_USER_RENAMED", key = "users.renamed")]
+    #[producer(
+        exchange = "t-producer-direct",
+        action = "T_USER_RENAMED",
+        key = "users.renamed"
+    )]
     async fn rename(&self, user_id: i64) -> Result<UserCreated, eventrabbit::Error> {
-        Ok(UserCreated { user_id, name: format!("{}-{user_id}", self.prefix) })
+        Ok(UserCreated {
+            user_id,
+            name: format!("{}-{user_id}", self.prefix),
+        })
     }
 }
 
@@ -106,28 +135,73 @@ async fn producer_publishes_the_result_to_its_exchange_and_key() {
     let (_c, ch) = raw_channel().await;
     // Two queues bound by key: each must get only its own action.
     for (q, key) in [(&created, "users.created"), (&renamed, "users.renamed")] {
-        ch.exchange_declare("t-producer-direct".into(), lapin::ExchangeKind::Direct, lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
-        ch.queue_declare(q.as_str().into(), lapin::options::QueueDeclareOptions::default(), Default::default()).await.unwrap();
-        ch.queue_bind(q.as_str().into(), "t-producer-direct".into(), key.into(), Default::default(), Default::default()).await.unwrap();
+        ch.exchange_declare(
+            "t-producer-direct".into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare(
+            q.as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_bind(
+            q.as_str().into(),
+            "t-producer-direct".into(),
+            key.into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
     }
     let (_events, _handle) = deps(Config::default()).await;
-    let returned = create_user(7, "ann".into()).await.expect("publish confirmed");
-    assert_eq!(returned, UserCreated { user_id: 7, name: "ann".into() });
+    let returned = create_user(7, "ann".into())
+        .await
+        .expect("publish confirmed");
+    assert_eq!(
+        returned,
+        UserCreated {
+            user_id: 7,
+            name: "ann".into()
+        }
+    );
     let svc = Service { prefix: "p".into() };
     let renamed_value = svc.rename(8).await.expect("publish confirmed");
     assert_eq!(renamed_value.name, "p-8");
 
-    let m = get_message(&ch, &created, WAIT).await.expect("created message");
+    let m = get_message(&ch, &created, WAIT)
+        .await
+        .expect("created message");
     let body: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
-    assert_eq!(body, json!({"action": "T_USER_CREATED", "data": {"user_id": 7, "name": "ann"}}));
+    assert_eq!(
+        body,
+        json!({"action": "T_USER_CREATED", "data": {"user_id": 7, "name": "ann"}})
+    );
     let props = &m.delivery.properties;
-    assert_eq!(props.content_type().as_ref().unwrap().as_str(), "application/json");
+    assert_eq!(
+        props.content_type().as_ref().unwrap().as_str(),
+        "application/json"
+    );
     assert_eq!(*props.delivery_mode(), Some(2));
     assert!(uuid::Uuid::parse_str(props.message_id().as_ref().unwrap().as_str()).is_ok());
 
-    let m = get_message(&ch, &renamed, WAIT).await.expect("renamed message");
+    let m = get_message(&ch, &renamed, WAIT)
+        .await
+        .expect("renamed message");
     let body: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
-    assert_eq!(body, json!({"action": "T_USER_RENAMED", "data": {"user_id": 8, "name": "p-8"}}));
+    assert_eq!(
+        body,
+        json!({"action": "T_USER_RENAMED", "data": {"user_id": 8, "name": "p-8"}})
+    );
     assert_eq!(queue_len(&ch, &created).await, 0);
     assert_eq!(queue_len(&ch, &renamed).await, 0);
     cleanup(&[&created, &renamed], &[]).await;
@@ -139,10 +213,17 @@ struct EmailSent {
     status: &'static str,
 }
 
-#[function(action = "T_SEND_EMAIL", exchange = "t-function-fanout", action_reply = "T_EMAIL_SENT")]
+#[function(
+    action = "T_SEND_EMAIL",
+    exchange = "t-function-fanout",
+    action_reply = "T_EMAIL_SENT"
+)]
 async fn send_email(user_id: i64, email: String) -> Result<EmailSent, std::io::Error> {
     assert!(email.contains('@'));
-    Ok(EmailSent { user_id, status: "sent" })
+    Ok(EmailSent {
+        user_id,
+        status: "sent",
+    })
 }
 
 #[tokio::test]
@@ -150,15 +231,51 @@ async fn function_publishes_its_result_under_action_reply() {
     let queue = unique("q-function");
     let sink = unique("q-function-sink");
     let (_c, ch) = raw_channel().await;
-    ch.exchange_declare("t-function-fanout".into(), lapin::ExchangeKind::Fanout, lapin::options::ExchangeDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
-    ch.queue_declare(sink.as_str().into(), Default::default(), Default::default()).await.unwrap();
-    ch.queue_bind(sink.as_str().into(), "t-function-fanout".into(), "".into(), Default::default(), Default::default()).await.unwrap();
+    ch.exchange_declare(
+        "t-function-fanout".into(),
+        lapin::ExchangeKind::Fanout,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(sink.as_str().into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    ch.queue_bind(
+        sink.as_str().into(),
+        "t-function-fanout".into(),
+        "".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (_events, handle) = deps(Config::default()).await;
-    let _task = start(&handle, ConsumeChannel::new(&queue).actions(["T_SEND_EMAIL"])).await;
-    publish_envelope(&ch, "", &queue, "T_SEND_EMAIL", json!({"user_id": 5, "email": "a@b.c"})).await;
-    let m = get_message(&ch, &sink, WAIT).await.expect("reply published");
+    let _task = start(
+        &handle,
+        ConsumeChannel::new(&queue).actions(["T_SEND_EMAIL"]),
+    )
+    .await;
+    publish_envelope(
+        &ch,
+        "",
+        &queue,
+        "T_SEND_EMAIL",
+        json!({"user_id": 5, "email": "a@b.c"}),
+    )
+    .await;
+    let m = get_message(&ch, &sink, WAIT)
+        .await
+        .expect("reply published");
     let body: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
-    assert_eq!(body, json!({"action": "T_EMAIL_SENT", "data": {"user_id": 5, "status": "sent"}}));
+    assert_eq!(
+        body,
+        json!({"action": "T_EMAIL_SENT", "data": {"user_id": 5, "status": "sent"}})
+    );
     handle.shutdown().await;
     cleanup(&[&queue, &sink], &[]).await;
 }
@@ -171,17 +288,38 @@ async fn routed(n: u32, ctx: MessageContext) {
 }
 
 /// Publishes `n` under T_ROUTED to `exchange`/`key` with `headers`.
-async fn publish_routed(ch: &lapin::Channel, exchange: &str, key: &str, n: u32, headers: &[(&str, &str)]) {
+async fn publish_routed(
+    ch: &lapin::Channel,
+    exchange: &str,
+    key: &str,
+    n: u32,
+    headers: &[(&str, &str)],
+) {
     let mut table = lapin::types::FieldTable::default();
     for (k, v) in headers {
-        table.insert((*k).into(), lapin::types::AMQPValue::LongString((*v).into()));
+        table.insert(
+            (*k).into(),
+            lapin::types::AMQPValue::LongString((*v).into()),
+        );
     }
     let body = serde_json::to_vec(&json!({"action": "T_ROUTED", "data": {"n": n}})).unwrap();
-    publish_raw(ch, exchange, key, &body, lapin::BasicProperties::default().with_headers(table)).await;
+    publish_raw(
+        ch,
+        exchange,
+        key,
+        &body,
+        lapin::BasicProperties::default().with_headers(table),
+    )
+    .await;
 }
 
 fn received_by(queue: &str) -> Vec<u64> {
-    let mut v: Vec<u64> = ROUTED.values().iter().filter(|r| r["queue"] == queue).map(|r| r["n"].as_u64().unwrap()).collect();
+    let mut v: Vec<u64> = ROUTED
+        .values()
+        .iter()
+        .filter(|r| r["queue"] == queue)
+        .map(|r| r["n"].as_u64().unwrap())
+        .collect();
     v.sort();
     v
 }
@@ -192,15 +330,33 @@ async fn each_exchange_kind_routes_as_rabbitmq_does() {
     let direct = unique("x-direct");
     let topic = unique("x-topic");
     let headers = unique("x-headers");
-    let (f1, f2, d1, t1, h1, h2) = (unique("q-f1"), unique("q-f2"), unique("q-d1"), unique("q-t1"), unique("q-h1"), unique("q-h2"));
+    let (f1, f2, d1, t1, h1, h2) = (
+        unique("q-f1"),
+        unique("q-f2"),
+        unique("q-d1"),
+        unique("q-t1"),
+        unique("q-h1"),
+        unique("q-h2"),
+    );
     let (_events, handle) = deps(Config::default()).await;
     let channels = [
         ConsumeChannel::new(&f1).exchange(&fanout, ExchangeKind::Fanout),
         ConsumeChannel::new(&f2).exchange(&fanout, ExchangeKind::Fanout),
-        ConsumeChannel::new(&d1).exchange(&direct, ExchangeKind::Direct).routing_key("red"),
-        ConsumeChannel::new(&t1).exchange(&topic, ExchangeKind::Topic).routing_key("user.*.created"),
-        ConsumeChannel::new(&h1).exchange(&headers, ExchangeKind::Headers).bind_header("kind", "a").bind_header("region", "eu"),
-        ConsumeChannel::new(&h2).exchange(&headers, ExchangeKind::Headers).bind_header("kind", "a").bind_header("region", "eu").match_any(),
+        ConsumeChannel::new(&d1)
+            .exchange(&direct, ExchangeKind::Direct)
+            .routing_key("red"),
+        ConsumeChannel::new(&t1)
+            .exchange(&topic, ExchangeKind::Topic)
+            .routing_key("user.*.created"),
+        ConsumeChannel::new(&h1)
+            .exchange(&headers, ExchangeKind::Headers)
+            .bind_header("kind", "a")
+            .bind_header("region", "eu"),
+        ConsumeChannel::new(&h2)
+            .exchange(&headers, ExchangeKind::Headers)
+            .bind_header("kind", "a")
+            .bind_header("region", "eu")
+            .match_any(),
     ];
     for c in channels {
         start(&handle, c).await;
@@ -224,7 +380,11 @@ async fn each_exchange_kind_routes_as_rabbitmq_does() {
     assert_eq!(received_by(&h1), vec![7]);
     assert_eq!(received_by(&h2), vec![7, 8]);
     handle.shutdown().await;
-    cleanup(&[&f1, &f2, &d1, &t1, &h1, &h2], &[&fanout, &direct, &topic, &headers]).await;
+    cleanup(
+        &[&f1, &f2, &d1, &t1, &h1, &h2],
+        &[&fanout, &direct, &topic, &headers],
+    )
+    .await;
 }
 
 static CONCURRENT: Recorder = Recorder::new();
@@ -249,7 +409,11 @@ async fn handlers_run_concurrently_up_to_the_prefetch_window() {
     // 5 handlers are blocked at once: the window is full and no sixth starts.
     CONCURRENT.wait_for(5, WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(CONCURRENT.values().len(), 5, "prefetch 5 bounds the handlers in flight");
+    assert_eq!(
+        CONCURRENT.values().len(),
+        5,
+        "prefetch 5 bounds the handlers in flight"
+    );
     GATE.add_permits(8);
     CONCURRENT.wait_for(8, WAIT).await;
     handle.shutdown().await;
@@ -289,7 +453,10 @@ async fn explicit_handler_set_naming_an_unknown_action_fails_at_start() {
         .await
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("T_NOBODY_HANDLES_THIS") && msg.contains("q-unknown-set"), "{msg}");
+    assert!(
+        msg.contains("T_NOBODY_HANDLES_THIS") && msg.contains("q-unknown-set"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -297,13 +464,22 @@ async fn a_queue_declared_differently_is_a_clear_error_not_a_retry_loop() {
     let queue = unique("q-mismatch");
     let (_c, ch) = raw_channel().await;
     // Declared non-durable by someone else; we want it durable.
-    ch.queue_declare(queue.as_str().into(), Default::default(), Default::default()).await.unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (_events, handle) = deps(Config::default()).await;
     let err = tokio::time::timeout(WAIT, handle.consume(ConsumeChannel::new(&queue)))
         .await
         .expect("fails instead of retrying forever")
         .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(&queue) && msg.contains("PRECONDITION_FAILED"), "{msg}");
+    assert!(
+        msg.contains(&queue) && msg.contains("PRECONDITION_FAILED"),
+        "{msg}"
+    );
     cleanup(&[&queue], &[]).await;
 }

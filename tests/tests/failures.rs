@@ -18,27 +18,48 @@ static FLAKY_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 async fn flaky(ctx: MessageContext) -> Result<(), String> {
     let start = *FLAKY_START.get_or_init(Instant::now);
     FLAKY.record(json!({"at_ms": start.elapsed().as_millis() as u64, "retry": ctx.retry_count()}));
-    if ctx.retry_count() < 2 { Err(format!("attempt {} fails", ctx.retry_count() + 1)) } else { Ok(()) }
+    if ctx.retry_count() < 2 {
+        Err(format!("attempt {} fails", ctx.retry_count() + 1))
+    } else {
+        Ok(())
+    }
 }
 
 #[tokio::test]
 async fn failing_twice_then_succeeding_runs_three_times_after_real_delays() {
     let queue = unique("q-flaky");
-    let retry = RetryConfig::default().with_delay(Duration::from_millis(300)).with_multiplier(2.0).with_max_retries(5);
+    let retry = RetryConfig::default()
+        .with_delay(Duration::from_millis(300))
+        .with_multiplier(2.0)
+        .with_max_retries(5);
     let (_events, handle) = deps(Config::default().with_retry(retry)).await;
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
     let (_c, ch) = raw_channel().await;
     publish_envelope(&ch, "", &queue, "T_FLAKY", json!({})).await;
     let calls = FLAKY.wait_for(3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let calls = if FLAKY.values().len() > calls.len() { FLAKY.values() } else { calls };
+    let calls = if FLAKY.values().len() > calls.len() {
+        FLAKY.values()
+    } else {
+        calls
+    };
     assert_eq!(calls.len(), 3, "called exactly 3 times: {calls:?}");
     let at: Vec<u64> = calls.iter().map(|c| c["at_ms"].as_u64().unwrap()).collect();
     let retries: Vec<u64> = calls.iter().map(|c| c["retry"].as_u64().unwrap()).collect();
     assert_eq!(retries, vec![0, 1, 2], "x-retry-count counts the retries");
-    assert!(at[1] - at[0] >= 300, "first retry waited the configured 300 ms: {at:?}");
-    assert!(at[2] - at[1] >= 600, "second retry waited 300 ms x 2: {at:?}");
-    assert_eq!(queue_len(&ch, &handle.dead_letter_queue(&queue)).await, 0, "nothing dead-lettered");
+    assert!(
+        at[1] - at[0] >= 300,
+        "first retry waited the configured 300 ms: {at:?}"
+    );
+    assert!(
+        at[2] - at[1] >= 600,
+        "second retry waited 300 ms x 2: {at:?}"
+    );
+    assert_eq!(
+        queue_len(&ch, &handle.dead_letter_queue(&queue)).await,
+        0,
+        "nothing dead-lettered"
+    );
     assert_eq!(queue_len(&ch, &queue).await, 0);
     handle.shutdown().await;
     cleanup(&[&queue], &[]).await;
@@ -49,25 +70,54 @@ static SIBLING: Recorder = Recorder::new();
 #[consumer(action = "T_SIBLING")]
 async fn sibling(ctx: MessageContext, failing_queue: String) -> Result<(), String> {
     SIBLING.record(json!({"queue": ctx.queue(), "retry": ctx.retry_count()}));
-    if ctx.queue() == failing_queue && ctx.retry_count() == 0 { Err("first attempt fails".into()) } else { Ok(()) }
+    if ctx.queue() == failing_queue && ctx.retry_count() == 0 {
+        Err("first attempt fails".into())
+    } else {
+        Ok(())
+    }
 }
 
 #[tokio::test]
 async fn a_retry_goes_back_to_the_failing_queue_only() {
     let exchange = unique("x-sibling");
     let (failing, other) = (unique("q-sib-fail"), unique("q-sib-ok"));
-    let retry = RetryConfig::default().with_delay(Duration::from_millis(100)).with_max_retries(3);
+    let retry = RetryConfig::default()
+        .with_delay(Duration::from_millis(100))
+        .with_max_retries(3);
     let (_events, handle) = deps(Config::default().with_retry(retry)).await;
-    start(&handle, ConsumeChannel::new(&failing).exchange(&exchange, ExchangeKind::Fanout)).await;
-    start(&handle, ConsumeChannel::new(&other).exchange(&exchange, ExchangeKind::Fanout)).await;
+    start(
+        &handle,
+        ConsumeChannel::new(&failing).exchange(&exchange, ExchangeKind::Fanout),
+    )
+    .await;
+    start(
+        &handle,
+        ConsumeChannel::new(&other).exchange(&exchange, ExchangeKind::Fanout),
+    )
+    .await;
     let (_c, ch) = raw_channel().await;
-    publish_envelope(&ch, &exchange, "", "T_SIBLING", json!({"failing_queue": failing})).await;
+    publish_envelope(
+        &ch,
+        &exchange,
+        "",
+        "T_SIBLING",
+        json!({"failing_queue": failing}),
+    )
+    .await;
     SIBLING.wait_for(3, WAIT).await;
     tokio::time::sleep(Duration::from_millis(800)).await; // room for a wrong extra copy to arrive
     let seen = SIBLING.values();
     let on = |q: &str| seen.iter().filter(|v| v["queue"] == q).count();
-    assert_eq!(on(&failing), 2, "failing queue: first attempt + one retry: {seen:?}");
-    assert_eq!(on(&other), 1, "the sibling queue sees exactly one copy: {seen:?}");
+    assert_eq!(
+        on(&failing),
+        2,
+        "failing queue: first attempt + one retry: {seen:?}"
+    );
+    assert_eq!(
+        on(&other),
+        1,
+        "the sibling queue sees exactly one copy: {seen:?}"
+    );
     handle.shutdown().await;
     cleanup(&[&failing, &other], &[&exchange]).await;
 }
@@ -85,21 +135,44 @@ async fn panics(ctx: MessageContext) {
 #[tokio::test]
 async fn a_panicking_handler_is_retried_then_dead_lettered_and_the_consumer_keeps_going() {
     let queue = unique("q-panics");
-    let retry = RetryConfig::default().with_delay(Duration::from_millis(50)).with_max_retries(2);
+    let retry = RetryConfig::default()
+        .with_delay(Duration::from_millis(50))
+        .with_max_retries(2);
     let (_events, handle) = deps(Config::default().with_retry(retry)).await;
     let task = start(&handle, ConsumeChannel::new(&queue)).await;
     let (_c, ch) = raw_channel().await;
     publish_envelope(&ch, "", &queue, "T_PANICS", json!({})).await;
     let dlq = handle.dead_letter_queue(&queue);
-    let m = get_message(&ch, &dlq, WAIT).await.expect("dead-lettered after the last retry");
+    let m = get_message(&ch, &dlq, WAIT)
+        .await
+        .expect("dead-lettered after the last retry");
     let props = &m.delivery.properties;
-    assert_eq!(header(props, "x-dead-letter-code").as_deref(), Some("retries-exhausted"));
-    assert!(header(props, "x-dead-letter-reason").unwrap().contains("handler bug on attempt 3"));
+    assert_eq!(
+        header(props, "x-dead-letter-code").as_deref(),
+        Some("retries-exhausted")
+    );
+    assert!(
+        header(props, "x-dead-letter-reason")
+            .unwrap()
+            .contains("handler bug on attempt 3")
+    );
     assert_eq!(header(props, "x-attempts").as_deref(), Some("3"));
-    assert_eq!(header(props, "x-original-queue").as_deref(), Some(queue.as_str()));
+    assert_eq!(
+        header(props, "x-original-queue").as_deref(),
+        Some(queue.as_str())
+    );
     assert_eq!(header(props, "x-original-exchange").as_deref(), Some(""));
-    assert_eq!(header(props, "x-original-routing-key").as_deref(), Some(queue.as_str()));
-    assert!(header(props, "x-first-failure-time").unwrap().parse::<i64>().unwrap() > 1_600_000_000_000);
+    assert_eq!(
+        header(props, "x-original-routing-key").as_deref(),
+        Some(queue.as_str())
+    );
+    assert!(
+        header(props, "x-first-failure-time")
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 1_600_000_000_000
+    );
     assert_eq!(PANICS.load(Ordering::SeqCst), 3);
     assert!(!task.is_finished(), "consumer still running");
     handle.shutdown().await;
@@ -120,12 +193,34 @@ fn poison_cases() -> Vec<(Vec<u8>, &'static str)> {
         (b"not json at all".to_vec(), "not-json"),
         (vec![0xff, 0xfe, 0x00], "not-json"),
         (b"[1,2,3]".to_vec(), "not-object"),
-        (br#"{"data":{"user_id":1,"name":"a"}}"#.to_vec(), "missing-action"),
-        (br#"{"action":"T_POISON_GOOD","data":[1]}"#.to_vec(), "data-not-object"),
-        (br#"{"action":"T_POISON_GOOD","data":{"user_id":"seven","name":"a"}}"#.to_vec(), "invalid-data"),
-        (br#"{"action":"T_POISON_GOOD","data":{"user_id":1}}"#.to_vec(), "invalid-data"),
-        (br#"{"action":"T_NOBODY","data":{}}"#.to_vec(), "unknown-action"),
-        (format!(r#"{{"action":"T_POISON_GOOD","data":{{"user_id":1,"name":"{}"}}}}"#, "x".repeat(5000)).into_bytes(), "too-large"),
+        (
+            br#"{"data":{"user_id":1,"name":"a"}}"#.to_vec(),
+            "missing-action",
+        ),
+        (
+            br#"{"action":"T_POISON_GOOD","data":[1]}"#.to_vec(),
+            "data-not-object",
+        ),
+        (
+            br#"{"action":"T_POISON_GOOD","data":{"user_id":"seven","name":"a"}}"#.to_vec(),
+            "invalid-data",
+        ),
+        (
+            br#"{"action":"T_POISON_GOOD","data":{"user_id":1}}"#.to_vec(),
+            "invalid-data",
+        ),
+        (
+            br#"{"action":"T_NOBODY","data":{}}"#.to_vec(),
+            "unknown-action",
+        ),
+        (
+            format!(
+                r#"{{"action":"T_POISON_GOOD","data":{{"user_id":1,"name":"{}"}}}}"#,
+                "x".repeat(5000)
+            )
+            .into_bytes(),
+            "too-large",
+        ),
     ]
 }
 
@@ -142,12 +237,19 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
     }
     let dlq = handle.dead_letter_queue(&queue);
     for (body, code) in &cases {
-        let m = get_message(&ch, &dlq, WAIT).await.unwrap_or_else(|| panic!("{code} dead-lettered"));
+        let m = get_message(&ch, &dlq, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{code} dead-lettered"));
         assert_eq!(&m.delivery.data, body, "the body is kept as it was");
-        assert_eq!(header(&m.delivery.properties, "x-dead-letter-code").as_deref(), Some(*code));
+        assert_eq!(
+            header(&m.delivery.properties, "x-dead-letter-code").as_deref(),
+            Some(*code)
+        );
         let reason = header(&m.delivery.properties, "x-dead-letter-reason").unwrap();
         match *code {
-            "invalid-data" if body.windows(7).any(|w| w == b"\"seven\"") => assert!(reason.contains("field `user_id`"), "{reason}"),
+            "invalid-data" if body.windows(7).any(|w| w == b"\"seven\"") => {
+                assert!(reason.contains("field `user_id`"), "{reason}")
+            }
             "invalid-data" => assert!(reason.contains("missing field `name`"), "{reason}"),
             "unknown-action" => assert!(reason.contains("T_NOBODY"), "{reason}"),
             "too-large" => assert!(reason.contains("4096"), "{reason}"),
@@ -155,13 +257,23 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
         }
     }
     // Never retried: nothing is waiting in a retry queue, and the consumer still works.
-    publish_envelope(&ch, "", &queue, "T_POISON_GOOD", json!({"user_id": 1, "name": "ok"})).await;
+    publish_envelope(
+        &ch,
+        "",
+        &queue,
+        "T_POISON_GOOD",
+        json!({"user_id": 1, "name": "ok"}),
+    )
+    .await;
     let before = GOOD.load(Ordering::SeqCst);
     let deadline = Instant::now() + WAIT;
     while GOOD.load(Ordering::SeqCst) == before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(GOOD.load(Ordering::SeqCst) > before, "consumer kept consuming after poison");
+    assert!(
+        GOOD.load(Ordering::SeqCst) > before,
+        "consumer kept consuming after poison"
+    );
     assert_eq!(queue_len(&ch, &format!("{queue}.retry.60000ms")).await, 0);
     handle.shutdown().await;
     cleanup(&[&queue], &[]).await;
@@ -171,13 +283,28 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
 async fn unknown_actions_can_be_dropped_instead() {
     let queue = unique("q-drop-unknown");
     let (_events, handle) = deps(Config::default()).await;
-    let _task = start(&handle, ConsumeChannel::new(&queue).unknown_action(UnknownAction::Drop)).await;
+    let _task = start(
+        &handle,
+        ConsumeChannel::new(&queue).unknown_action(UnknownAction::Drop),
+    )
+    .await;
     let (_c, ch) = raw_channel().await;
     publish_envelope(&ch, "", &queue, "T_NOBODY_EITHER", json!({})).await;
-    publish_envelope(&ch, "", &queue, "T_POISON_GOOD", json!({"user_id": 2, "name": "b"})).await;
+    publish_envelope(
+        &ch,
+        "",
+        &queue,
+        "T_POISON_GOOD",
+        json!({"user_id": 2, "name": "b"}),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(queue_len(&ch, &queue).await, 0, "both acknowledged");
-    assert_eq!(queue_len(&ch, &handle.dead_letter_queue(&queue)).await, 0, "nothing dead-lettered");
+    assert_eq!(
+        queue_len(&ch, &handle.dead_letter_queue(&queue)).await,
+        0,
+        "nothing dead-lettered"
+    );
     handle.shutdown().await;
     cleanup(&[&queue], &[]).await;
 }
@@ -200,11 +327,24 @@ async fn thousand_mixed_messages_none_lost() {
     for n in 0..1000u64 {
         let body = match n % 4 {
             0 => b"{broken".to_vec(),
-            1 => serde_json::to_vec(&json!({"action": "T_MIXED", "data": {"n": "not a number"}})).unwrap(),
+            1 => serde_json::to_vec(&json!({"action": "T_MIXED", "data": {"n": "not a number"}}))
+                .unwrap(),
             _ => serde_json::to_vec(&json!({"action": "T_MIXED", "data": {"n": n}})).unwrap(),
         };
-        if n % 4 < 2 { poison += 1 } else { good += 1 }
-        ch.basic_publish("".into(), queue.as_str().into(), Default::default(), &body, Default::default()).await.unwrap();
+        if n % 4 < 2 {
+            poison += 1
+        } else {
+            good += 1
+        }
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            &body,
+            Default::default(),
+        )
+        .await
+        .unwrap();
     }
     ch.wait_for_confirms().await.unwrap();
     let handled = MIXED_GOOD.wait_for(good, Duration::from_secs(60)).await;
@@ -217,7 +357,11 @@ async fn thousand_mixed_messages_none_lost() {
     while queue_len(&ch, &dlq).await < poison && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(queue_len(&ch, &dlq).await, poison, "every poison message dead-lettered");
+    assert_eq!(
+        queue_len(&ch, &dlq).await,
+        poison,
+        "every poison message dead-lettered"
+    );
     let (mut not_json, mut invalid) = (0, 0);
     while let Some(m) = get_message(&ch, &dlq, Duration::from_millis(200)).await {
         match header(&m.delivery.properties, "x-dead-letter-code").as_deref() {
@@ -265,7 +409,11 @@ async fn dead_letters_can_be_moved_back_to_their_queue() {
     let got = REDRIVEN.wait_for(3, WAIT).await;
     for v in &got {
         assert_eq!(v["retry"], 0, "retry count reset");
-        assert_eq!(v["reason"], serde_json::Value::Null, "dead-letter headers removed");
+        assert_eq!(
+            v["reason"],
+            serde_json::Value::Null,
+            "dead-letter headers removed"
+        );
     }
     assert_eq!(queue_len(&ch, &dlq).await, 0);
     handle.shutdown().await;
@@ -277,17 +425,29 @@ static BLOCKED_RETRY: Recorder = Recorder::new();
 #[consumer(action = "T_RETRY_BLOCKED")]
 async fn retry_blocked(ctx: MessageContext) -> Result<(), String> {
     BLOCKED_RETRY.record(json!({"retry": ctx.retry_count(), "redelivered": ctx.redelivered()}));
-    if ctx.retry_count() == 0 { Err("fails once".into()) } else { Ok(()) }
+    if ctx.retry_count() == 0 {
+        Err("fails once".into())
+    } else {
+        Ok(())
+    }
 }
 
 #[tokio::test]
 async fn when_the_retry_cannot_be_published_the_original_is_not_acknowledged() {
     let queue = unique("q-retry-blocked");
-    let retry = RetryConfig::default().with_delay(Duration::from_millis(100)).with_max_retries(3);
+    let retry = RetryConfig::default()
+        .with_delay(Duration::from_millis(100))
+        .with_max_retries(3);
     let (_c, ch) = raw_channel().await;
     // Occupy the retry queue's name with incompatible arguments: scheduling the retry fails.
     let wait_queue = format!("{queue}.retry.100ms");
-    ch.queue_declare(wait_queue.as_str().into(), Default::default(), Default::default()).await.unwrap();
+    ch.queue_declare(
+        wait_queue.as_str().into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (_events, handle) = deps(Config::default().with_retry(retry)).await;
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
     publish_envelope(&ch, "", &queue, "T_RETRY_BLOCKED", json!({})).await;
@@ -296,15 +456,24 @@ async fn when_the_retry_cannot_be_published_the_original_is_not_acknowledged() {
     let seen = BLOCKED_RETRY.values();
     assert_eq!(seen[1]["redelivered"], true, "{seen:?}");
     // Unblock: the next failure's retry goes through and the message completes.
-    ch.queue_delete(wait_queue.as_str().into(), Default::default()).await.unwrap();
+    ch.queue_delete(wait_queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     while !BLOCKED_RETRY.values().iter().any(|v| v["retry"] == 1) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(BLOCKED_RETRY.values().iter().any(|v| v["retry"] == 1), "retried once unblocked");
+    assert!(
+        BLOCKED_RETRY.values().iter().any(|v| v["retry"] == 1),
+        "retried once unblocked"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(queue_len(&ch, &queue).await, 0);
-    assert_eq!(queue_len(&ch, &handle.dead_letter_queue(&queue)).await, 0, "nothing lost, nothing dead-lettered");
+    assert_eq!(
+        queue_len(&ch, &handle.dead_letter_queue(&queue)).await,
+        0,
+        "nothing lost, nothing dead-lettered"
+    );
     handle.shutdown().await;
     cleanup(&[&queue, &wait_queue], &[]).await;
 }

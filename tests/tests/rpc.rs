@@ -24,8 +24,17 @@ async fn call_gets_the_typed_reply() {
     let queue = unique("q-rpc");
     let (events, handle) = deps(Config::default()).await;
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
-    let reply: Sum = events.call(&queue, "T_RPC_ADD", json!({"a": 2, "b": 3, "tag": "x"})).await.unwrap();
-    assert_eq!(reply, Sum { total: 5, tag: "x".into() });
+    let reply: Sum = events
+        .call(&queue, "T_RPC_ADD", json!({"a": 2, "b": 3, "tag": "x"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        Sum {
+            total: 5,
+            tag: "x".into()
+        }
+    );
     handle.shutdown().await;
     cleanup(&[&queue], &[]).await;
 }
@@ -39,14 +48,27 @@ async fn hundred_concurrent_calls_each_get_their_own_reply() {
         let events = events.clone();
         let queue = queue.clone();
         async move {
-            let r: Sum = events.call(&queue, "T_RPC_ADD", json!({"a": i, "b": 1000, "tag": format!("t{i}")})).await.unwrap();
+            let r: Sum = events
+                .call(
+                    &queue,
+                    "T_RPC_ADD",
+                    json!({"a": i, "b": 1000, "tag": format!("t{i}")}),
+                )
+                .await
+                .unwrap();
             (i, r)
         }
     });
     let results = futures_util::future::join_all(calls).await;
     assert_eq!(results.len(), 100);
     for (i, r) in results {
-        assert_eq!(r, Sum { total: i + 1000, tag: format!("t{i}") });
+        assert_eq!(
+            r,
+            Sum {
+                total: i + 1000,
+                tag: format!("t{i}")
+            }
+        );
     }
     handle.shutdown().await;
     cleanup(&[&queue], &[]).await;
@@ -56,10 +78,24 @@ async fn hundred_concurrent_calls_each_get_their_own_reply() {
 async fn call_without_a_consumer_times_out_and_a_late_reply_is_dropped() {
     let queue = unique("q-rpc-timeout");
     let (_c, ch) = raw_channel().await;
-    ch.queue_declare(queue.as_str().into(), lapin::options::QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (events, handle) = deps(Config::default()).await;
     let err = events
-        .call_with_timeout::<Sum>(&queue, "T_RPC_ADD", json!({"a": 1, "b": 1, "tag": "late"}), Duration::from_millis(300))
+        .call_with_timeout::<Sum>(
+            &queue,
+            "T_RPC_ADD",
+            json!({"a": 1, "b": 1, "tag": "late"}),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
@@ -67,7 +103,10 @@ async fn call_without_a_consumer_times_out_and_a_late_reply_is_dropped() {
     // Now a consumer answers the stale request: the reply has nobody waiting and is dropped,
     // and the client keeps working.
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
-    let reply: Sum = events.call(&queue, "T_RPC_ADD", json!({"a": 1, "b": 2, "tag": "fresh"})).await.unwrap();
+    let reply: Sum = events
+        .call(&queue, "T_RPC_ADD", json!({"a": 1, "b": 2, "tag": "fresh"}))
+        .await
+        .unwrap();
     assert_eq!(reply.total, 3);
     handle.shutdown().await;
     cleanup(&[&queue], &[]).await;
@@ -77,7 +116,12 @@ async fn call_without_a_consumer_times_out_and_a_late_reply_is_dropped() {
 async fn call_to_a_missing_queue_fails_at_once() {
     let (events, _handle) = deps(Config::default()).await;
     let err = events
-        .call_with_timeout::<Sum>("no-such-queue-for-rpc", "T_RPC_ADD", json!({}), Duration::from_secs(20))
+        .call_with_timeout::<Sum>(
+            "no-such-queue-for-rpc",
+            "T_RPC_ADD",
+            json!({}),
+            Duration::from_secs(20),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unroutable { .. }), "{err}");
@@ -91,16 +135,24 @@ async fn always_fails(reason: String) -> Result<Sum, String> {
 #[tokio::test]
 async fn a_request_that_fails_for_good_gets_an_error_reply() {
     let queue = unique("q-rpc-fails");
-    let retry = RetryConfig::default().with_max_retries(1).with_delay(Duration::from_millis(50));
+    let retry = RetryConfig::default()
+        .with_max_retries(1)
+        .with_delay(Duration::from_millis(50));
     let (events, handle) = deps(Config::default().with_retry(retry)).await;
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
-    let err = events.call::<Sum>(&queue, "T_RPC_FAILS", json!({"reason": "card declined"})).await.unwrap_err();
+    let err = events
+        .call::<Sum>(&queue, "T_RPC_FAILS", json!({"reason": "card declined"}))
+        .await
+        .unwrap_err();
     match &err {
         Error::Remote { message, .. } => assert!(message.contains("card declined"), "{message}"),
         other => panic!("expected a remote error, got {other}"),
     }
     // Poison input is answered at once too.
-    let err = events.call::<Sum>(&queue, "T_RPC_FAILS", json!({"reason": 5})).await.unwrap_err();
+    let err = events
+        .call::<Sum>(&queue, "T_RPC_FAILS", json!({"reason": 5}))
+        .await
+        .unwrap_err();
     match &err {
         Error::Remote { message, .. } => assert!(message.contains("reason"), "{message}"),
         other => panic!("expected a remote error, got {other}"),
@@ -119,8 +171,14 @@ async fn reply_that_does_not_fit_the_type_names_the_field() {
     let queue = unique("q-rpc-badreply");
     let (events, handle) = deps(Config::default()).await;
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
-    let err = events.call::<Wrong>(&queue, "T_RPC_ADD", json!({"a": 1, "b": 1, "tag": "t"})).await.unwrap_err();
-    assert!(matches!(err, Error::BadReply { .. }) && err.to_string().contains("total"), "{err}");
+    let err = events
+        .call::<Wrong>(&queue, "T_RPC_ADD", json!({"a": 1, "b": 1, "tag": "t"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::BadReply { .. }) && err.to_string().contains("total"),
+        "{err}"
+    );
     handle.shutdown().await;
     cleanup(&[&queue], &[]).await;
 }

@@ -1,0 +1,104 @@
+//! A port of the "Full Example" of the Python eventrabbit README: three queues on fanout
+//! exchanges, one direct queue, producers as methods. The Python version loops forever
+//! (each handler publishes again); this one stops after `LIMIT` handled events or Ctrl-C,
+//! shutting down gracefully either way.
+//!
+//! ```sh
+//! cargo run --example python_port
+//! ```
+
+use eventrabbit::{
+    Config, ConsumeChannel, ExchangeKind, build_event_dependencies, consumer, producer,
+};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::Notify;
+
+const LIMIT: usize = 10;
+static COUNT_CALL: AtomicUsize = AtomicUsize::new(0);
+static DONE: Notify = Notify::const_new();
+
+#[derive(Serialize)]
+struct Tracker {
+    b: String,
+}
+
+struct Retro;
+
+impl Retro {
+    #[producer(exchange = "GOOGLE_FANOUT_EXCHANGE", action = "TRACKERS_INFO")]
+    async fn abc(&self) -> Tracker {
+        Tracker { b: "12".into() }
+    }
+
+    #[producer(exchange = "PROFILE_FANOUT_EXCHANGE", action = "TRACKERS_INFO_1")]
+    async fn abc1(&self) -> Tracker {
+        Tracker { b: "12".into() }
+    }
+}
+
+fn count() -> bool {
+    let n = COUNT_CALL.fetch_add(1, Ordering::SeqCst) + 1;
+    println!("count {n}");
+    if n >= LIMIT {
+        DONE.notify_one();
+    }
+    n < LIMIT
+}
+
+#[consumer(action = "TRACKERS_INFO")]
+async fn a1(b: String) -> eventrabbit::Result<String> {
+    println!("{b} 23");
+    if count() {
+        Retro.abc().await?;
+    }
+    Ok(b)
+}
+
+#[consumer(action = "TRACKERS_INFO_1")]
+async fn a2(b: String) -> eventrabbit::Result<String> {
+    println!("{b} 23");
+    if count() {
+        Retro.abc1().await?;
+    }
+    Ok(b)
+}
+
+#[tokio::main]
+async fn main() -> eventrabbit::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("warn").init();
+    let url = std::env::var("AMQP_ADDR")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let (_events, handle) = build_event_dependencies(&url, Config::default()).await?;
+
+    let queues_exchanges = [
+        ("calendar_user_sync", "PROFILE_FANOUT_EXCHANGE"),
+        ("calendar_google_sync", "GOOGLE_FANOUT_EXCHANGE"),
+        ("calendar_user_status_sync", "USER_STATUS_FANOUT_EXCHANGE"),
+    ];
+    let mut channels: Vec<ConsumeChannel> = queues_exchanges
+        .iter()
+        .map(|(queue, exchange)| {
+            ConsumeChannel::new(*queue).exchange(*exchange, ExchangeKind::Fanout)
+        })
+        .collect();
+    channels.push(ConsumeChannel::new("tracker_info"));
+
+    let mut tasks = Vec::new();
+    for channel in channels {
+        let handle = handle.clone();
+        tasks.push(tokio::spawn(async move { handle.consume(channel).await }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    Retro.abc().await?; // start the chain
+
+    tokio::select! {
+        _ = DONE.notified() => println!("handled {LIMIT} events"),
+        _ = tokio::signal::ctrl_c() => println!("Ctrl-C"),
+    }
+    handle.shutdown().await;
+    for t in tasks {
+        t.await.expect("consumer task")?;
+    }
+    Ok(())
+}
