@@ -4,6 +4,7 @@ use crate::{Error, Result};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -15,6 +16,7 @@ pub(crate) struct Connector {
     name: String,
     max_delay: Duration,
     current: Mutex<Option<Arc<Connection>>>,
+    opened: AtomicU64,
 }
 
 impl std::fmt::Debug for Connector {
@@ -35,6 +37,7 @@ impl Connector {
             name,
             max_delay,
             current: Mutex::new(None),
+            opened: AtomicU64::new(0),
         })
     }
 
@@ -51,7 +54,8 @@ impl Connector {
             tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
             Error::Connection(e)
         })?;
-        tracing::info!(url = %self.redacted, "connected to the broker");
+        let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(url = %self.redacted, connections = n, "connected to the broker");
         let conn = Arc::new(conn);
         *current = Some(conn.clone());
         Ok(conn)
@@ -106,6 +110,11 @@ impl Connector {
                 }
             }
         }
+    }
+
+    /// How many connections have been opened so far (1 + reconnections).
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
     }
 
     /// Whether a connection is open now.

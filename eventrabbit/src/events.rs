@@ -147,6 +147,13 @@ impl Events {
             .await
     }
 
+    /// How many connections this instance has opened: 1 + reconnections (and reopenings
+    /// after an idle close).
+    #[must_use]
+    pub fn connections_opened(&self) -> u64 {
+        self.shared.connector.opened()
+    }
+
     /// Whether the connection is open now.
     pub async fn is_connected(&self) -> bool {
         self.shared.connector.is_connected().await

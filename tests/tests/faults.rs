@@ -1,0 +1,304 @@
+//! Broker faults on the real broker: forced disconnects (`rabbitmqctl
+//! close_all_connections`), a node restart (`stop_app`/`start_app`), RPC calls cut off,
+//! and shutdown under load. The tests in this file run one at a time (they close every
+//! connection) and restore the broker whatever happens.
+
+use eventrabbit::{Config, ConsumeChannel, Error, consumer};
+use eventrabbit_tests::*;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts the broker app again when dropped, even if the test panicked.
+struct RestartGuard;
+
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .output();
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "120"])
+            .output();
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static SEEN: Mutex<Option<HashMap<u64, u32>>> = Mutex::new(None);
+
+#[consumer(action = "T_FAULT")]
+async fn fault(n: u64) {
+    *SEEN
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(n)
+        .or_default() += 1;
+}
+
+fn distinct_seen() -> (usize, u32) {
+    let seen = SEEN.lock().unwrap();
+    let map = seen.as_ref().cloned().unwrap_or_default();
+    let dups: u32 = map.values().map(|c| c - 1).sum();
+    (map.len(), dups)
+}
+
+/// 10,000 confirmed publishes while every connection is force-closed three times: all
+/// handled, none lost; duplicates are allowed (at-least-once) and reported.
+#[tokio::test]
+async fn ten_thousand_messages_survive_three_forced_disconnects() {
+    let _serial = SERIAL.lock().await;
+    const N: u64 = 10_000;
+    let queue = unique("q-fault");
+    let config = Config::default()
+        .with_max_reconnect_delay(Duration::from_millis(500))
+        .with_publish_timeout(Duration::from_secs(30));
+    let (events, handle) = deps(config).await;
+    let _task = start(&handle, ConsumeChannel::new(&queue).prefetch(100)).await;
+    let publisher = {
+        let events = events.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let mut failures = 0;
+            for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+                let sends = chunk.iter().map(|n| {
+                    let events = events.clone();
+                    let queue = queue.clone();
+                    async move {
+                        // A publish that failed was not confirmed: send it again.
+                        let mut attempts = 0u32;
+                        loop {
+                            match events
+                                .publish("", &queue, "T_FAULT", &json!({"n": n}))
+                                .await
+                            {
+                                Ok(()) => return attempts,
+                                Err(_) => {
+                                    attempts += 1;
+                                    tokio::time::sleep(Duration::from_millis(50)).await
+                                }
+                            }
+                        }
+                    }
+                });
+                failures += futures_util::future::join_all(sends)
+                    .await
+                    .iter()
+                    .sum::<u32>();
+            }
+            failures
+        })
+    };
+    for i in 1..=3u64 {
+        // Close only once the previous close was recovered from, so each one counts.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !(events.connections_opened() >= i && events.is_connected().await)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rabbitmqctl(&["close_all_connections", "eventrabbit fault test"]);
+    }
+    let failed_publishes = publisher.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while distinct_seen().0 < N as usize && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while events.connections_opened() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (distinct, duplicates) = distinct_seen();
+    println!(
+        "fault test: {distinct} of {N} distinct messages handled, {duplicates} duplicates, {failed_publishes} publishes failed and were resent, {} connections opened",
+        events.connections_opened()
+    );
+    assert_eq!(distinct, N as usize, "no message lost");
+    assert!(
+        events.connections_opened() >= 4,
+        "the connection really was closed and reopened 3 times"
+    );
+    handle.shutdown().await;
+    cleanup(&[&queue], &[]).await;
+}
+
+static RESTART: Mutex<Option<HashMap<u64, u32>>> = Mutex::new(None);
+
+#[consumer(action = "T_RESTART")]
+async fn restart(n: u64) {
+    *RESTART
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(n)
+        .or_default() += 1;
+}
+
+fn restart_seen() -> usize {
+    RESTART.lock().unwrap().as_ref().map_or(0, HashMap::len)
+}
+
+async fn wait_restart_seen(n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while restart_seen() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn consumer_and_publisher_resume_after_the_node_restarts() {
+    let _serial = SERIAL.lock().await;
+    let queue = unique("q-restart");
+    let config = Config::default().with_max_reconnect_delay(Duration::from_millis(500));
+    let (events, handle) = deps(config).await;
+    let task = start(&handle, ConsumeChannel::new(&queue)).await;
+    for n in 0..10u64 {
+        events
+            .publish("", &queue, "T_RESTART", &json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    wait_restart_seen(10).await;
+    assert_eq!(restart_seen(), 10);
+    {
+        let _guard = RestartGuard;
+        rabbitmqctl(&["stop_app"]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    } // start_app + await_startup
+    // The same Events publishes again (it reconnects), and the consumer resumed by itself.
+    for n in 10..20u64 {
+        events
+            .publish("", &queue, "T_RESTART", &json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    wait_restart_seen(20).await;
+    assert_eq!(restart_seen(), 20, "consumer resumed after the restart");
+    assert!(events.connections_opened() >= 2);
+    assert!(!task.is_finished());
+    handle.shutdown().await;
+    cleanup(&[&queue], &[]).await;
+}
+
+#[consumer(action = "T_SLOW_RPC")]
+async fn slow_rpc(ms: u64) -> serde_json::Value {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    json!({"slept": ms})
+}
+
+#[tokio::test]
+async fn calls_in_flight_fail_with_a_connection_error_when_it_drops_and_later_calls_work() {
+    let _serial = SERIAL.lock().await;
+    let queue = unique("q-rpc-drop");
+    let config = Config::default().with_max_reconnect_delay(Duration::from_millis(500));
+    let (events, handle) = deps(config).await;
+    let _task = start(&handle, ConsumeChannel::new(&queue)).await;
+    let call = {
+        let events = events.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            events
+                .call_with_timeout::<serde_json::Value>(
+                    &queue,
+                    "T_SLOW_RPC",
+                    json!({"ms": 3000}),
+                    Duration::from_secs(60),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rabbitmqctl(&["close_all_connections", "eventrabbit rpc drop test"]);
+    let err = call.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, Error::ReplyLost { .. }),
+        "a connection error, not a timeout: {err}"
+    );
+    wait_for_consumer(&queue).await;
+    let reply: serde_json::Value = events
+        .call(&queue, "T_SLOW_RPC", json!({"ms": 1}))
+        .await
+        .unwrap();
+    assert_eq!(reply, json!({"slept": 1}));
+    handle.shutdown().await;
+    cleanup(&[&queue], &[]).await;
+}
+
+static STARTED: AtomicU32 = AtomicU32::new(0);
+static FINISHED: AtomicU32 = AtomicU32::new(0);
+
+#[consumer(action = "T_SHUTDOWN_LOAD")]
+async fn under_load(n: u64) {
+    assert!(n < 2000);
+    STARTED.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    FINISHED.fetch_add(1, Ordering::SeqCst);
+}
+
+#[tokio::test]
+async fn shutdown_under_load_finishes_in_flight_handlers_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    const N: u32 = 2000;
+    let queue = unique("q-shutdown");
+    let (_c, ch) = raw_channel().await;
+    ch.queue_declare(
+        queue.as_str().into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    for n in 0..N {
+        let body =
+            serde_json::to_vec(&json!({"action": "T_SHUTDOWN_LOAD", "data": {"n": n}})).unwrap();
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            Default::default(),
+            &body,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.wait_for_confirms().await.unwrap();
+    let (_events, handle) = deps(Config::default()).await;
+    let task = start(&handle, ConsumeChannel::new(&queue).prefetch(50)).await;
+    while FINISHED.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    handle.shutdown().await;
+    assert!(task.await.unwrap().is_ok());
+    let started = STARTED.load(Ordering::SeqCst);
+    let finished = FINISHED.load(Ordering::SeqCst);
+    assert_eq!(
+        started, finished,
+        "every handler that started was allowed to finish"
+    );
+    let left = queue_len(&ch, &queue).await;
+    println!("shutdown test: {finished} handled before shutdown, {left} left in the queue");
+    assert_eq!(
+        finished + left,
+        N,
+        "handled + still queued = all: nothing lost, nothing unacked"
+    );
+    cleanup(&[&queue], &[]).await;
+}
