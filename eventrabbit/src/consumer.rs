@@ -1,5 +1,6 @@
 //! The consumer runner: one loop per queue, one task per delivery, settled by outcome.
 
+use crate::ack::{self, Acks, Settle};
 use crate::consume_channel::{ConsumeChannel, Resolved};
 use crate::context::Message;
 use crate::dead_letter;
@@ -13,7 +14,7 @@ use crate::topology;
 use crate::{Error, Result};
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{FieldTable, ShortString};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -92,7 +93,7 @@ async fn session(
         spec.queue,
         uuid::Uuid::new_v4().simple()
     );
-    let mut consumer = ch
+    let mut consumer: lapin::Consumer = ch
         .basic_consume(
             spec.queue.as_str().into(),
             tag.as_str().into(),
@@ -102,22 +103,48 @@ async fn session(
         .await
         .map_err(Error::amqp(format!("consuming queue `{}`", spec.queue)))?;
     tracing::info!(queue = %spec.queue, prefetch = ctx.settings.prefetch, "consuming");
+    let (acks, ack_task) = ack::spawn(ch.clone(), spec.queue.clone(), ctx.settings.prefetch);
+    let result = deliver(ctx, spec, tracker, &ch, &tag, &mut consumer, &acks).await;
+    // Every delivery task holds a clone of `acks`: the coalescer ends after their last ack.
+    drop(acks);
+    if result.is_ok() {
+        // Shutdown: let in-flight handlers finish and their acks go out before closing.
+        tracker.close();
+        tracker.wait().await;
+        tracker.reopen();
+        let _ = ack_task.await;
+        let _ = ch.close(200, "shutdown".into()).await;
+        tracing::info!(queue = %spec.queue, "consumer stopped");
+    }
+    // On a channel error the old tasks finish on their own (their acks are void: the
+    // broker redelivers) while the next session starts at once.
+    result
+}
+
+/// The delivery loop: hands each delivery to its own task until shutdown or a channel error.
+async fn deliver(
+    ctx: &Arc<QueueContext>,
+    spec: &ConsumeChannel,
+    tracker: &TaskTracker,
+    ch: &lapin::Channel,
+    tag: &str,
+    consumer: &mut lapin::Consumer,
+    acks: &Acks,
+) -> Result<()> {
+    let shared = &ctx.shared;
     loop {
         tokio::select! {
             biased;
             _ = shared.shutdown.cancelled() => {
-                let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
-                tracker.close();
-                tracker.wait().await;
-                let _ = ch.close(200, "shutdown".into()).await;
-                tracing::info!(queue = %spec.queue, "consumer stopped");
+                let _ = ch.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
                 return Ok(());
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    tracker.spawn(process(ctx.clone(), delivery));
+                    tracker.spawn(process(ctx.clone(), delivery, acks.clone()));
                 }
-                Some(Err(e)) => return Err(Error::amqp(format!("consuming queue `{}`", spec.queue))(e)),
+                // The channel or connection failed while consuming: reconnect, never give up.
+                Some(Err(e)) => return Err(Error::Connection(e)),
                 None => {
                     return Err(Error::Unavailable(Duration::ZERO, format!("consumer of queue `{}` was cancelled by the broker", spec.queue)));
                 }
@@ -127,9 +154,9 @@ async fn session(
 }
 
 /// Handles one delivery from decision to acknowledgement.
-async fn process(ctx: Arc<QueueContext>, delivery: Delivery) {
+async fn process(ctx: Arc<QueueContext>, delivery: Delivery, acks: Acks) {
     let Delivery {
-        acker,
+        delivery_tag,
         data,
         properties,
         exchange,
@@ -169,21 +196,12 @@ async fn process(ctx: Arc<QueueContext>, delivery: Delivery) {
         }
     };
     match settled {
-        Ok(()) => {
-            if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(queue = %ctx.queue, error = %e, "ack failed; the broker will redeliver");
-            }
-        }
+        Ok(()) => acks.settle(delivery_tag, Settle::Ack),
         Err(e) => {
             // Nothing was lost: leave it to the broker to redeliver, after a pause against hot loops.
             tracing::error!(queue = %ctx.queue, error = %e, "could not settle message; requeueing it");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let _ = acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
+            acks.settle(delivery_tag, Settle::Requeue);
         }
     }
 }

@@ -50,6 +50,7 @@
 
 #![forbid(unsafe_code)]
 
+mod ack;
 mod config;
 mod connection;
 mod consume_channel;

@@ -1,0 +1,574 @@
+//! Benchmarks eventrabbit against raw lapin doing the same work, in the same run, on the
+//! local broker, and prints both figures and their ratio (median of the runs, min–max).
+//!
+//! ```sh
+//! cargo run --release --example bench            # all workloads, 3 runs each
+//! cargo run --release --example bench -- w1 5    # one workload, 5 runs
+//! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
+//! ```
+
+use eventrabbit::{Config, ConsumeChannel, ExchangeKind, build_event_dependencies, consumer};
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+const W1_N: u64 = 100_000;
+const W2_N: u64 = 100_000;
+const W3_SEQ: usize = 5_000;
+const W3_WARMUP: usize = 200;
+const W3_CONC: usize = 64;
+const W3_CONC_N: usize = 20_000;
+
+fn addr() -> String {
+    std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+async fn raw() -> (Connection, Channel) {
+    let conn = Connection::connect(&addr(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ must be running at AMQP_ADDR");
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+fn envelope(n: u64) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"action": "USER_CREATED", "data": {"user_id": n, "name": format!("user-{n}")}}),
+    )
+    .unwrap()
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+async fn declare_queue(ch: &Channel, q: &str) {
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn delete_queue(ch: &Channel, q: &str) {
+    let _ = ch
+        .queue_delete(q.into(), QueueDeleteOptions::default())
+        .await;
+    let _ = ch
+        .queue_delete(
+            format!("{q}.dlq").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+}
+
+/// Fills `q` with `n` W1 envelopes, confirmed.
+async fn preload(q: &str, n: u64) {
+    let (_c, ch) = raw().await;
+    declare_queue(&ch, q).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..n {
+        ch.basic_publish(
+            "".into(),
+            q.into(),
+            BasicPublishOptions::default(),
+            &envelope(i),
+            persistent(),
+        )
+        .await
+        .unwrap();
+        if i % 5000 == 4999 {
+            ch.wait_for_confirms().await.unwrap();
+        }
+    }
+    ch.wait_for_confirms().await.unwrap();
+}
+
+// ---------- W1: consume ----------
+
+static W1_COUNT: AtomicU64 = AtomicU64::new(0);
+static W1_TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+static W1_DONE: Notify = Notify::const_new();
+
+#[consumer(action = "USER_CREATED")]
+async fn on_user_created(user_id: i64, name: String) {
+    std::hint::black_box((user_id, name));
+    if W1_COUNT.fetch_add(1, Ordering::Relaxed) + 1 == W1_TARGET.load(Ordering::Relaxed) {
+        W1_DONE.notify_one();
+    }
+}
+
+async fn w1_eventrabbit(q: &str) -> f64 {
+    W1_COUNT.store(0, Ordering::SeqCst);
+    W1_TARGET.store(W1_N, Ordering::SeqCst);
+    let done = W1_DONE.notified();
+    let (_events, handle) = build_event_dependencies(addr(), Config::default())
+        .await
+        .unwrap();
+    let h = handle.clone();
+    let channel = ConsumeChannel::new(q).prefetch(100);
+    let start = Instant::now();
+    let task = tokio::spawn(async move { h.consume(channel).await });
+    done.await;
+    let secs = start.elapsed().as_secs_f64();
+    handle.shutdown().await;
+    task.await.unwrap().unwrap();
+    W1_N as f64 / secs
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    #[allow(dead_code)]
+    action: String,
+    data: RawUser,
+}
+
+#[derive(Deserialize)]
+struct RawUser {
+    user_id: i64,
+    name: String,
+}
+
+/// Raw lapin the fast way: decode in the delivery loop, ack every 50 with `multiple`.
+async fn w1_raw(q: &str) -> f64 {
+    let (_c, ch) = raw().await;
+    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let start = Instant::now();
+    let mut consumer = ch
+        .basic_consume(
+            q.into(),
+            "raw-w1".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut n = 0u64;
+    while let Some(Ok(d)) = consumer.next().await {
+        let env: RawEnvelope = serde_json::from_slice(&d.data).unwrap();
+        std::hint::black_box((env.data.user_id, env.data.name));
+        n += 1;
+        if n % 50 == 0 || n == W1_N {
+            d.acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .unwrap();
+        }
+        if n == W1_N {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    ch.basic_cancel("raw-w1".into(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    W1_N as f64 / secs
+}
+
+// ---------- W2: confirmed publish ----------
+
+async fn w2_setup(x: &str, q: &str) {
+    let (_c, ch) = raw().await;
+    ch.exchange_declare(
+        x.into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    declare_queue(&ch, q).await;
+    ch.queue_bind(
+        q.into(),
+        x.into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn w2_eventrabbit(x: &str) -> f64 {
+    let (events, _handle) = build_event_dependencies(addr(), Config::default())
+        .await
+        .unwrap();
+    events
+        .publish(
+            x,
+            "",
+            "USER_CREATED",
+            &json!({"user_id": 0, "name": "warm"}),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    futures_util::stream::iter(1..=W2_N)
+        .map(|n| {
+            let events = events.clone();
+            async move {
+                events
+                    .publish(
+                        x,
+                        "",
+                        "USER_CREATED",
+                        &json!({"user_id": n, "name": format!("user-{n}")}),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(1000)
+        .for_each(|r| async move { r.unwrap() })
+        .await;
+    W2_N as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Raw lapin the fast way: publish without waiting, wait for all confirms per window.
+async fn w2_raw(x: &str) -> f64 {
+    let (_c, ch) = raw().await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    for n in 1..=W2_N {
+        let body = envelope(n);
+        ch.basic_publish(
+            x.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &body,
+            persistent().with_message_id(uuid::Uuid::new_v4().to_string().into()),
+        )
+        .await
+        .unwrap();
+        if n % 1000 == 0 {
+            let returned = ch.wait_for_confirms().await.unwrap();
+            assert!(returned.is_empty());
+        }
+    }
+    ch.wait_for_confirms().await.unwrap();
+    W2_N as f64 / start.elapsed().as_secs_f64()
+}
+
+// ---------- W3: RPC ----------
+
+#[consumer(action = "ECHO")]
+async fn echo(n: u64) -> serde_json::Value {
+    json!({ "n": n })
+}
+
+struct RpcResult {
+    p50_us: f64,
+    p99_us: f64,
+    calls_per_sec: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn w3_eventrabbit(q: &str) -> RpcResult {
+    let (events, handle) = build_event_dependencies(addr(), Config::default())
+        .await
+        .unwrap();
+    let h = handle.clone();
+    let channel = ConsumeChannel::new(q).prefetch(100).actions(["ECHO"]);
+    let task = tokio::spawn(async move { h.consume(channel).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = |n: u64| {
+        let events = events.clone();
+        async move {
+            let r: serde_json::Value = events.call(q, "ECHO", json!({ "n": n })).await.unwrap();
+            assert_eq!(r["n"], n);
+        }
+    };
+    for n in 0..W3_WARMUP as u64 {
+        call(n).await;
+    }
+    let mut lat = Vec::with_capacity(W3_SEQ);
+    for n in 0..W3_SEQ as u64 {
+        let t = Instant::now();
+        call(n).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    futures_util::stream::iter(0..W3_CONC_N as u64)
+        .map(call)
+        .buffer_unordered(W3_CONC)
+        .for_each(|_| async {})
+        .await;
+    let cps = W3_CONC_N as f64 / start.elapsed().as_secs_f64();
+    handle.shutdown().await;
+    task.await.unwrap().unwrap();
+    RpcResult {
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+        calls_per_sec: cps,
+    }
+}
+
+/// Raw lapin RPC: a server echoing on `q`, a client with direct reply-to and a pending map.
+async fn w3_raw(q: &str) -> RpcResult {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::oneshot;
+    // Server.
+    let (server_conn, sch) = raw().await;
+    declare_queue(&sch, q).await;
+    sch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut server = sch
+        .basic_consume(
+            q.into(),
+            "raw-w3".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let pub_ch = server_conn.create_channel().await.unwrap();
+    pub_ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let server_task = tokio::spawn(async move {
+        while let Some(Ok(d)) = server.next().await {
+            let pub_ch = pub_ch.clone();
+            tokio::spawn(async move {
+                #[derive(Deserialize)]
+                struct Req {
+                    data: serde_json::Value,
+                }
+                let req: Req = serde_json::from_slice(&d.data).unwrap();
+                let body = serde_json::to_vec(&json!({"data": {"n": req.data["n"]}})).unwrap();
+                let props = BasicProperties::default()
+                    .with_correlation_id(d.properties.correlation_id().clone().unwrap());
+                let reply_to = d.properties.reply_to().clone().unwrap();
+                pub_ch
+                    .basic_publish(
+                        "".into(),
+                        reply_to,
+                        BasicPublishOptions::default(),
+                        &body,
+                        props,
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                d.acker.ack(BasicAckOptions::default()).await.unwrap();
+            });
+        }
+    });
+    // Client.
+    let (_client_conn, cch) = raw().await;
+    cch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let pending: Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>> = Arc::default();
+    let mut replies = cch
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let p = pending.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(d)) = replies.next().await {
+            let id = d.properties.correlation_id().as_ref().unwrap().to_string();
+            if let Some(tx) = p.lock().unwrap().remove(&id) {
+                let _ = tx.send(d.data);
+            }
+        }
+    });
+    let call = |n: u64| {
+        let cch = cch.clone();
+        let pending = pending.clone();
+        async move {
+            let id = uuid::Uuid::new_v4().to_string();
+            let (tx, rx) = oneshot::channel();
+            pending.lock().unwrap().insert(id.clone(), tx);
+            let body = serde_json::to_vec(&json!({"action": "ECHO", "data": {"n": n}})).unwrap();
+            let props = persistent()
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id(id.into());
+            cch.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+            let reply = tokio::time::timeout(Duration::from_secs(30), rx)
+                .await
+                .unwrap()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+            assert_eq!(v["data"]["n"], n);
+        }
+    };
+    for n in 0..W3_WARMUP as u64 {
+        call(n).await;
+    }
+    let mut lat = Vec::with_capacity(W3_SEQ);
+    for n in 0..W3_SEQ as u64 {
+        let t = Instant::now();
+        call(n).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    futures_util::stream::iter(0..W3_CONC_N as u64)
+        .map(call)
+        .buffer_unordered(W3_CONC)
+        .for_each(|_| async {})
+        .await;
+    let cps = W3_CONC_N as f64 / start.elapsed().as_secs_f64();
+    server_task.abort();
+    RpcResult {
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+        calls_per_sec: cps,
+    }
+}
+
+// ---------- reporting ----------
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+fn row(name: &str, unit: &str, er: &[f64], raw: &[f64], higher_is_better: bool) {
+    let (em, elo, ehi) = stats(er);
+    let (rm, rlo, rhi) = stats(raw);
+    let ratio = em / rm;
+    let note = if higher_is_better {
+        "eventrabbit / lapin (higher is better)"
+    } else {
+        "eventrabbit / lapin (lower is better)"
+    };
+    println!(
+        "| {name} | {em:.0} ({elo:.0}–{ehi:.0}) {unit} | {rm:.0} ({rlo:.0}–{rhi:.0}) {unit} | {ratio:.3} | {note} |"
+    );
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().map(String::as_str).unwrap_or("all");
+    let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+
+    if which == "w1-eventrabbit-only" {
+        let q = format!("bench-w1-{tag}");
+        preload(&q, W1_N).await;
+        let before = peak_rss_kib();
+        let rate = w1_eventrabbit(&q).await;
+        println!(
+            "W1 eventrabbit alone: {rate:.0} msgs/s; peak RSS {} KiB (after preload: {} KiB)",
+            peak_rss_kib().unwrap_or(0),
+            before.unwrap_or(0)
+        );
+        let (_c, ch) = raw().await;
+        delete_queue(&ch, &q).await;
+        return;
+    }
+
+    println!("runs per workload: {runs} (alternating eventrabbit and raw lapin)\n");
+    println!("| workload | eventrabbit median (min–max) | raw lapin median (min–max) | ratio | |");
+    println!("| --- | --- | --- | --- | --- |");
+    if which == "all" || which == "w1" {
+        let (mut er, mut rw) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let q = format!("bench-w1-{tag}-{i}");
+            preload(&q, W1_N).await;
+            er.push(w1_eventrabbit(&q).await);
+            let q2 = format!("bench-w1-raw-{tag}-{i}");
+            preload(&q2, W1_N).await;
+            rw.push(w1_raw(&q2).await);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q).await;
+            delete_queue(&ch, &q2).await;
+        }
+        row("W1 consume 100k", "msg/s", &er, &rw, true);
+    }
+    if which == "all" || which == "w2" {
+        let (mut er, mut rw) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let (x, q) = (format!("bench-w2-{tag}-{i}"), format!("bench-w2-{tag}-{i}"));
+            w2_setup(&x, &q).await;
+            er.push(w2_eventrabbit(&x).await);
+            rw.push(w2_raw(&x).await);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q).await;
+            let _ = ch
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        row("W2 confirmed publish 100k", "msg/s", &er, &rw, true);
+    }
+    if which == "all" || which == "w3" {
+        let (mut p50e, mut p99e, mut cpse) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut p50r, mut p99r, mut cpsr) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            let q = format!("bench-w3-{tag}-{i}");
+            let e = w3_eventrabbit(&q).await;
+            let q2 = format!("bench-w3-raw-{tag}-{i}");
+            let r = w3_raw(&q2).await;
+            p50e.push(e.p50_us);
+            p99e.push(e.p99_us);
+            cpse.push(e.calls_per_sec);
+            p50r.push(r.p50_us);
+            p99r.push(r.p99_us);
+            cpsr.push(r.calls_per_sec);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q).await;
+            delete_queue(&ch, &q2).await;
+        }
+        row("W3 RPC sequential p50", "µs", &p50e, &p50r, false);
+        row("W3 RPC sequential p99", "µs", &p99e, &p99r, false);
+        row("W3 RPC 64 concurrent", "calls/s", &cpse, &cpsr, true);
+    }
+    let _ = ExchangeKind::Fanout;
+}
