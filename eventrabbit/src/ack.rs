@@ -47,6 +47,8 @@ async fn run(
 ) {
     let mut state = Coalescer::default();
     while let Some(first) = rx.recv().await {
+        // Let the handlers that are ready finish first, so one ack covers them all.
+        tokio::task::yield_now().await;
         let mut batch = vec![first];
         while let Ok(next) = rx.try_recv() {
             batch.push(next);

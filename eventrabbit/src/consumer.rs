@@ -166,8 +166,8 @@ async fn process(ctx: Arc<QueueContext>, delivery: Delivery, acks: Acks) {
     } = delivery;
     let message = Arc::new(Message {
         queue: ctx.queue.clone(),
-        exchange: exchange.to_string(),
-        routing_key: routing_key.to_string(),
+        exchange,
+        routing_key,
         redelivered,
         properties,
         body: data,

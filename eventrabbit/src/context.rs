@@ -1,7 +1,7 @@
 //! What a handler may learn about the delivery it is handling.
 
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use std::sync::Arc;
 
 /// Header carrying how many times a message has been retried.
@@ -11,8 +11,8 @@ pub const RETRY_COUNT_HEADER: &str = "x-retry-count";
 #[derive(Debug)]
 pub(crate) struct Message {
     pub(crate) queue: Arc<str>,
-    pub(crate) exchange: String,
-    pub(crate) routing_key: String,
+    pub(crate) exchange: ShortString,
+    pub(crate) routing_key: ShortString,
     pub(crate) redelivered: bool,
     pub(crate) properties: BasicProperties,
     pub(crate) body: Vec<u8>,
@@ -127,12 +127,12 @@ impl MessageContext {
     /// The exchange the message was published to (`""` for the default exchange).
     #[must_use]
     pub fn exchange(&self) -> &str {
-        &self.message.exchange
+        self.message.exchange.as_str()
     }
 
     /// The routing key the message was published with.
     #[must_use]
     pub fn routing_key(&self) -> &str {
-        &self.message.routing_key
+        self.message.routing_key.as_str()
     }
 }

@@ -57,11 +57,11 @@ fn failure_headers(message: &Message) -> FieldTable {
     if !has(&headers, ORIGINAL_EXCHANGE_HEADER) {
         headers.insert(
             ORIGINAL_EXCHANGE_HEADER.into(),
-            long(message.exchange.clone()),
+            long(message.exchange.as_str()),
         );
         headers.insert(
             ORIGINAL_ROUTING_KEY_HEADER.into(),
-            long(message.routing_key.clone()),
+            long(message.routing_key.as_str()),
         );
     }
     if !has(&headers, FIRST_FAILURE_HEADER) {
