@@ -532,10 +532,16 @@ async fn main() {
         for i in 0..runs {
             let q = format!("bench-w1-{tag}-{i}");
             preload(&q, W1_N).await;
-            er.push(w1_eventrabbit(&q).await);
             let q2 = format!("bench-w1-raw-{tag}-{i}");
             preload(&q2, W1_N).await;
-            rw.push(w1_raw(&q2).await);
+            // Alternate who goes first: the first consumer of a process pays its warm-up.
+            if i % 2 == 0 {
+                er.push(w1_eventrabbit(&q).await);
+                rw.push(w1_raw(&q2).await);
+            } else {
+                rw.push(w1_raw(&q2).await);
+                er.push(w1_eventrabbit(&q).await);
+            }
             let (_c, ch) = raw().await;
             delete_queue(&ch, &q).await;
             delete_queue(&ch, &q2).await;
