@@ -290,6 +290,35 @@ struct RpcResult {
     calls_per_sec: f64,
 }
 
+/// Warm-up, sequential latencies, then concurrent throughput, for either client.
+async fn measure_rpc<F, Fut>(call: F) -> RpcResult
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for n in 0..W3_WARMUP as u64 {
+        call(n).await;
+    }
+    let mut lat = Vec::with_capacity(W3_SEQ);
+    for n in 0..W3_SEQ as u64 {
+        let t = Instant::now();
+        call(n).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    futures_util::stream::iter(0..W3_CONC_N as u64)
+        .map(call)
+        .buffer_unordered(W3_CONC)
+        .for_each(|_| async {})
+        .await;
+    RpcResult {
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+        calls_per_sec: W3_CONC_N as f64 / start.elapsed().as_secs_f64(),
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -309,30 +338,10 @@ async fn w3_eventrabbit(q: &str) -> RpcResult {
             assert_eq!(r["n"], n);
         }
     };
-    for n in 0..W3_WARMUP as u64 {
-        call(n).await;
-    }
-    let mut lat = Vec::with_capacity(W3_SEQ);
-    for n in 0..W3_SEQ as u64 {
-        let t = Instant::now();
-        call(n).await;
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    lat.sort_by(f64::total_cmp);
-    let start = Instant::now();
-    futures_util::stream::iter(0..W3_CONC_N as u64)
-        .map(call)
-        .buffer_unordered(W3_CONC)
-        .for_each(|_| async {})
-        .await;
-    let cps = W3_CONC_N as f64 / start.elapsed().as_secs_f64();
+    let result = measure_rpc(call).await;
     handle.shutdown().await;
     task.await.unwrap().unwrap();
-    RpcResult {
-        p50_us: percentile(&lat, 0.5),
-        p99_us: percentile(&lat, 0.99),
-        calls_per_sec: cps,
-    }
+    result
 }
 
 /// Raw lapin RPC: a server echoing on `q`, a client with direct reply-to and a pending map.
@@ -449,29 +458,9 @@ async fn w3_raw(q: &str) -> RpcResult {
             assert_eq!(v["data"]["n"], n);
         }
     };
-    for n in 0..W3_WARMUP as u64 {
-        call(n).await;
-    }
-    let mut lat = Vec::with_capacity(W3_SEQ);
-    for n in 0..W3_SEQ as u64 {
-        let t = Instant::now();
-        call(n).await;
-        lat.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    lat.sort_by(f64::total_cmp);
-    let start = Instant::now();
-    futures_util::stream::iter(0..W3_CONC_N as u64)
-        .map(call)
-        .buffer_unordered(W3_CONC)
-        .for_each(|_| async {})
-        .await;
-    let cps = W3_CONC_N as f64 / start.elapsed().as_secs_f64();
+    let result = measure_rpc(call).await;
     server_task.abort();
-    RpcResult {
-        p50_us: percentile(&lat, 0.5),
-        p99_us: percentile(&lat, 0.99),
-        calls_per_sec: cps,
-    }
+    result
 }
 
 // ---------- reporting ----------
