@@ -174,6 +174,8 @@ pub struct Config {
     pub max_reconnect_delay: Duration,
     /// Name shown for the connection in the management UI.
     pub connection_name: String,
+    /// Extra CA certificates (PEM) trusted for `amqps://` URLs, e.g. a private CA.
+    pub tls_ca_pem: Option<String>,
 }
 
 impl Config {
@@ -228,6 +230,13 @@ impl Config {
         self
     }
 
+    /// Trusts the CA certificates in `pem` (besides the usual roots) for `amqps://` URLs.
+    #[must_use]
+    pub fn with_tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
     /// Sets the connection name.
     #[must_use]
     pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
@@ -246,6 +255,7 @@ impl Default for Config {
             publish_timeout: Self::DEFAULT_PUBLISH_TIMEOUT,
             max_reconnect_delay: Self::DEFAULT_MAX_RECONNECT_DELAY,
             connection_name: "eventrabbit".to_owned(),
+            tls_ca_pem: None,
         }
     }
 }

@@ -14,6 +14,7 @@ pub(crate) struct Connector {
     url: String,
     redacted: String,
     name: String,
+    tls_ca_pem: Option<String>,
     max_delay: Duration,
     current: Mutex<Option<Arc<Connection>>>,
     opened: AtomicU64,
@@ -28,13 +29,19 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    pub(crate) fn new(url: &str, name: String, max_delay: Duration) -> Result<Self> {
+    pub(crate) fn new(
+        url: &str,
+        name: String,
+        tls_ca_pem: Option<String>,
+        max_delay: Duration,
+    ) -> Result<Self> {
         url.parse::<lapin::uri::AMQPUri>()
             .map_err(|e| Error::InvalidUrl(redact_text(&e, url)))?;
         Ok(Self {
             url: url.to_owned(),
             redacted: redact(url),
             name,
+            tls_ca_pem,
             max_delay,
             current: Mutex::new(None),
             opened: AtomicU64::new(0),
@@ -50,7 +57,12 @@ impl Connector {
             return Ok(conn.clone());
         }
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
-        let conn = Connection::connect(&self.url, props).await.map_err(|e| {
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.tls_ca_pem.clone(),
+        };
+        let runtime = lapin::runtime::default_runtime().map_err(Error::Connection)?;
+        let conn = Connection::connect_with_config(&self.url, props, tls, runtime).await.map_err(|e| {
             tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
             Error::Connection(e)
         })?;

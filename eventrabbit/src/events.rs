@@ -52,6 +52,7 @@ pub async fn build_event_dependencies(
     let connector = Arc::new(Connector::new(
         url.as_ref(),
         config.connection_name.clone(),
+        config.tls_ca_pem.clone(),
         config.max_reconnect_delay,
     )?);
     let idle = config.idle_timeout;
