@@ -85,6 +85,23 @@ async fn main() -> eventrabbit::Result<()> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // let the queues be declared
 
+    // Ctrl-C during the demo shuts down the same graceful way as its end.
+    tokio::select! {
+        result = demo(&events) => result?,
+        _ = tokio::signal::ctrl_c() => println!("Ctrl-C: shutting down"),
+    }
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.shutdown().await; // lets in-flight handlers finish, then closes
+    for l in loops {
+        l.await.expect("consumer task")?;
+    }
+    println!("done");
+    Ok(())
+}
+
+/// Publishes two users and makes two RPC calls.
+async fn demo(events: &eventrabbit::Events) -> eventrabbit::Result<()> {
     for (id, name) in [(1, "ann"), (2, "bob")] {
         let user = create_user(id, name.into()).await?;
         println!("producer: published {user:?}");
@@ -111,11 +128,5 @@ async fn main() -> eventrabbit::Result<()> {
         Ok(r) => println!("rpc: unexpected reply {r:?}"),
     }
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    handle.shutdown().await; // lets in-flight handlers finish, then closes
-    for l in loops {
-        l.await.expect("consumer task")?;
-    }
-    println!("done");
     Ok(())
 }

@@ -18,6 +18,7 @@ pub(crate) struct Connector {
     max_delay: Duration,
     current: Mutex<Option<Arc<Connection>>>,
     opened: AtomicU64,
+    blocked: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -45,6 +46,7 @@ impl Connector {
             max_delay,
             current: Mutex::new(None),
             opened: AtomicU64::new(0),
+            blocked: Arc::default(),
         })
     }
 
@@ -62,13 +64,22 @@ impl Connector {
             cert_chain: self.tls_ca_pem.clone(),
         };
         let runtime = lapin::runtime::default_runtime().map_err(Error::Connection)?;
-        let conn = Connection::connect_with_config(&self.url, props, tls, runtime).await.map_err(|e| {
-            tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
-            Error::Connection(e)
-        })?;
+        let conn = Connection::connect_with_config(&self.url, props, tls, runtime)
+            .await
+            .map_err(|e| {
+                tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
+                Error::Connection(e)
+            })?;
         let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!(url = %self.redacted, connections = n, "connected to the broker");
         let conn = Arc::new(conn);
+        *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        tokio::spawn(watch_events(
+            conn.events_listener(),
+            Arc::downgrade(&conn),
+            self.blocked.clone(),
+            self.redacted.clone(),
+        ));
         *current = Some(conn.clone());
         Ok(conn)
     }
@@ -124,6 +135,14 @@ impl Connector {
         }
     }
 
+    /// Why the broker blocks publishing on the connection (memory or disk alarm), if it does.
+    pub(crate) fn blocked(&self) -> Option<String> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// How many connections have been opened so far (1 + reconnections).
     pub(crate) fn opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
@@ -145,6 +164,40 @@ impl Connector {
             && conn.status().connected()
         {
             let _ = conn.close(200, "eventrabbit closing".into()).await;
+        }
+    }
+}
+
+/// Follows the broker's notifications on one connection (blocked / unblocked) until the
+/// connection is gone.
+async fn watch_events(
+    events: impl futures_util::Stream<Item = lapin::Event> + Send + 'static,
+    conn: std::sync::Weak<Connection>,
+    blocked: Arc<std::sync::Mutex<Option<String>>>,
+    url: String,
+) {
+    use futures_util::StreamExt;
+    let mut events = std::pin::pin!(events);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(lapin::Event::ConnectionBlocked(reason)) => {
+                    tracing::warn!(url = %url, %reason, "broker blocked publishing on the connection");
+                    *blocked.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+                }
+                Some(lapin::Event::ConnectionUnblocked) => {
+                    tracing::info!(url = %url, "broker unblocked the connection");
+                    *blocked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                Some(_) => {}
+                None => return,
+            },
+            _ = tick.tick() => {
+                if !conn.upgrade().is_some_and(|c| c.status().connected()) {
+                    return;
+                }
+            }
         }
     }
 }

@@ -16,6 +16,16 @@ pub enum Error {
     /// The broker was not reachable before the deadline.
     #[error("broker not reachable within {0:?} while {1}")]
     Unavailable(Duration, String),
+    /// The broker blocked publishing (memory or disk alarm) for longer than the deadline.
+    #[error("broker blocked publishing to exchange `{exchange}` for {waited:?}: {reason}")]
+    Blocked {
+        /// The exchange being published to.
+        exchange: String,
+        /// The broker's reason (e.g. `low on memory`).
+        reason: String,
+        /// How long the publish waited.
+        waited: Duration,
+    },
     /// An AMQP operation on a queue or exchange failed.
     #[error("{op} failed: {source}")]
     Amqp {

@@ -155,6 +155,13 @@ impl Events {
         self.shared.connector.opened()
     }
 
+    /// Why the broker blocks publishing on the connection (a memory or disk alarm), if it
+    /// does. Publishes wait while blocked, up to the publish deadline.
+    #[must_use]
+    pub fn blocked(&self) -> Option<String> {
+        self.shared.connector.blocked()
+    }
+
     /// Whether the connection is open now.
     pub async fn is_connected(&self) -> bool {
         self.shared.connector.is_connected().await

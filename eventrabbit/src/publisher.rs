@@ -86,7 +86,25 @@ impl Publisher {
         let deadline = Instant::now() + self.timeout;
         loop {
             let ch = self.channel(deadline).await?;
-            match publish_once(&ch, &msg).await {
+            let attempt = tokio::time::timeout_at(deadline, publish_once(&ch, &msg)).await;
+            let Ok(attempt) = attempt else {
+                // No confirm in time: never report success, say why.
+                return Err(match self.connector.blocked() {
+                    Some(reason) => Error::Blocked {
+                        exchange: msg.exchange.to_owned(),
+                        reason,
+                        waited: self.timeout,
+                    },
+                    None => Error::Unavailable(
+                        self.timeout,
+                        format!(
+                            "waiting for the broker to confirm a publish to exchange `{}`",
+                            msg.exchange
+                        ),
+                    ),
+                });
+            };
+            match attempt {
                 Ok(()) => return Ok(()),
                 Err(PublishError::Final(e)) => return Err(e),
                 Err(PublishError::Channel(e)) => {

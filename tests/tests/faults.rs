@@ -302,3 +302,94 @@ async fn shutdown_under_load_finishes_in_flight_handlers_and_loses_nothing() {
     );
     cleanup(&[&queue], &[]).await;
 }
+
+/// Restores the memory watermark when dropped, even if the test panicked.
+struct WatermarkGuard(String);
+
+impl Drop for WatermarkGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["set_vm_memory_high_watermark", &self.0])
+            .output();
+    }
+}
+
+fn current_watermark() -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = text.lines().last().unwrap_or("0.4").trim().to_string();
+    if value.parse::<f64>().is_ok() {
+        value
+    } else {
+        "0.4".into()
+    }
+}
+
+#[tokio::test]
+async fn a_blocked_broker_is_reported_and_publishes_wait_instead_of_failing() {
+    let _serial = SERIAL.lock().await;
+    let queue = unique("q-blocked");
+    let (_c, ch) = raw_channel().await;
+    ch.queue_declare(
+        queue.as_str().into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (events, _handle) =
+        deps(Config::default().with_publish_timeout(Duration::from_secs(60))).await;
+    let (short, _h2) = deps(Config::default().with_publish_timeout(Duration::from_secs(2))).await;
+    events
+        .publish("", &queue, "T_BLOCKED", &json!({"n": 1}))
+        .await
+        .unwrap();
+    short
+        .publish("", &queue, "T_BLOCKED", &json!({"n": 2}))
+        .await
+        .unwrap();
+    {
+        let _guard = WatermarkGuard(current_watermark());
+        rabbitmqctl(&["set_vm_memory_high_watermark", "0.0000001"]);
+        let waiting = {
+            let events = events.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                events
+                    .publish("", &queue, "T_BLOCKED", &json!({"n": 3}))
+                    .await
+            })
+        };
+        // A publish with a short deadline gives up with a clear error, not a hang.
+        let err = short
+            .publish("", &queue, "T_BLOCKED", &json!({"n": 4}))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Blocked { .. }), "{err}");
+        assert!(err.to_string().contains("memory"), "{err}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while events.blocked().is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let reason = events.blocked().expect("the block is reported");
+        assert!(reason.contains("memory"), "{reason}");
+        assert!(
+            !waiting.is_finished(),
+            "the long-deadline publish waits while blocked"
+        );
+        drop(_guard); // alarm cleared
+        waiting
+            .await
+            .unwrap()
+            .expect("the waiting publish completes once unblocked");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while events.blocked().is_some() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(events.blocked(), None, "unblocked is reported too");
+    cleanup(&[&queue], &[]).await;
+}

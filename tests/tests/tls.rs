@@ -14,7 +14,9 @@ use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
 async fn tls_proxy() -> (u16, String) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "eventrabbit test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "eventrabbit test CA");
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let server_params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
@@ -37,11 +39,17 @@ async fn tls_proxy() -> (u16, String) {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((client, _)) = listener.accept().await else { return };
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(client).await else { return };
-                let mut broker = TcpStream::connect("127.0.0.1:5672").await.expect("broker on 5672");
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let mut broker = TcpStream::connect("127.0.0.1:5672")
+                    .await
+                    .expect("broker on 5672");
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
             });
         }
@@ -63,9 +71,15 @@ async fn amqps_urls_work_with_a_trusted_private_ca() {
     let (port, ca_pem) = tls_proxy().await;
     let url = format!("amqps://guest:guest@localhost:{port}/%2f");
     let queue = unique("q-tls");
-    let (events, handle) = build_event_dependencies(&url, Config::default().with_tls_ca_pem(ca_pem)).await.unwrap();
+    let (events, handle) =
+        build_event_dependencies(&url, Config::default().with_tls_ca_pem(ca_pem))
+            .await
+            .unwrap();
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
-    events.publish("", &queue, "T_TLS", &json!({"n": 1})).await.unwrap();
+    events
+        .publish("", &queue, "T_TLS", &json!({"n": 1}))
+        .await
+        .unwrap();
     TLS_SEEN.wait_for(1, Duration::from_secs(10)).await;
     let reply: serde_json::Value = events.call(&queue, "T_TLS", json!({"n": 2})).await.unwrap();
     assert_eq!(reply, json!({"n": 2}));
@@ -83,6 +97,11 @@ async fn amqps_refuses_a_server_it_does_not_trust() {
     )
     .await
     .unwrap();
-    assert!(events.publish("", "q", "T_TLS", &json!({"n": 1})).await.is_err());
+    assert!(
+        events
+            .publish("", "q", "T_TLS", &json!({"n": 1}))
+            .await
+            .is_err()
+    );
     assert!(!events.is_connected().await);
 }
