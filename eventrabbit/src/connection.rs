@@ -254,6 +254,7 @@ mod tests {
         let c = Connector::new(
             "amqp://guest:hunter2@127.0.0.1:5672/%2f",
             "t".into(),
+            None,
             Duration::from_secs(1),
         )
         .unwrap();
