@@ -71,6 +71,9 @@ impl Connector {
                 Error::Connection(e)
             })?;
         let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > 1 {
+            crate::telemetry::metric::reconnected();
+        }
         tracing::info!(url = %self.redacted, connections = n, "connected to the broker");
         let conn = Arc::new(conn);
         *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -1,31 +1,27 @@
 //! The consumer runner: one loop per queue, one task per delivery, settled by outcome.
 
 use crate::ack::{self, Acks, Settle};
-use crate::consume_channel::{ConsumeChannel, Resolved};
+use crate::consume_channel::ConsumeChannel;
 use crate::context::Message;
-use crate::dead_letter;
-use crate::dispatch::{DeadReason, Decision, decide};
-use crate::envelope;
-use crate::handler::{Failure, Input, Registration, Reply};
-use crate::publisher::{Outgoing, Publisher, properties};
-use crate::registry::{self, Routes};
+use crate::delivery::{self, QueuePolicy};
+use crate::health::{ConsumerSlot, ConsumerState};
+use crate::registry;
+use crate::telemetry;
 use crate::runtime::Shared;
 use crate::topology;
 use crate::{Error, Result};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
-use lapin::types::{FieldTable, ShortString};
-use std::panic::AssertUnwindSafe;
+use lapin::types::FieldTable;
+use tracing::Instrument;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 /// What each delivery task of one queue shares.
 struct QueueContext {
-    queue: Arc<str>,
-    routes: Routes,
-    settings: Resolved,
+    policy: QueuePolicy,
     shared: Arc<Shared>,
 }
 
@@ -34,20 +30,24 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: ConsumeChannel) -> Result<()>
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
     let ctx = Arc::new(QueueContext {
-        queue: spec.queue.as_str().into(),
-        routes,
-        settings,
+        policy: QueuePolicy {
+            queue: spec.queue.as_str().into(),
+            routes,
+            settings,
+        },
         shared: shared.clone(),
     });
     let _running = shared.consumer_started();
-    let tracker = TaskTracker::new();
+    let slot = shared.consumer_slot(&spec.queue);
+    let tracker = slot.tracker.clone();
     let mut failures = 0u32;
     let result = loop {
-        match session(&ctx, &spec, &tracker).await {
+        match session(&ctx, &spec, &tracker, &slot).await {
             Ok(()) => break Ok(()),
             Err(_) if shared.shutdown.is_cancelled() => break Ok(()),
             Err(e) if is_fatal(&e) => break Err(e),
             Err(e) => {
+                slot.set(ConsumerState::Recovering);
                 failures += 1;
                 let delay = Duration::from_millis(100 * 2u64.pow(failures.min(7)))
                     .min(shared.config.max_reconnect_delay);
@@ -61,6 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: ConsumeChannel) -> Result<()>
     };
     tracker.close();
     tracker.wait().await;
+    slot.set(ConsumerState::Stopped);
     result
 }
 
@@ -80,6 +81,7 @@ async fn session(
     ctx: &Arc<QueueContext>,
     spec: &ConsumeChannel,
     tracker: &TaskTracker,
+    slot: &ConsumerSlot,
 ) -> Result<()> {
     let shared = &ctx.shared;
     let what = format!("consuming queue `{}`", spec.queue);
@@ -87,7 +89,7 @@ async fn session(
         ch = shared.connector.channel(None, &what) => ch?,
         _ = shared.shutdown.cancelled() => return Ok(()),
     };
-    topology::declare(&ch, spec, &ctx.settings).await?;
+    topology::declare(&ch, spec, &ctx.policy.settings).await?;
     let tag = format!(
         "eventrabbit-{}-{}",
         spec.queue,
@@ -102,8 +104,9 @@ async fn session(
         )
         .await
         .map_err(Error::amqp(format!("consuming queue `{}`", spec.queue)))?;
-    tracing::info!(queue = %spec.queue, prefetch = ctx.settings.prefetch, "consuming");
-    let (acks, ack_task) = ack::spawn(ch.clone(), spec.queue.clone(), ctx.settings.prefetch);
+    tracing::info!(queue = %spec.queue, prefetch = ctx.policy.settings.prefetch, "consuming");
+    slot.set(ConsumerState::Running);
+    let (acks, ack_task) = ack::spawn(ch.clone(), spec.queue.clone(), ctx.policy.settings.prefetch);
     let result = deliver(ctx, spec, tracker, &ch, &tag, &mut consumer, &acks).await;
     // Every delivery task holds a clone of `acks`: the coalescer ends after their last ack.
     drop(acks);
@@ -153,7 +156,7 @@ async fn deliver(
     }
 }
 
-/// Handles one delivery from decision to acknowledgement.
+/// Handles one delivery from decision to acknowledgement, in its span and trace.
 async fn process(ctx: Arc<QueueContext>, delivery: Delivery, acks: Acks) {
     let Delivery {
         delivery_tag,
@@ -165,167 +168,28 @@ async fn process(ctx: Arc<QueueContext>, delivery: Delivery, acks: Acks) {
         ..
     } = delivery;
     let message = Arc::new(Message {
-        queue: ctx.queue.clone(),
+        queue: ctx.policy.queue.clone(),
         exchange,
         routing_key,
         redelivered,
         properties,
         body: data,
     });
-    let settled = match decide(
-        &message.body,
-        &ctx.routes,
-        ctx.settings.max_message_size,
-        ctx.settings.unknown_action,
-    ) {
-        Decision::Handle(reg, range) => {
-            let input = Input {
-                message: message.clone(),
-                data: range,
-            };
-            let outcome = AssertUnwindSafe((reg.call)(input))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
-            settle(&ctx, reg, &message, outcome).await
-        }
-        Decision::DeadLetter(reason) => fail_for_good(&ctx, &message, reason).await,
-        Decision::Drop(why) => {
-            tracing::info!(queue = %ctx.queue, "dropping message: {why}");
-            Ok(())
-        }
-    };
+    let trace = telemetry::incoming_trace(&message);
+    let span = telemetry::delivery_span(&message, &trace);
+    let settled = telemetry::in_trace(
+        trace,
+        delivery::handle(&ctx.policy, &ctx.shared.publisher, &message),
+    )
+    .instrument(span)
+    .await;
     match settled {
         Ok(()) => acks.settle(delivery_tag, Settle::Ack),
         Err(e) => {
             // Nothing was lost: leave it to the broker to redeliver, after a pause against hot loops.
-            tracing::error!(queue = %ctx.queue, error = %e, "could not settle message; requeueing it");
+            tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; requeueing it");
             tokio::time::sleep(Duration::from_secs(1)).await;
             acks.settle(delivery_tag, Settle::Requeue);
-        }
-    }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic payload".to_owned());
-    format!("handler panicked: {text}")
-}
-
-/// Acts on a handler's outcome; `Ok` means the delivery may be acknowledged.
-async fn settle(
-    ctx: &QueueContext,
-    reg: &'static Registration,
-    message: &Message,
-    outcome: std::result::Result<Reply, Failure>,
-) -> Result<()> {
-    let publisher = &ctx.shared.publisher;
-    match outcome {
-        Ok(Reply(result)) => {
-            if let (Some(target), Some(data)) = (reg.publish, result.as_deref()) {
-                let body = envelope::encode(target.action, data);
-                if let Err(e) = publisher
-                    .publish(Outgoing {
-                        exchange: target.exchange,
-                        routing_key: target.key,
-                        body: &body,
-                        properties: properties(None),
-                        mandatory: false,
-                    })
-                    .await
-                {
-                    let error = format!("publishing result as `{}` failed: {e}", target.action);
-                    return retry_or_fail(ctx, reg, message, error).await;
-                }
-            }
-            reply(
-                publisher,
-                message,
-                &envelope::encode_reply(result.as_deref()),
-            )
-            .await
-        }
-        Err(Failure::Invalid(detail)) => {
-            let reason = DeadReason::InvalidData {
-                action: reg.action.to_owned(),
-                detail,
-            };
-            fail_for_good(ctx, message, reason).await
-        }
-        Err(Failure::Failed(error)) => retry_or_fail(ctx, reg, message, error).await,
-    }
-}
-
-async fn retry_or_fail(
-    ctx: &QueueContext,
-    reg: &Registration,
-    message: &Message,
-    error: String,
-) -> Result<()> {
-    let retries = message.retry_count();
-    let policy = &ctx.settings.retry;
-    if policy.allows(retries) {
-        let delay = policy.delay_for(retries + 1);
-        tracing::warn!(queue = %ctx.queue, action = reg.action, retry = retries + 1, ?delay, "handler failed, retrying: {error}");
-        dead_letter::schedule_retry(
-            &ctx.shared.publisher,
-            message,
-            retries + 1,
-            delay,
-            ctx.settings.durable,
-            &error,
-        )
-        .await
-    } else {
-        let reason = DeadReason::RetriesExhausted {
-            action: reg.action.to_owned(),
-            attempts: retries + 1,
-            error,
-        };
-        fail_for_good(ctx, message, reason).await
-    }
-}
-
-/// Dead-letters the message and tells an RPC caller, so nobody waits for nothing.
-async fn fail_for_good(ctx: &QueueContext, message: &Message, reason: DeadReason) -> Result<()> {
-    tracing::warn!(queue = %ctx.queue, code = reason.code(), "dead-lettering message: {reason}");
-    let publisher = &ctx.shared.publisher;
-    dead_letter::dead_letter(publisher, message, &ctx.settings.dead_letter_queue, &reason).await?;
-    reply(
-        publisher,
-        message,
-        &envelope::encode_error_reply(&reason.to_string()),
-    )
-    .await
-}
-
-/// Answers `reply_to`, if the message has one. A caller that is gone is not an error.
-async fn reply(publisher: &Publisher, message: &Message, body: &[u8]) -> Result<()> {
-    let Some(reply_to) = message.properties.reply_to() else {
-        return Ok(());
-    };
-    let mut props = properties(None);
-    if let Some(c) = message.properties.correlation_id() {
-        props = props.with_correlation_id(ShortString::from(c.as_str()));
-    }
-    match publisher
-        .publish(Outgoing {
-            exchange: "",
-            routing_key: reply_to.as_str(),
-            body,
-            properties: props,
-            mandatory: false,
-        })
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e @ Error::Unavailable(..)) => Err(e),
-        Err(e) => {
-            tracing::warn!(reply_to = %reply_to, error = %e, "could not send RPC reply");
-            Ok(())
         }
     }
 }

@@ -132,6 +132,10 @@ pub(crate) fn encode_error_reply(message: &str) -> Vec<u8> {
     .expect("strings always serialize")
 }
 
+pub(crate) fn truncate_bytes(b: &[u8], max: usize) -> &[u8] {
+    &b[..b.len().min(max)]
+}
+
 pub(crate) fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],

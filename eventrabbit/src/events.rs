@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::connection::Connector;
 use crate::consume_channel::ConsumeChannel;
 use crate::envelope;
+use crate::health::Health;
 use crate::publisher::{Outgoing, properties};
 use crate::registry;
 use crate::rpc::request_body;
@@ -183,7 +184,7 @@ async fn publish_on<T: Serialize + ?Sized>(
             exchange,
             routing_key,
             body: &body,
-            properties: properties(None),
+            properties: properties(),
             mandatory: false,
         })
         .await
@@ -235,6 +236,15 @@ impl Handle {
         {
             tracing::warn!(?deadline, "shutdown deadline passed; closing anyway");
             self.shared.connector.close().await;
+        }
+    }
+
+    /// The connection's and every consumer's state, for readiness probes.
+    pub async fn health(&self) -> Health {
+        Health {
+            connected: self.shared.connector.is_connected().await,
+            blocked: self.shared.connector.blocked(),
+            consumers: self.shared.consumer_health(),
         }
     }
 

@@ -57,15 +57,18 @@ mod consume_channel;
 mod consumer;
 mod context;
 mod dead_letter;
+mod delivery;
 mod dispatch;
 mod envelope;
 mod error;
 mod events;
 mod handler;
+mod health;
 mod publisher;
 mod registry;
 mod rpc;
 mod runtime;
+mod telemetry;
 mod topology;
 
 pub use config::{Config, QueueConfig, RetryConfig, UnknownAction};
@@ -76,7 +79,9 @@ pub use dead_letter::{
     ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_CODE_HEADER, REASON_HEADER,
 };
 pub use error::{Error, Result};
+pub use telemetry::TRACEPARENT_HEADER;
 pub use events::{Events, Handle, build_event_dependencies};
+pub use health::{ConsumerHealth, ConsumerState, Health};
 
 #[doc(inline)]
 pub use eventrabbit_derive::{consumer, function, producer};

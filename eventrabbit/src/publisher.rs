@@ -1,6 +1,8 @@
 //! Confirmed publishing on one shared channel: concurrent publishes pipeline their confirms.
 
 use crate::connection::Connector;
+use crate::telemetry::{self, metric};
+use tracing::Instrument;
 use crate::{Error, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -10,16 +12,15 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-/// Properties of everything eventrabbit publishes: JSON, persistent, with a fresh `message_id`.
-pub(crate) fn properties(headers: Option<FieldTable>) -> BasicProperties {
-    let props = BasicProperties::default()
+/// Properties of everything eventrabbit publishes: JSON, persistent, with a fresh
+/// `message_id` and a `traceparent` continuing the current trace.
+pub(crate) fn properties() -> BasicProperties {
+    let trace = telemetry::outgoing_traceparent();
+    BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_delivery_mode(2)
-        .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()));
-    match headers {
-        Some(h) => props.with_headers(h),
-        None => props,
-    }
+        .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()))
+        .with_headers(telemetry::with_traceparent(FieldTable::default(), &trace))
 }
 
 /// A message ready to go.
@@ -82,6 +83,15 @@ impl Publisher {
 
     /// Publishes and waits for the broker's confirm; retries on connection loss until the deadline.
     pub(crate) async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
+        let span = tracing::debug_span!(
+            "eventrabbit.publish",
+            exchange = msg.exchange,
+            routing_key = msg.routing_key
+        );
+        self.publish_in_span(msg).instrument(span).await
+    }
+
+    async fn publish_in_span(&self, msg: Outgoing<'_>) -> Result<()> {
         *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -179,6 +189,7 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
         .await
         .map_err(PublishError::Channel)?;
     if confirm.is_nack() {
+        metric::nacked(msg.exchange);
         return Err(PublishError::Final(Error::Nacked {
             exchange: msg.exchange.to_owned(),
             routing_key: msg.routing_key.to_owned(),
@@ -191,5 +202,32 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
             reply_text: returned.reply_text.to_string(),
         }));
     }
+    metric::confirmed(msg.exchange);
     Ok(())
+}
+
+impl crate::delivery::Transport for Publisher {
+    async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
+        Publisher::publish(self, msg).await
+    }
+
+    async fn schedule_retry(
+        &self,
+        message: &crate::context::Message,
+        retry: u32,
+        delay: Duration,
+        durable: bool,
+        error: &str,
+    ) -> Result<()> {
+        crate::dead_letter::schedule_retry(self, message, retry, delay, durable, error).await
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &crate::context::Message,
+        dead_letter_queue: &str,
+        reason: &crate::dispatch::DeadReason,
+    ) -> Result<()> {
+        crate::dead_letter::dead_letter(self, message, dead_letter_queue, reason).await
+    }
 }

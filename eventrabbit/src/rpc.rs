@@ -4,6 +4,8 @@
 use crate::connection::Connector;
 use crate::envelope::{self, ReplyBody};
 use crate::publisher::properties;
+use crate::telemetry::metric;
+use tracing::Instrument;
 use crate::{Error, Result};
 use futures_util::StreamExt;
 use lapin::Channel;
@@ -152,7 +154,7 @@ impl RpcClient {
                 pending: &self.pending,
                 id: id.clone(),
             };
-            let props = properties(None)
+            let props = properties()
                 .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
                 .with_correlation_id(ShortString::from(id.as_str()));
             let confirm = ch
@@ -187,9 +189,16 @@ impl RpcClient {
                 action: action.to_owned(),
             })
         };
-        let reply = tokio::time::timeout_at(deadline, work)
-            .await
-            .map_err(|_| timed_out())??;
+        let span = tracing::info_span!("eventrabbit.call", target, action, correlation_id = %id);
+        let started = std::time::Instant::now();
+        let reply = tokio::time::timeout_at(deadline, work).instrument(span).await;
+        let outcome = match &reply {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        metric::rpc(action, outcome, started.elapsed());
+        let reply = reply.map_err(|_| timed_out())??;
         decode_reply(target, action, &reply)
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::connection::Connector;
+use crate::health::{ConsumerHealth, ConsumerSlot, ConsumerState};
 use crate::publisher::Publisher;
 use crate::rpc::RpcClient;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) shutdown: CancellationToken,
     consumers: watch::Sender<usize>,
+    slots: std::sync::Mutex<Vec<Arc<ConsumerSlot>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -46,12 +48,28 @@ impl Shared {
             config,
             shutdown: CancellationToken::new(),
             consumers: watch::channel(0).0,
+            slots: std::sync::Mutex::default(),
         }
     }
 
     pub(crate) fn consumer_started(&self) -> Running {
         self.consumers.send_modify(|n| *n += 1);
         Running(self.consumers.clone())
+    }
+
+    /// Registers a consumer of `queue` for health reports (replacing a stopped one).
+    pub(crate) fn consumer_slot(&self, queue: &str) -> Arc<ConsumerSlot> {
+        let slot = Arc::new(ConsumerSlot::new(queue.to_owned()));
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.retain(|s| !(s.queue == queue && s.snapshot().state == ConsumerState::Stopped));
+        slots.push(slot.clone());
+        slot
+    }
+
+    /// Every consumer's health.
+    pub(crate) fn consumer_health(&self) -> Vec<ConsumerHealth> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.iter().map(|s| s.snapshot()).collect()
     }
 
     pub(crate) fn consumers(&self) -> usize {

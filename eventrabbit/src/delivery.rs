@@ -1,0 +1,214 @@
+//! What happens to one message, from decision to settlement, whatever carries it: the
+//! real runner (over lapin) and the in-memory test broker both call [`handle`], so
+//! dispatch, retry policy, dead-lettering and replies are decided in one place.
+
+use crate::consume_channel::Resolved;
+use crate::context::Message;
+use crate::dispatch::{DeadReason, Decision, decide};
+use crate::envelope;
+use crate::handler::{Failure, Input, Registration, Reply};
+use crate::publisher::{Outgoing, properties};
+use crate::registry::Routes;
+use crate::telemetry::metric;
+use crate::{Error, Result};
+use futures_util::FutureExt;
+use lapin::types::ShortString;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What carries messages: publishing, scheduling a retry, dead-lettering.
+pub(crate) trait Transport: Send + Sync {
+    /// Publishes and returns once the message is safely accepted.
+    fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Makes `message` come back to its queue after `delay`, counted as retry `retry`.
+    fn schedule_retry(
+        &self,
+        message: &Message,
+        retry: u32,
+        delay: Duration,
+        durable: bool,
+        error: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Moves `message` to `dead_letter_queue`, saying why.
+    fn dead_letter(
+        &self,
+        message: &Message,
+        dead_letter_queue: &str,
+        reason: &DeadReason,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// How one queue treats its messages.
+#[derive(Debug)]
+pub(crate) struct QueuePolicy {
+    pub(crate) queue: Arc<str>,
+    pub(crate) routes: Routes,
+    pub(crate) settings: Resolved,
+}
+
+/// Decides, runs the handler and settles. `Ok` means the message may be acknowledged;
+/// `Err` means it could not be settled and must be given back to the broker.
+pub(crate) async fn handle<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    message: &Arc<Message>,
+) -> Result<()> {
+    let decision = decide(
+        &message.body,
+        &policy.routes,
+        policy.settings.max_message_size,
+        policy.settings.unknown_action,
+    );
+    match decision {
+        Decision::Handle(reg, range) => {
+            tracing::Span::current().record("action", reg.action);
+            let input = Input {
+                message: message.clone(),
+                data: range,
+            };
+            let started = Instant::now();
+            let outcome = AssertUnwindSafe((reg.call)(input))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
+            match &outcome {
+                Ok(_) => metric::consumed(&policy.queue, reg.action, started.elapsed()),
+                Err(_) => metric::failed(&policy.queue, reg.action, started.elapsed()),
+            }
+            settle(policy, transport, reg, message, outcome).await
+        }
+        Decision::DeadLetter(reason) => {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let body = String::from_utf8_lossy(envelope::truncate_bytes(&message.body, 1024));
+                tracing::debug!(queue = %policy.queue, %body, "poison message");
+            }
+            fail_for_good(policy, transport, None, message, reason).await
+        }
+        Decision::Drop(why) => {
+            tracing::info!(queue = %policy.queue, "dropping message: {why}");
+            Ok(())
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    format!("handler panicked: {text}")
+}
+
+/// Acts on a handler's outcome.
+async fn settle<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    reg: &'static Registration,
+    message: &Message,
+    outcome: std::result::Result<Reply, Failure>,
+) -> Result<()> {
+    match outcome {
+        Ok(Reply(result)) => {
+            if let (Some(target), Some(data)) = (reg.publish, result.as_deref()) {
+                let body = envelope::encode(target.action, data);
+                let published = transport
+                    .publish(Outgoing {
+                        exchange: target.exchange,
+                        routing_key: target.key,
+                        body: &body,
+                        properties: properties(),
+                        mandatory: false,
+                    })
+                    .await;
+                if let Err(e) = published {
+                    let error = format!("publishing result as `{}` failed: {e}", target.action);
+                    return retry_or_fail(policy, transport, reg, message, error).await;
+                }
+            }
+            reply(transport, message, &envelope::encode_reply(result.as_deref())).await
+        }
+        Err(Failure::Invalid(detail)) => {
+            let reason = DeadReason::InvalidData {
+                action: reg.action.to_owned(),
+                detail,
+            };
+            fail_for_good(policy, transport, Some(reg.action), message, reason).await
+        }
+        Err(Failure::Failed(error)) => retry_or_fail(policy, transport, reg, message, error).await,
+    }
+}
+
+async fn retry_or_fail<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    reg: &'static Registration,
+    message: &Message,
+    error: String,
+) -> Result<()> {
+    let retries = message.retry_count();
+    let retry = &policy.settings.retry;
+    if retry.allows(retries) {
+        let delay = retry.delay_for(retries + 1);
+        tracing::warn!(queue = %policy.queue, action = reg.action, retry = retries + 1, ?delay, "handler failed, retrying: {error}");
+        metric::retried(&policy.queue, reg.action);
+        transport
+            .schedule_retry(message, retries + 1, delay, policy.settings.durable, &error)
+            .await
+    } else {
+        let reason = DeadReason::RetriesExhausted {
+            action: reg.action.to_owned(),
+            attempts: retries + 1,
+            error,
+        };
+        fail_for_good(policy, transport, Some(reg.action), message, reason).await
+    }
+}
+
+/// Dead-letters the message and tells an RPC caller, so nobody waits for nothing.
+async fn fail_for_good<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    action: Option<&'static str>,
+    message: &Message,
+    reason: DeadReason,
+) -> Result<()> {
+    tracing::warn!(queue = %policy.queue, code = reason.code(), "dead-lettering message: {reason}");
+    metric::dead_lettered(&policy.queue, action, reason.code());
+    transport
+        .dead_letter(message, &policy.settings.dead_letter_queue, &reason)
+        .await?;
+    reply(transport, message, &envelope::encode_error_reply(&reason.to_string())).await
+}
+
+/// Answers `reply_to`, if the message has one. A caller that is gone is not an error.
+async fn reply<T: Transport>(transport: &T, message: &Message, body: &[u8]) -> Result<()> {
+    let Some(reply_to) = message.properties.reply_to() else {
+        return Ok(());
+    };
+    let mut props = properties();
+    if let Some(c) = message.properties.correlation_id() {
+        props = props.with_correlation_id(ShortString::from(c.as_str()));
+    }
+    let sent = transport
+        .publish(Outgoing {
+            exchange: "",
+            routing_key: reply_to.as_str(),
+            body,
+            properties: props,
+            mandatory: false,
+        })
+        .await;
+    match sent {
+        Ok(()) => Ok(()),
+        Err(e @ Error::Unavailable(..)) => Err(e),
+        Err(e) => {
+            tracing::warn!(reply_to = %reply_to, error = %e, "could not send RPC reply");
+            Ok(())
+        }
+    }
+}
