@@ -6,18 +6,18 @@ use crate::context::Message;
 use crate::delivery::{self, QueuePolicy};
 use crate::health::{ConsumerSlot, ConsumerState};
 use crate::registry;
-use crate::telemetry;
 use crate::runtime::Shared;
+use crate::telemetry;
 use crate::topology;
 use crate::{Error, Result};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
-use tracing::Instrument;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// What each delivery task of one queue shares.
 struct QueueContext {

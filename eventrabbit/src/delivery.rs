@@ -130,7 +130,12 @@ async fn settle<T: Transport>(
                     return retry_or_fail(policy, transport, reg, message, error).await;
                 }
             }
-            reply(transport, message, &envelope::encode_reply(result.as_deref())).await
+            reply(
+                transport,
+                message,
+                &envelope::encode_reply(result.as_deref()),
+            )
+            .await
         }
         Err(Failure::Invalid(detail)) => {
             let reason = DeadReason::InvalidData {
@@ -182,7 +187,12 @@ async fn fail_for_good<T: Transport>(
     transport
         .dead_letter(message, &policy.settings.dead_letter_queue, &reason)
         .await?;
-    reply(transport, message, &envelope::encode_error_reply(&reason.to_string())).await
+    reply(
+        transport,
+        message,
+        &envelope::encode_error_reply(&reason.to_string()),
+    )
+    .await
 }
 
 /// Answers `reply_to`, if the message has one. A caller that is gone is not an error.

@@ -79,9 +79,9 @@ pub use dead_letter::{
     ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_CODE_HEADER, REASON_HEADER,
 };
 pub use error::{Error, Result};
-pub use telemetry::TRACEPARENT_HEADER;
 pub use events::{Events, Handle, build_event_dependencies};
 pub use health::{ConsumerHealth, ConsumerState, Health};
+pub use telemetry::TRACEPARENT_HEADER;
 
 #[doc(inline)]
 pub use eventrabbit_derive::{consumer, function, producer};

@@ -2,7 +2,6 @@
 
 use crate::connection::Connector;
 use crate::telemetry::{self, metric};
-use tracing::Instrument;
 use crate::{Error, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -11,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Properties of everything eventrabbit publishes: JSON, persistent, with a fresh
 /// `message_id` and a `traceparent` continuing the current trace.

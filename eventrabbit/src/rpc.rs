@@ -5,7 +5,6 @@ use crate::connection::Connector;
 use crate::envelope::{self, ReplyBody};
 use crate::publisher::properties;
 use crate::telemetry::metric;
-use tracing::Instrument;
 use crate::{Error, Result};
 use futures_util::StreamExt;
 use lapin::Channel;
@@ -17,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -191,7 +191,9 @@ impl RpcClient {
         };
         let span = tracing::info_span!("eventrabbit.call", target, action, correlation_id = %id);
         let started = std::time::Instant::now();
-        let reply = tokio::time::timeout_at(deadline, work).instrument(span).await;
+        let reply = tokio::time::timeout_at(deadline, work)
+            .instrument(span)
+            .await;
         let outcome = match &reply {
             Ok(Ok(_)) => "ok",
             Ok(Err(_)) => "error",

@@ -53,7 +53,8 @@ impl TraceContext {
     /// Parses a `traceparent` value; `None` if malformed.
     pub(crate) fn parse(value: &str) -> Option<Self> {
         let mut parts = value.trim().split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
         if !hex(version, 2) || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
             return None;
@@ -152,7 +153,11 @@ pub(crate) mod metric {
         metrics::counter!("eventrabbit_messages_retried_total", "queue" => queue.clone(), "action" => action).increment(1);
     }
 
-    pub(crate) fn dead_lettered(queue: &Arc<str>, action: Option<&'static str>, reason: &'static str) {
+    pub(crate) fn dead_lettered(
+        queue: &Arc<str>,
+        action: Option<&'static str>,
+        reason: &'static str,
+    ) {
         metrics::counter!(
             "eventrabbit_messages_dead_lettered_total",
             "queue" => queue.clone(),
@@ -163,11 +168,13 @@ pub(crate) mod metric {
     }
 
     pub(crate) fn confirmed(exchange: &str) {
-        metrics::counter!("eventrabbit_publish_confirms_total", "exchange" => exchange.to_owned()).increment(1);
+        metrics::counter!("eventrabbit_publish_confirms_total", "exchange" => exchange.to_owned())
+            .increment(1);
     }
 
     pub(crate) fn nacked(exchange: &str) {
-        metrics::counter!("eventrabbit_publish_nacks_total", "exchange" => exchange.to_owned()).increment(1);
+        metrics::counter!("eventrabbit_publish_nacks_total", "exchange" => exchange.to_owned())
+            .increment(1);
     }
 
     pub(crate) fn rpc(action: &str, outcome: &'static str, took: Duration) {
@@ -186,14 +193,18 @@ mod tests {
 
     #[test]
     fn parses_and_continues_a_traceparent() {
-        let t = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let t =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         let c = t.child();
         assert_eq!(c.trace_id, t.trace_id);
         assert_ne!(c.span_id, t.span_id);
         assert_eq!(TraceContext::parse(&c.header_value()), Some(c));
         assert!(TraceContext::parse("00-0000-00f067aa0ba902b7-01").is_none());
-        assert!(TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(
+            TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+                .is_none()
+        );
     }
 
     #[tokio::test]
