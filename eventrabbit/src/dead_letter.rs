@@ -124,21 +124,26 @@ pub(crate) async fn schedule_retry(
     .await
     .map_err(Error::amqp(format!("declaring retry queue `{wait_queue}`")))?;
 
+    publisher
+        .publish(Outgoing {
+            exchange: "",
+            routing_key: &wait_queue,
+            body: &message.body,
+            properties: retry_properties(message, retry, error),
+            mandatory: true,
+        })
+        .await
+}
+
+/// The properties of `message` sent back as retry number `retry` after `error`.
+pub(crate) fn retry_properties(message: &Message, retry: u32, error: &str) -> BasicProperties {
     let mut headers = failure_headers(message);
     headers.insert(
         RETRY_COUNT_HEADER.into(),
         AMQPValue::LongLongInt(retry.into()),
     );
     headers.insert(LAST_ERROR_HEADER.into(), long(error));
-    publisher
-        .publish(Outgoing {
-            exchange: "",
-            routing_key: &wait_queue,
-            body: &message.body,
-            properties: republished_properties(message, headers),
-            mandatory: true,
-        })
-        .await
+    republished_properties(message, headers)
 }
 
 /// Declares the dead-letter queue of a consumed queue.
@@ -167,6 +172,19 @@ pub(crate) async fn dead_letter(
     dead_letter_queue: &str,
     reason: &DeadReason,
 ) -> Result<()> {
+    publisher
+        .publish(Outgoing {
+            exchange: "",
+            routing_key: dead_letter_queue,
+            body: &message.body,
+            properties: dead_letter_properties(message, reason),
+            mandatory: true,
+        })
+        .await
+}
+
+/// The properties of `message` as dead-lettered for `reason`.
+pub(crate) fn dead_letter_properties(message: &Message, reason: &DeadReason) -> BasicProperties {
     let mut headers = failure_headers(message);
     headers.insert(REASON_HEADER.into(), long(reason.to_string()));
     headers.insert(REASON_CODE_HEADER.into(), long(reason.code()));
@@ -179,15 +197,7 @@ pub(crate) async fn dead_letter(
         ATTEMPTS_HEADER.into(),
         AMQPValue::LongLongInt(attempts.into()),
     );
-    publisher
-        .publish(Outgoing {
-            exchange: "",
-            routing_key: dead_letter_queue,
-            body: &message.body,
-            properties: republished_properties(message, headers),
-            mandatory: true,
-        })
-        .await
+    republished_properties(message, headers)
 }
 
 /// Moves up to `max` messages from `dead_letter_queue` back to `queue`, with their retry
@@ -213,24 +223,8 @@ pub(crate) async fn redrive(
             break;
         };
         let delivery = got.delivery;
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        let kept: std::collections::BTreeMap<ShortString, AMQPValue> = headers
-            .inner()
-            .iter()
-            .filter(|(k, _)| {
-                ![
-                    REASON_HEADER,
-                    REASON_CODE_HEADER,
-                    ATTEMPTS_HEADER,
-                    RETRY_COUNT_HEADER,
-                    LAST_ERROR_HEADER,
-                    FIRST_FAILURE_HEADER,
-                ]
-                .contains(&k.as_str())
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        headers = kept.into();
+        let headers =
+            without_failure_headers(delivery.properties.headers().clone().unwrap_or_default());
         let props = delivery.properties.clone().with_headers(headers);
         publisher
             .publish(Outgoing {
@@ -251,4 +245,25 @@ pub(crate) async fn redrive(
         moved += 1;
     }
     Ok(moved)
+}
+
+/// `headers` without the retry and dead-letter bookkeeping (for a fresh start).
+pub(crate) fn without_failure_headers(headers: FieldTable) -> FieldTable {
+    let kept: std::collections::BTreeMap<ShortString, AMQPValue> = headers
+        .inner()
+        .iter()
+        .filter(|(k, _)| {
+            ![
+                REASON_HEADER,
+                REASON_CODE_HEADER,
+                ATTEMPTS_HEADER,
+                RETRY_COUNT_HEADER,
+                LAST_ERROR_HEADER,
+                FIRST_FAILURE_HEADER,
+            ]
+            .contains(&k.as_str())
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    kept.into()
 }

@@ -57,6 +57,10 @@ pub enum Error {
         /// The broker's explanation.
         reply_text: String,
     },
+    /// A publish named an exchange that does not exist (test broker; RabbitMQ reports it
+    /// as an [`Error::Amqp`] `NOT_FOUND`).
+    #[error("exchange `{0}` does not exist")]
+    NoSuchExchange(String),
     /// The same action is registered by two handlers.
     #[error("action `{action}` is registered twice: by `{first}` and by `{second}`")]
     DuplicateAction {

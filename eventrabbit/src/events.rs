@@ -10,10 +10,10 @@ use crate::publisher::{Outgoing, properties};
 use crate::registry;
 use crate::rpc::request_body;
 use crate::runtime::Shared;
-use crate::{Error, Result, consumer, dead_letter};
+use crate::{Error, Result, consumer, dead_letter, sink, testing};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Publishing and RPC calls. Cheap to clone; every clone shares one connection.
@@ -27,10 +27,6 @@ pub struct Events {
 pub struct Handle {
     shared: Arc<Shared>,
 }
-
-/// Every live `build_event_dependencies` result, newest last: producers publish through
-/// the newest one that is not shut down.
-static CURRENT: RwLock<Vec<Weak<Shared>>> = RwLock::new(Vec::new());
 
 /// Connects the registered handlers to the broker at `url`.
 ///
@@ -58,11 +54,7 @@ pub async fn build_event_dependencies(
     )?);
     let idle = config.idle_timeout;
     let shared = Arc::new(Shared::new(connector, config));
-    {
-        let mut current = CURRENT.write().unwrap_or_else(|e| e.into_inner());
-        current.retain(|w| w.strong_count() > 0);
-        current.push(Arc::downgrade(&shared));
-    }
+    sink::register(sink::Sink::Broker(Arc::downgrade(&shared)));
     if let Some(idle) = idle {
         tokio::spawn(close_when_idle(Arc::downgrade(&shared), idle));
     }
@@ -197,15 +189,14 @@ pub(crate) async fn publish_produced<T: Serialize + ?Sized>(
     action: &str,
     data: &T,
 ) -> Result<()> {
-    let shared = CURRENT
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .rev()
-        .filter_map(Weak::upgrade)
-        .find(|s| !s.shutdown.is_cancelled())
-        .ok_or_else(|| Error::NotInitialized(action.to_owned()))?;
-    publish_on(&shared, exchange, routing_key, action, data).await
+    match sink::current().ok_or_else(|| Error::NotInitialized(action.to_owned()))? {
+        sink::LiveSink::Broker(shared) => {
+            publish_on(&shared, exchange, routing_key, action, data).await
+        }
+        sink::LiveSink::Test(broker) => {
+            testing::publish_into(&broker, exchange, routing_key, action, data)
+        }
+    }
 }
 
 impl Handle {

@@ -66,9 +66,12 @@ mod handler;
 mod health;
 mod publisher;
 mod registry;
+mod routing;
 mod rpc;
 mod runtime;
+mod sink;
 mod telemetry;
+pub mod testing;
 mod topology;
 
 pub use config::{Config, QueueConfig, RetryConfig, UnknownAction};

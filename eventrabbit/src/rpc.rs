@@ -205,7 +205,11 @@ impl RpcClient {
     }
 }
 
-fn decode_reply<R: DeserializeOwned>(target: &str, action: &str, reply: &[u8]) -> Result<R> {
+pub(crate) fn decode_reply<R: DeserializeOwned>(
+    target: &str,
+    action: &str,
+    reply: &[u8],
+) -> Result<R> {
     let bad = |reason: String| Error::BadReply {
         action: action.to_owned(),
         reason,

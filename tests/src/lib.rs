@@ -246,3 +246,147 @@ impl Default for Recorder {
         Self::new()
     }
 }
+
+/// Poison bodies for a queue whose handler of `good` takes `user_id: i64, name: String`,
+/// with the reason code each must be dead-lettered with (bodies over 4096 bytes count as
+/// too large). Shared by the real-broker and the test-broker tests so the two agree.
+pub fn poison_cases(good: &str) -> Vec<(Vec<u8>, &'static str)> {
+    vec![
+        (b"not json at all".to_vec(), "not-json"),
+        (vec![0xff, 0xfe, 0x00], "not-json"),
+        (b"[1,2,3]".to_vec(), "not-object"),
+        (
+            br#"{"data":{"user_id":1,"name":"a"}}"#.to_vec(),
+            "missing-action",
+        ),
+        (
+            format!(r#"{{"action":"{good}","data":[1]}}"#).into_bytes(),
+            "data-not-object",
+        ),
+        (
+            format!(r#"{{"action":"{good}","data":{{"user_id":"seven","name":"a"}}}}"#)
+                .into_bytes(),
+            "invalid-data",
+        ),
+        (
+            format!(r#"{{"action":"{good}","data":{{"user_id":1}}}}"#).into_bytes(),
+            "invalid-data",
+        ),
+        (
+            br#"{"action":"T_NOBODY","data":{}}"#.to_vec(),
+            "unknown-action",
+        ),
+        (
+            format!(
+                r#"{{"action":"{good}","data":{{"user_id":1,"name":"{}"}}}}"#,
+                "x".repeat(5000)
+            )
+            .into_bytes(),
+            "too-large",
+        ),
+    ]
+}
+
+/// One binding and one publish, and whether RabbitMQ routes the message to the queue.
+#[derive(Debug, Clone)]
+pub struct RoutingCase {
+    /// The exchange kind.
+    pub kind: eventrabbit::ExchangeKind,
+    /// The binding's routing key (pattern for topic).
+    pub binding_key: &'static str,
+    /// Headers the binding matches (headers exchanges).
+    pub binding_headers: &'static [(&'static str, &'static str)],
+    /// `x-match: any` instead of all.
+    pub match_any: bool,
+    /// The routing key published with.
+    pub key: &'static str,
+    /// The headers published with.
+    pub headers: &'static [(&'static str, &'static str)],
+    /// Whether the queue gets the message.
+    pub routed: bool,
+}
+
+/// The routing cases both brokers must agree on.
+pub fn routing_cases() -> Vec<RoutingCase> {
+    use eventrabbit::ExchangeKind::*;
+    let case = |kind, binding_key, key, routed| RoutingCase {
+        kind,
+        binding_key,
+        binding_headers: &[],
+        match_any: false,
+        key,
+        headers: &[],
+        routed,
+    };
+    let headers = |binding_headers, match_any, headers, routed| RoutingCase {
+        kind: Headers,
+        binding_key: "",
+        binding_headers,
+        match_any,
+        key: "",
+        headers,
+        routed,
+    };
+    vec![
+        case(Fanout, "", "anything", true),
+        case(Direct, "red", "red", true),
+        case(Direct, "red", "blue", false),
+        case(Topic, "user.*.created", "user.eu.created", true),
+        case(Topic, "user.*.created", "user.eu.deleted", false),
+        case(Topic, "user.*.created", "user.eu.x.created", false),
+        case(Topic, "user.#", "user.eu.x.created", true),
+        case(Topic, "#.created", "created", true),
+        headers(
+            &[("kind", "a"), ("region", "eu")],
+            false,
+            &[("kind", "a"), ("region", "eu")],
+            true,
+        ),
+        headers(
+            &[("kind", "a"), ("region", "eu")],
+            false,
+            &[("kind", "a"), ("region", "us")],
+            false,
+        ),
+        headers(
+            &[("kind", "a"), ("region", "eu")],
+            true,
+            &[("kind", "a"), ("region", "us")],
+            true,
+        ),
+        headers(
+            &[("kind", "a"), ("region", "eu")],
+            true,
+            &[("kind", "b")],
+            false,
+        ),
+    ]
+}
+
+impl RoutingCase {
+    /// The `ConsumeChannel` binding `queue` to `exchange` as this case says.
+    pub fn channel(&self, queue: &str, exchange: &str) -> eventrabbit::ConsumeChannel {
+        let mut c = eventrabbit::ConsumeChannel::new(queue)
+            .exchange(exchange, self.kind)
+            .routing_key(self.binding_key);
+        for (k, v) in self.binding_headers {
+            c = c.bind_header(k, *v);
+        }
+        if self.match_any {
+            c = c.match_any();
+        }
+        c
+    }
+
+    /// The headers to publish with.
+    pub fn header_table(&self) -> lapin::types::FieldTable {
+        let mut t = lapin::types::FieldTable::default();
+        for (k, v) in self.headers {
+            t.insert(
+                (*k).into(),
+                lapin::types::AMQPValue::LongString((*v).into()),
+            );
+        }
+        t
+    }
+}

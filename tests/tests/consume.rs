@@ -483,3 +483,57 @@ async fn a_queue_declared_differently_is_a_clear_error_not_a_retry_loop() {
     );
     cleanup(&[&queue], &[]).await;
 }
+
+static CASES: Recorder = Recorder::new();
+
+#[consumer(action = "T_ROUTING_CASE")]
+async fn routing_case(case: usize) {
+    CASES.record(json!(case));
+}
+
+/// The shared routing table, on RabbitMQ (the test broker runs the same table).
+#[tokio::test]
+async fn routing_cases_hold_on_rabbitmq() {
+    let (_events, handle) = deps(Config::default()).await;
+    let (_c, ch) = raw_channel().await;
+    let cases = routing_cases();
+    let mut names = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let (queue, exchange) = (unique("q-case"), unique("x-case"));
+        start(
+            &handle,
+            case.channel(&queue, &exchange).actions(["T_ROUTING_CASE"]),
+        )
+        .await;
+        let body =
+            serde_json::to_vec(&json!({"action": "T_ROUTING_CASE", "data": {"case": i}})).unwrap();
+        publish_raw(
+            &ch,
+            &exchange,
+            case.key,
+            &body,
+            lapin::BasicProperties::default().with_headers(case.header_table()),
+        )
+        .await;
+        names.push((queue, exchange));
+    }
+    let expected: Vec<usize> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.routed)
+        .map(|(i, _)| i)
+        .collect();
+    CASES.wait_for(expected.len(), WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut got: Vec<usize> = CASES
+        .values()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    got.sort();
+    assert_eq!(got, expected);
+    handle.shutdown().await;
+    for (q, x) in &names {
+        cleanup(&[q], &[x]).await;
+    }
+}

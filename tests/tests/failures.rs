@@ -187,43 +187,6 @@ async fn good(user_id: i64, name: String) {
     GOOD.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Poison bodies and the reason code each must be dead-lettered with.
-fn poison_cases() -> Vec<(Vec<u8>, &'static str)> {
-    vec![
-        (b"not json at all".to_vec(), "not-json"),
-        (vec![0xff, 0xfe, 0x00], "not-json"),
-        (b"[1,2,3]".to_vec(), "not-object"),
-        (
-            br#"{"data":{"user_id":1,"name":"a"}}"#.to_vec(),
-            "missing-action",
-        ),
-        (
-            br#"{"action":"T_POISON_GOOD","data":[1]}"#.to_vec(),
-            "data-not-object",
-        ),
-        (
-            br#"{"action":"T_POISON_GOOD","data":{"user_id":"seven","name":"a"}}"#.to_vec(),
-            "invalid-data",
-        ),
-        (
-            br#"{"action":"T_POISON_GOOD","data":{"user_id":1}}"#.to_vec(),
-            "invalid-data",
-        ),
-        (
-            br#"{"action":"T_NOBODY","data":{}}"#.to_vec(),
-            "unknown-action",
-        ),
-        (
-            format!(
-                r#"{{"action":"T_POISON_GOOD","data":{{"user_id":1,"name":"{}"}}}}"#,
-                "x".repeat(5000)
-            )
-            .into_bytes(),
-            "too-large",
-        ),
-    ]
-}
-
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
     let queue = unique("q-poison");
@@ -231,7 +194,7 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
     let (_events, handle) = deps(Config::default().with_retry(retry)).await;
     let _task = start(&handle, ConsumeChannel::new(&queue).max_message_size(4096)).await;
     let (_c, ch) = raw_channel().await;
-    let cases = poison_cases();
+    let cases = poison_cases("T_POISON_GOOD");
     for (body, _) in &cases {
         publish_raw(&ch, "", &queue, body, Default::default()).await;
     }

@@ -1,0 +1,324 @@
+//! The in-memory test broker: the same scenarios as the real-broker tests (shared case
+//! tables for routing and poison input), run without RabbitMQ.
+
+use eventrabbit::testing::TestBroker;
+use eventrabbit::{
+    Config, ConsumeChannel, Error, ExchangeKind, MessageContext, RetryConfig, UnknownAction,
+    consumer, function, producer,
+};
+use eventrabbit_tests::{poison_cases, routing_cases};
+use serde::Serialize;
+use serde_json::json;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+static CASES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+#[consumer(action = "TB_ROUTING_CASE")]
+async fn routing_case(case: usize) {
+    CASES.lock().unwrap().push(case);
+}
+
+#[tokio::test]
+async fn routing_cases_hold_on_the_test_broker() {
+    let broker = TestBroker::new();
+    let cases = routing_cases();
+    for (i, case) in cases.iter().enumerate() {
+        let (queue, exchange) = (format!("tb-case-{i}"), format!("tb-x-{i}"));
+        broker
+            .consume(case.channel(&queue, &exchange).actions(["TB_ROUTING_CASE"]))
+            .unwrap();
+        let body =
+            serde_json::to_vec(&json!({"action": "TB_ROUTING_CASE", "data": {"case": i}})).unwrap();
+        let props = lapin::BasicProperties::default().with_headers(case.header_table());
+        broker
+            .publish_with(&exchange, case.key, &body, props)
+            .unwrap();
+    }
+    broker.run_until_idle().await.unwrap();
+    let mut got = CASES.lock().unwrap().clone();
+    got.sort();
+    let expected: Vec<usize> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.routed)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(got, expected);
+}
+
+static GOOD: AtomicU32 = AtomicU32::new(0);
+
+#[consumer(action = "TB_GOOD")]
+async fn good(user_id: i64, name: String) {
+    assert!(user_id >= 0 && !name.is_empty());
+    GOOD.fetch_add(1, Ordering::SeqCst);
+}
+
+#[tokio::test]
+async fn poison_input_is_dead_lettered_with_the_same_reasons() {
+    let broker = TestBroker::new();
+    broker
+        .consume(ConsumeChannel::new("tb-poison").max_message_size(4096))
+        .unwrap();
+    let cases = poison_cases("TB_GOOD");
+    for (body, _) in &cases {
+        broker.publish_raw("", "tb-poison", body).unwrap();
+    }
+    broker
+        .publish(
+            "",
+            "tb-poison",
+            "TB_GOOD",
+            &json!({"user_id": 1, "name": "ok"}),
+        )
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    let dead = broker.dead_letters("tb-poison");
+    let codes: Vec<&str> = dead.iter().map(|d| d.code.as_str()).collect();
+    let expected: Vec<&str> = cases.iter().map(|(_, c)| *c).collect();
+    assert_eq!(codes, expected);
+    for ((body, _), letter) in cases.iter().zip(&dead) {
+        assert_eq!(&letter.body, body);
+    }
+    assert!(
+        dead[5].reason.contains("field `user_id`"),
+        "{}",
+        dead[5].reason
+    );
+    assert!(
+        dead[6].reason.contains("missing field `name`"),
+        "{}",
+        dead[6].reason
+    );
+    assert_eq!(
+        GOOD.load(Ordering::SeqCst),
+        1,
+        "the good message was handled"
+    );
+    assert!(
+        broker.retry_delays("tb-poison").is_empty(),
+        "poison is never retried"
+    );
+}
+
+static FLAKY: AtomicU32 = AtomicU32::new(0);
+
+#[consumer(action = "TB_FLAKY")]
+async fn flaky(ctx: MessageContext) -> Result<(), String> {
+    FLAKY.fetch_add(1, Ordering::SeqCst);
+    if ctx.retry_count() < 2 {
+        Err("not yet".into())
+    } else {
+        Ok(())
+    }
+}
+
+#[consumer(action = "TB_ALWAYS_FAILS")]
+async fn always_fails() -> Result<(), String> {
+    Err("down".into())
+}
+
+#[tokio::test]
+async fn retries_follow_the_policy_then_dead_letter() {
+    let retry = RetryConfig::default()
+        .with_delay(Duration::from_millis(300))
+        .with_multiplier(2.0)
+        .with_max_retries(3);
+    let broker = TestBroker::with_config(Config::default().with_retry(retry));
+    broker.consume(ConsumeChannel::new("tb-retry")).unwrap();
+    broker
+        .publish("", "tb-retry", "TB_FLAKY", &json!({}))
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    assert_eq!(FLAKY.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        broker.retry_delays("tb-retry"),
+        vec![Duration::from_millis(300), Duration::from_millis(600)]
+    );
+    assert!(broker.dead_letters("tb-retry").is_empty());
+
+    broker
+        .publish("", "tb-retry", "TB_ALWAYS_FAILS", &json!({}))
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    let dead = broker.dead_letters("tb-retry");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].code, "retries-exhausted");
+    assert_eq!(dead[0].attempts, 4);
+}
+
+#[tokio::test]
+async fn unbounded_retries_of_a_handler_that_always_fails_are_reported_not_hung() {
+    let retry = RetryConfig::default().with_delay(Duration::from_millis(1));
+    let broker = TestBroker::with_config(Config::default().with_retry(retry));
+    broker.consume(ConsumeChannel::new("tb-forever")).unwrap();
+    broker
+        .publish("", "tb-forever", "TB_ALWAYS_FAILS", &json!({}))
+        .unwrap();
+    let err = broker.run_until_idle().await.unwrap_err();
+    assert!(err.to_string().contains("still busy"), "{err}");
+}
+
+#[derive(Serialize)]
+struct Sum {
+    total: i64,
+}
+
+#[consumer(action = "TB_ADD")]
+async fn add(a: i64, b: i64) -> Result<Sum, String> {
+    if a < 0 {
+        Err("negative".into())
+    } else {
+        Ok(Sum { total: a + b })
+    }
+}
+
+#[tokio::test]
+async fn rpc_replies_and_error_replies() {
+    let broker = TestBroker::with_config(
+        Config::default().with_retry(RetryConfig::default().with_max_retries(0)),
+    );
+    broker.consume(ConsumeChannel::new("tb-rpc")).unwrap();
+    let r: serde_json::Value = broker
+        .call("tb-rpc", "TB_ADD", json!({"a": 2, "b": 3}))
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"total": 5}));
+    let err = broker
+        .call::<serde_json::Value>("tb-rpc", "TB_ADD", json!({"a": -1, "b": 3}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote { message, .. } if message.contains("negative")),
+        "{err}"
+    );
+    let err = broker
+        .call::<serde_json::Value>("tb-missing", "TB_ADD", json!({}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unroutable { .. }), "{err}");
+}
+
+#[derive(Serialize)]
+struct Shipped {
+    order_id: u64,
+}
+
+#[producer(exchange = "tb-shipping", action = "TB_SHIPPED")]
+async fn ship(order_id: u64) -> Shipped {
+    Shipped { order_id }
+}
+
+#[function(
+    action = "TB_PLACE_ORDER",
+    exchange = "tb-orders",
+    action_reply = "TB_ORDER_PLACED"
+)]
+async fn place_order(order_id: u64) -> eventrabbit::Result<serde_json::Value> {
+    ship(order_id).await?; // a producer inside a handler publishes into the same broker
+    Ok(json!({ "order_id": order_id }))
+}
+
+static SHIPPED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+#[consumer(action = "TB_SHIPPED")]
+async fn on_shipped(order_id: u64) {
+    SHIPPED.lock().unwrap().push(order_id);
+}
+
+#[tokio::test]
+async fn functions_and_producers_publish_into_the_broker() {
+    let broker = TestBroker::new();
+    broker.consume(ConsumeChannel::new("tb-orders-in")).unwrap();
+    broker
+        .consume(
+            ConsumeChannel::new("tb-orders-log")
+                .exchange("tb-orders", ExchangeKind::Fanout)
+                .actions(["TB_SHIPPED"])
+                .unknown_action(UnknownAction::Drop),
+        )
+        .unwrap();
+    broker
+        .consume(
+            ConsumeChannel::new("tb-shipping-q")
+                .exchange("tb-shipping", ExchangeKind::Fanout)
+                .actions(["TB_SHIPPED"]),
+        )
+        .unwrap();
+    broker
+        .publish(
+            "",
+            "tb-orders-in",
+            "TB_PLACE_ORDER",
+            &json!({"order_id": 9}),
+        )
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    let placed = broker.published_to("tb-orders");
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0].action.as_deref(), Some("TB_ORDER_PLACED"));
+    assert_eq!(placed[0].data, json!({"order_id": 9}));
+    assert_eq!(*SHIPPED.lock().unwrap(), vec![9]);
+    // Called from the test itself, scoped to this broker.
+    broker.scope(ship(10)).await.unwrap();
+    broker.run_until_idle().await.unwrap();
+    assert_eq!(*SHIPPED.lock().unwrap(), vec![9, 10]);
+    assert!(
+        broker.dead_letters("tb-orders-log").is_empty(),
+        "unknown action dropped, not dead-lettered"
+    );
+}
+
+static REDRIVE_OK: AtomicU32 = AtomicU32::new(0);
+
+#[consumer(action = "TB_REDRIVE")]
+async fn redrive(ctx: MessageContext) -> Result<(), String> {
+    if REDRIVE_OK.load(Ordering::SeqCst) == 0 {
+        return Err("down".into());
+    }
+    assert_eq!(ctx.retry_count(), 0);
+    REDRIVE_OK.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_letters_can_be_redriven() {
+    let broker = TestBroker::with_config(
+        Config::default().with_retry(RetryConfig::default().with_max_retries(1)),
+    );
+    broker.consume(ConsumeChannel::new("tb-redrive")).unwrap();
+    broker
+        .publish("", "tb-redrive", "TB_REDRIVE", &json!({}))
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    assert_eq!(broker.dead_letters("tb-redrive").len(), 1);
+    REDRIVE_OK.store(1, Ordering::SeqCst);
+    assert_eq!(broker.redrive_dead_letters("tb-redrive"), 1);
+    broker.run_until_idle().await.unwrap();
+    assert_eq!(REDRIVE_OK.load(Ordering::SeqCst), 2);
+    assert!(broker.dead_letters("tb-redrive").is_empty());
+}
+
+#[tokio::test]
+async fn a_handler_set_naming_an_unknown_action_fails_as_on_rabbitmq() {
+    let broker = TestBroker::new();
+    let err = broker
+        .consume(ConsumeChannel::new("tb-set").actions(["TB_NOBODY"]))
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownAction { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn publishing_to_a_missing_exchange_fails_and_is_not_recorded() {
+    let broker = TestBroker::new();
+    let err = broker
+        .publish("tb-nowhere", "", "TB_GOOD", &json!({}))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NoSuchExchange(ref x) if x == "tb-nowhere"),
+        "{err}"
+    );
+    assert!(broker.published_to("tb-nowhere").is_empty());
+}
