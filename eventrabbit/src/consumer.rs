@@ -30,11 +30,7 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: ConsumeChannel) -> Result<()>
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
     let ctx = Arc::new(QueueContext {
-        policy: QueuePolicy {
-            queue: spec.queue.as_str().into(),
-            routes,
-            settings,
-        },
+        policy: QueuePolicy::new(&spec.queue, routes, settings),
         shared: shared.clone(),
     });
     let _running = shared.consumer_started();

@@ -9,10 +9,11 @@ use crate::envelope;
 use crate::handler::{Failure, Input, Registration, Reply};
 use crate::publisher::{Outgoing, properties};
 use crate::registry::Routes;
-use crate::telemetry::metric;
+use crate::telemetry::{ActionMetrics, metric};
 use crate::{Error, Result};
 use futures_util::FutureExt;
 use lapin::types::ShortString;
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -48,6 +49,23 @@ pub(crate) struct QueuePolicy {
     pub(crate) queue: Arc<str>,
     pub(crate) routes: Routes,
     pub(crate) settings: Resolved,
+    metrics: HashMap<&'static str, ActionMetrics>,
+}
+
+impl QueuePolicy {
+    pub(crate) fn new(queue: &str, routes: Routes, settings: Resolved) -> Self {
+        let queue: Arc<str> = queue.into();
+        let metrics = routes
+            .actions()
+            .map(|a| (a, ActionMetrics::new(&queue, a)))
+            .collect();
+        Self {
+            queue,
+            routes,
+            settings,
+            metrics,
+        }
+    }
 }
 
 /// Decides, runs the handler and settles. `Ok` means the message may be acknowledged;
@@ -75,9 +93,8 @@ pub(crate) async fn handle<T: Transport>(
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
-            match &outcome {
-                Ok(_) => metric::consumed(&policy.queue, reg.action, started.elapsed()),
-                Err(_) => metric::failed(&policy.queue, reg.action, started.elapsed()),
+            if let Some(m) = policy.metrics.get(reg.action) {
+                m.handled(outcome.is_ok(), started.elapsed());
             }
             settle(policy, transport, reg, message, outcome).await
         }
@@ -160,7 +177,9 @@ async fn retry_or_fail<T: Transport>(
     if retry.allows(retries) {
         let delay = retry.delay_for(retries + 1);
         tracing::warn!(queue = %policy.queue, action = reg.action, retry = retries + 1, ?delay, "handler failed, retrying: {error}");
-        metric::retried(&policy.queue, reg.action);
+        if let Some(m) = policy.metrics.get(reg.action) {
+            m.retried();
+        }
         transport
             .schedule_retry(message, retries + 1, delay, policy.settings.durable, &error)
             .await

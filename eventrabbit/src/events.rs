@@ -211,10 +211,13 @@ impl Handle {
     }
 
     /// Stops every consumer: no new deliveries, in-flight handlers finish and are
-    /// acknowledged, then the connection closes. Returns when done.
+    /// acknowledged, publishes in flight get their confirms, then the connection closes.
+    /// Returns when done.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
         self.shared.consumers_stopped().await;
+        // Publishes already sent get their confirms before the channel closes.
+        self.shared.publisher.flushed().await;
         self.shared.publisher.close().await;
         self.shared.connector.close().await;
     }

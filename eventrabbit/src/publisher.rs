@@ -40,6 +40,7 @@ pub(crate) struct Publisher {
     opening: Mutex<()>,
     timeout: Duration,
     last_used: std::sync::Mutex<Instant>,
+    in_flight: tokio::sync::watch::Sender<usize>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -56,6 +57,7 @@ impl Publisher {
             opening: Mutex::new(()),
             timeout,
             last_used: std::sync::Mutex::new(Instant::now()),
+            in_flight: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -88,7 +90,16 @@ impl Publisher {
             exchange = msg.exchange,
             routing_key = msg.routing_key
         );
+        self.in_flight.send_modify(|n| *n += 1);
+        // Counted down however the publish ends, even if its future is dropped.
+        let _in_flight = InFlight(&self.in_flight);
         self.publish_in_span(msg).instrument(span).await
+    }
+
+    /// Waits until no publish waits for its confirm.
+    pub(crate) async fn flushed(&self) {
+        let mut rx = self.in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     async fn publish_in_span(&self, msg: Outgoing<'_>) -> Result<()> {
@@ -160,6 +171,14 @@ impl Publisher {
     /// Whether a channel is open.
     pub(crate) fn is_open(&self) -> bool {
         self.live().is_some()
+    }
+}
+
+struct InFlight<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 

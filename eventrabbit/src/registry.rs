@@ -14,6 +14,11 @@ impl Routes {
     pub(crate) fn get(&self, action: &str) -> Option<&'static Registration> {
         self.by_action.get(action).copied()
     }
+
+    /// The actions served.
+    pub(crate) fn actions(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.by_action.keys().copied()
+    }
 }
 
 /// Fails if two registered handlers serve the same action.

@@ -17,36 +17,44 @@ use std::time::Duration;
 /// Header carrying the W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
-/// A W3C trace context: `00-<trace id>-<parent id>-<flags>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A W3C trace context: `00-<trace id>-<parent id>-<flags>`. Ids are kept as numbers
+/// and written out only when a header or an enabled span needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TraceContext {
-    pub(crate) trace_id: String,
-    pub(crate) span_id: String,
-    pub(crate) flags: String,
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) flags: u8,
+}
+
+/// Displays a trace id as 32 lowercase hex digits.
+#[derive(Debug)]
+pub(crate) struct TraceId(u128);
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
 }
 
 impl TraceContext {
-    fn random_hex(len: usize) -> String {
-        let mut s = uuid::Uuid::new_v4().simple().to_string();
-        s.truncate(len);
-        s
-    }
-
     /// A new trace.
     pub(crate) fn root() -> Self {
         Self {
-            trace_id: uuid::Uuid::new_v4().simple().to_string(),
-            span_id: Self::random_hex(16),
-            flags: "01".to_owned(),
+            trace_id: fastrand::u128(1..),
+            span_id: nonzero_u64(),
+            flags: 1,
         }
     }
 
     /// A new span in the same trace.
     pub(crate) fn child(&self) -> Self {
         Self {
-            trace_id: self.trace_id.clone(),
-            span_id: Self::random_hex(16),
-            flags: self.flags.clone(),
+            span_id: nonzero_u64(),
+            ..*self
         }
     }
 
@@ -59,18 +67,25 @@ impl TraceContext {
         if !hex(version, 2) || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
             return None;
         }
-        if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
-            return None;
-        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
         Some(Self {
-            trace_id: trace.to_ascii_lowercase(),
-            span_id: span.to_ascii_lowercase(),
-            flags: flags.to_owned(),
+            trace_id,
+            span_id,
+            flags: u8::from_str_radix(flags, 16).ok()?,
         })
     }
 
     pub(crate) fn header_value(&self) -> String {
-        format!("00-{}-{}-{}", self.trace_id, self.span_id, self.flags)
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+
+    /// The trace id, for display.
+    pub(crate) fn trace(&self) -> TraceId {
+        TraceId(self.trace_id)
     }
 }
 
@@ -129,29 +144,51 @@ pub(crate) fn delivery_span(message: &Message, trace: &TraceContext) -> tracing:
         correlation_id = p.correlation_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
         retry_count = message.retry_count(),
         redelivered = message.redelivered,
-        trace_id = %trace.trace_id,
+        trace_id = %trace.trace(),
     )
 }
 
-/// Metric recording, one function per event.
+/// The metric handles of one action on one queue, registered once when the queue starts
+/// (so the delivery path does not build metric keys). A recorder installed after that
+/// does not see these series.
+#[derive(Debug, Clone)]
+pub(crate) struct ActionMetrics {
+    consumed: metrics::Counter,
+    failed: metrics::Counter,
+    retried: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl ActionMetrics {
+    pub(crate) fn new(queue: &Arc<str>, action: &'static str) -> Self {
+        let labels = [("queue", queue.clone()), ("action", action.into())];
+        let labels = || {
+            labels
+                .iter()
+                .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+                .collect::<Vec<_>>()
+        };
+        Self {
+            consumed: metrics::counter!("eventrabbit_messages_consumed_total", labels()),
+            failed: metrics::counter!("eventrabbit_messages_failed_total", labels()),
+            retried: metrics::counter!("eventrabbit_messages_retried_total", labels()),
+            duration: metrics::histogram!("eventrabbit_handler_duration_seconds", labels()),
+        }
+    }
+
+    pub(crate) fn handled(&self, ok: bool, took: Duration) {
+        if ok { &self.consumed } else { &self.failed }.increment(1);
+        self.duration.record(took.as_secs_f64());
+    }
+
+    pub(crate) fn retried(&self) {
+        self.retried.increment(1);
+    }
+}
+
+/// Metric recording for the rarer events, one function per event.
 pub(crate) mod metric {
     use super::*;
-
-    pub(crate) fn consumed(queue: &Arc<str>, action: &'static str, took: Duration) {
-        metrics::counter!("eventrabbit_messages_consumed_total", "queue" => queue.clone(), "action" => action).increment(1);
-        metrics::histogram!("eventrabbit_handler_duration_seconds", "queue" => queue.clone(), "action" => action)
-            .record(took.as_secs_f64());
-    }
-
-    pub(crate) fn failed(queue: &Arc<str>, action: &'static str, took: Duration) {
-        metrics::counter!("eventrabbit_messages_failed_total", "queue" => queue.clone(), "action" => action).increment(1);
-        metrics::histogram!("eventrabbit_handler_duration_seconds", "queue" => queue.clone(), "action" => action)
-            .record(took.as_secs_f64());
-    }
-
-    pub(crate) fn retried(queue: &Arc<str>, action: &'static str) {
-        metrics::counter!("eventrabbit_messages_retried_total", "queue" => queue.clone(), "action" => action).increment(1);
-    }
 
     pub(crate) fn dead_lettered(
         queue: &Arc<str>,
@@ -195,11 +232,16 @@ mod tests {
     fn parses_and_continues_a_traceparent() {
         let t =
             TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.trace().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            t.header_value(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
         let c = t.child();
         assert_eq!(c.trace_id, t.trace_id);
         assert_ne!(c.span_id, t.span_id);
         assert_eq!(TraceContext::parse(&c.header_value()), Some(c));
+        assert_eq!(TraceContext::root().header_value().len(), 55);
         assert!(TraceContext::parse("00-0000-00f067aa0ba902b7-01").is_none());
         assert!(
             TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
@@ -210,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn publishing_inside_a_trace_continues_it() {
         let root = TraceContext::root();
-        let inner = in_trace(root.clone(), async { outgoing_traceparent() }).await;
+        let inner = in_trace(root, async { outgoing_traceparent() }).await;
         assert_eq!(inner.trace_id, root.trace_id);
         assert_ne!(outgoing_traceparent().trace_id, root.trace_id);
     }

@@ -169,11 +169,7 @@ impl TestBroker {
     pub fn consume(&self, channel: ConsumeChannel) -> Result<()> {
         let routes = registry::routes(&channel.queue, channel.actions.as_deref())?;
         let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
-        let policy = Arc::new(QueuePolicy {
-            queue: channel.queue.as_str().into(),
-            routes,
-            settings,
-        });
+        let policy = Arc::new(QueuePolicy::new(&channel.queue, routes, settings));
         let mut state = self.state();
         state.queues.insert(
             channel.queue.clone(),
