@@ -2,7 +2,7 @@
 //! local broker, and prints both figures and their ratio (median of the runs, min–max).
 //!
 //! ```sh
-//! cargo run --release --example bench            # all workloads, 3 runs each
+//! cargo run --release --example bench            # all workloads, 5 runs each
 //! cargo run --release --example bench -- w1 5    # one workload, 5 runs
 //! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
 //! ```
@@ -471,18 +471,35 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
     (s[s.len() / 2], s[0], s[s.len() - 1])
 }
 
+/// Prints the medians (min–max) of both, and the median (min–max) of the per-run ratios:
+/// each run pairs an eventrabbit and a raw measurement taken back to back, so the ratio
+/// is less exposed to the machine's drift than a ratio of medians.
 fn row(name: &str, unit: &str, er: &[f64], raw: &[f64], higher_is_better: bool) {
     let (em, elo, ehi) = stats(er);
     let (rm, rlo, rhi) = stats(raw);
-    let ratio = em / rm;
-    let note = if higher_is_better {
-        "eventrabbit / lapin (higher is better)"
-    } else {
-        "eventrabbit / lapin (lower is better)"
-    };
+    let ratios: Vec<f64> = er.iter().zip(raw).map(|(e, r)| e / r).collect();
+    let (ratio, rat_lo, rat_hi) = stats(&ratios);
+    let better = if higher_is_better { "higher" } else { "lower" };
     println!(
-        "| {name} | {em:.0} ({elo:.0}–{ehi:.0}) {unit} | {rm:.0} ({rlo:.0}–{rhi:.0}) {unit} | {ratio:.3} | {note} |"
+        "| {name} | {em:.0} ({elo:.0}–{ehi:.0}) {unit} | {rm:.0} ({rlo:.0}–{rhi:.0}) {unit} | {ratio:.3} ({rat_lo:.3}–{rat_hi:.3}) | {better} is better |"
     );
+}
+
+/// Runs `a` then `b` on even runs and `b` then `a` on odd ones.
+async fn paired<A, B, FA, FB, T>(i: usize, a: FA, b: FB) -> (T, T)
+where
+    FA: FnOnce() -> A,
+    FB: FnOnce() -> B,
+    A: std::future::Future<Output = T>,
+    B: std::future::Future<Output = T>,
+{
+    if i.is_multiple_of(2) {
+        let x = a().await;
+        (x, b().await)
+    } else {
+        let y = b().await;
+        (a().await, y)
+    }
 }
 
 fn peak_rss_kib() -> Option<u64> {
@@ -495,7 +512,7 @@ fn peak_rss_kib() -> Option<u64> {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
-    let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
+    let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
     let tag = uuid::Uuid::new_v4().simple().to_string();
 
     if which == "w1-eventrabbit-only" {
@@ -514,7 +531,9 @@ async fn main() {
     }
 
     println!("runs per workload: {runs} (alternating eventrabbit and raw lapin)\n");
-    println!("| workload | eventrabbit median (min–max) | raw lapin median (min–max) | ratio | |");
+    println!(
+        "| workload | eventrabbit median (min–max) | raw lapin median (min–max) | eventrabbit / lapin, median of paired runs (min–max) | |"
+    );
     println!("| --- | --- | --- | --- | --- |");
     if which == "all" || which == "w1" {
         let (mut er, mut rw) = (Vec::new(), Vec::new());
@@ -524,13 +543,9 @@ async fn main() {
             let q2 = format!("bench-w1-raw-{tag}-{i}");
             preload(&q2, W1_N).await;
             // Alternate who goes first: the first consumer of a process pays its warm-up.
-            if i % 2 == 0 {
-                er.push(w1_eventrabbit(&q).await);
-                rw.push(w1_raw(&q2).await);
-            } else {
-                rw.push(w1_raw(&q2).await);
-                er.push(w1_eventrabbit(&q).await);
-            }
+            let (e, r) = paired(i, || w1_eventrabbit(&q), || w1_raw(&q2)).await;
+            er.push(e);
+            rw.push(r);
             let (_c, ch) = raw().await;
             delete_queue(&ch, &q).await;
             delete_queue(&ch, &q2).await;
@@ -542,8 +557,9 @@ async fn main() {
         for i in 0..runs {
             let (x, q) = (format!("bench-w2-{tag}-{i}"), format!("bench-w2-{tag}-{i}"));
             w2_setup(&x, &q).await;
-            er.push(w2_eventrabbit(&x).await);
-            rw.push(w2_raw(&x).await);
+            let (e, r) = paired(i, || w2_eventrabbit(&x), || w2_raw(&x)).await;
+            er.push(e);
+            rw.push(r);
             let (_c, ch) = raw().await;
             delete_queue(&ch, &q).await;
             let _ = ch
@@ -557,9 +573,8 @@ async fn main() {
         let (mut p50r, mut p99r, mut cpsr) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {
             let q = format!("bench-w3-{tag}-{i}");
-            let e = w3_eventrabbit(&q).await;
             let q2 = format!("bench-w3-raw-{tag}-{i}");
-            let r = w3_raw(&q2).await;
+            let (e, r) = paired(i, || w3_eventrabbit(&q), || w3_raw(&q2)).await;
             p50e.push(e.p50_us);
             p99e.push(e.p99_us);
             cpse.push(e.calls_per_sec);

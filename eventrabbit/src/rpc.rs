@@ -25,7 +25,8 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 /// Calls in flight and the channel their replies come back on.
 pub(crate) struct RpcClient {
     connector: Arc<Connector>,
-    channel: tokio::sync::Mutex<Option<Channel>>,
+    channel: std::sync::RwLock<Option<Channel>>,
+    opening: tokio::sync::Mutex<()>,
     pending: Pending,
 }
 
@@ -54,16 +55,20 @@ impl RpcClient {
     pub(crate) fn new(connector: Arc<Connector>) -> Self {
         Self {
             connector,
-            channel: tokio::sync::Mutex::new(None),
+            channel: std::sync::RwLock::new(None),
+            opening: tokio::sync::Mutex::new(()),
             pending: Arc::default(),
         }
     }
 
     /// The channel consuming direct replies, opened on first use and after a drop.
     async fn channel(&self, deadline: Instant) -> Result<Channel> {
-        let mut guard = self.channel.lock().await;
-        if let Some(ch) = guard.as_ref().filter(|c| c.status().connected()) {
-            return Ok(ch.clone());
+        if let Some(ch) = self.live() {
+            return Ok(ch);
+        }
+        let guard = self.opening.lock().await;
+        if let Some(ch) = self.live() {
+            return Ok(ch);
         }
         let ch = self.connector.channel(Some(deadline), "RPC call").await?;
         ch.confirm_select(ConfirmSelectOptions::default())
@@ -104,8 +109,14 @@ impl RpcClient {
             // The channel is gone: fail every waiting call now rather than at its timeout.
             pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
         });
-        *guard = Some(ch.clone());
+        *self.channel.write().unwrap_or_else(|e| e.into_inner()) = Some(ch.clone());
+        drop(guard);
         Ok(ch)
+    }
+
+    fn live(&self) -> Option<Channel> {
+        let guard = self.channel.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|c| c.status().connected()).cloned()
     }
 
     /// Whether calls are waiting for replies.
@@ -119,7 +130,11 @@ impl RpcClient {
 
     /// Drops the reply channel (before the connection is closed for idleness).
     pub(crate) async fn forget(&self) {
-        self.channel.lock().await.take();
+        let _opening = self.opening.lock().await;
+        self.channel
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     /// Publishes `action`/`data` to `routing_key` on `exchange` and waits for the reply.
