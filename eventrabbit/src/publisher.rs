@@ -6,6 +6,7 @@ use crate::{Error, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -39,8 +40,11 @@ pub(crate) struct Publisher {
     channel: RwLock<Option<Channel>>,
     opening: Mutex<()>,
     timeout: Duration,
-    last_used: std::sync::Mutex<Instant>,
-    in_flight: tokio::sync::watch::Sender<usize>,
+    created: Instant,
+    /// Milliseconds after `created` of the last publish.
+    last_used_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    flushed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -56,8 +60,10 @@ impl Publisher {
             channel: RwLock::new(None),
             opening: Mutex::new(()),
             timeout,
-            last_used: std::sync::Mutex::new(Instant::now()),
-            in_flight: tokio::sync::watch::channel(0).0,
+            created: Instant::now(),
+            last_used_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            flushed: tokio::sync::Notify::new(),
         }
     }
 
@@ -90,20 +96,26 @@ impl Publisher {
             exchange = msg.exchange,
             routing_key = msg.routing_key
         );
-        self.in_flight.send_modify(|n| *n += 1);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         // Counted down however the publish ends, even if its future is dropped.
-        let _in_flight = InFlight(&self.in_flight);
+        let _in_flight = InFlight(self);
         self.publish_in_span(msg).instrument(span).await
     }
 
     /// Waits until no publish waits for its confirm.
     pub(crate) async fn flushed(&self) {
-        let mut rx = self.in_flight.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
+        loop {
+            let notified = self.flushed.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     async fn publish_in_span(&self, msg: Outgoing<'_>) -> Result<()> {
-        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_used_ms.store(ms, Ordering::Relaxed);
         let deadline = Instant::now() + self.timeout;
         loop {
             let ch = self.channel(deadline).await?;
@@ -151,7 +163,7 @@ impl Publisher {
 
     /// When the publisher was last used.
     pub(crate) fn last_used(&self) -> Instant {
-        *self.last_used.lock().unwrap_or_else(|e| e.into_inner())
+        self.created + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
     }
 
     /// Closes the channel if open; the next publish reopens one.
@@ -174,11 +186,13 @@ impl Publisher {
     }
 }
 
-struct InFlight<'a>(&'a tokio::sync::watch::Sender<usize>);
+struct InFlight<'a>(&'a Publisher);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.flushed.notify_waiters();
+        }
     }
 }
 
