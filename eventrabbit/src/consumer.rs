@@ -43,6 +43,10 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: ConsumeChannel) -> Result<()>
             Err(_) if shared.shutdown.is_cancelled() => break Ok(()),
             Err(e) if is_fatal(&e) => break Err(e),
             Err(e) => {
+                // A session that got as far as consuming starts the backoff over.
+                if slot.snapshot().state == ConsumerState::Running {
+                    failures = 0;
+                }
                 slot.set(ConsumerState::Recovering);
                 failures += 1;
                 let delay = Duration::from_millis(100 * 2u64.pow(failures.min(7)))

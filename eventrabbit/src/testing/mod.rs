@@ -33,10 +33,8 @@
 use crate::config::Config;
 use crate::consume_channel::{ConsumeChannel, ExchangeKind};
 use crate::context::Message;
-use crate::dead_letter::{dead_letter_properties, retry_properties};
-use crate::delivery::{self, QueuePolicy, Transport};
-use crate::dispatch::DeadReason;
-use crate::publisher::{Outgoing, properties};
+use crate::delivery::{self, QueuePolicy};
+use crate::publisher::properties;
 use crate::registry;
 use crate::routing;
 use crate::sink;
@@ -52,6 +50,10 @@ use std::time::Duration;
 /// How many deliveries [`TestBroker::run_until_idle`] handles before it gives up (a
 /// handler failing forever with unbounded retries would otherwise never settle).
 pub const MAX_DELIVERIES: usize = 100_000;
+
+mod transport;
+
+use transport::TestTransport;
 
 const REPLY_PREFIX: &str = "eventrabbit.testing.reply.";
 
@@ -92,27 +94,27 @@ struct Binding {
 }
 
 #[derive(Debug)]
-struct QueueState {
+pub(crate) struct QueueState {
     policy: Arc<QueuePolicy>,
-    messages: VecDeque<Arc<Message>>,
+    pub(crate) messages: VecDeque<Arc<Message>>,
 }
 
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     exchanges: HashMap<String, ExchangeKind>,
     bindings: Vec<Binding>,
-    queues: BTreeMap<String, QueueState>,
-    dead_letters: HashMap<String, Vec<(Message, DeadLetter)>>,
+    pub(crate) queues: BTreeMap<String, QueueState>,
+    pub(crate) dead_letters: HashMap<String, Vec<(Message, DeadLetter)>>,
     published: Vec<Published>,
     replies: HashMap<String, Vec<u8>>,
-    retry_delays: Vec<(String, Duration)>,
+    pub(crate) retry_delays: Vec<(String, Duration)>,
 }
 
 /// The broker's shared state.
 #[derive(Debug)]
 pub(crate) struct Inner {
     config: Config,
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
 }
 
 /// The in-memory broker. See the [module docs](self).
@@ -378,7 +380,7 @@ pub(crate) fn publish_into<T: Serialize + ?Sized>(
 }
 
 /// Routes a message as RabbitMQ would; a message no queue takes is dropped.
-fn route(
+pub(crate) fn route(
     inner: &Arc<Inner>,
     exchange: &str,
     routing_key: &str,
@@ -459,79 +461,5 @@ fn deliver(
                 body: body.to_vec(),
             }));
         }
-    }
-}
-
-/// The broker as a [`Transport`] for `delivery::handle`.
-struct TestTransport<'a>(&'a Arc<Inner>);
-
-impl Transport for TestTransport<'_> {
-    async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
-        // Like RabbitMQ: publishing to a missing exchange fails; a message no queue takes does not.
-        route(
-            self.0,
-            msg.exchange,
-            msg.routing_key,
-            msg.body,
-            msg.properties,
-        )
-    }
-
-    async fn schedule_retry(
-        &self,
-        message: &Message,
-        retry: u32,
-        delay: Duration,
-        _durable: bool,
-        error: &str,
-    ) -> Result<()> {
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.retry_delays.push((message.queue.to_string(), delay));
-        if let Some(q) = state.queues.get_mut(&*message.queue) {
-            q.messages.push_back(Arc::new(Message {
-                queue: message.queue.clone(),
-                exchange: "".into(),
-                routing_key: message.queue.as_ref().into(),
-                redelivered: false,
-                properties: retry_properties(message, retry, error),
-                body: message.body.clone(),
-            }));
-        }
-        Ok(())
-    }
-
-    async fn dead_letter(
-        &self,
-        message: &Message,
-        dead_letter_queue: &str,
-        reason: &DeadReason,
-    ) -> Result<()> {
-        let properties = dead_letter_properties(message, reason);
-        let attempts = match reason {
-            DeadReason::RetriesExhausted { attempts, .. } => *attempts,
-            DeadReason::InvalidData { .. } => 1,
-            _ => 0,
-        };
-        let letter = DeadLetter {
-            code: reason.code().to_owned(),
-            reason: reason.to_string(),
-            attempts,
-            body: message.body.clone(),
-        };
-        let kept = Message {
-            queue: message.queue.clone(),
-            exchange: message.exchange.clone(),
-            routing_key: message.routing_key.clone(),
-            redelivered: false,
-            properties,
-            body: message.body.clone(),
-        };
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        state
-            .dead_letters
-            .entry(dead_letter_queue.to_owned())
-            .or_default()
-            .push((kept, letter));
-        Ok(())
     }
 }

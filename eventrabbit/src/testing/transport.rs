@@ -1,0 +1,86 @@
+//! The test broker as a [`Transport`]: publishing routes into its queues, retries go
+//! straight back to the failing queue, dead letters are kept for inspection.
+
+use super::{DeadLetter, Inner, route};
+use crate::Result;
+use crate::context::Message;
+use crate::dead_letter::{dead_letter_properties, retry_properties};
+use crate::delivery::Transport;
+use crate::dispatch::DeadReason;
+use crate::publisher::Outgoing;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The broker as a [`Transport`] for `delivery::handle`.
+pub(super) struct TestTransport<'a>(pub(super) &'a Arc<Inner>);
+
+impl Transport for TestTransport<'_> {
+    async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
+        // Like RabbitMQ: publishing to a missing exchange fails; a message no queue takes does not.
+        route(
+            self.0,
+            msg.exchange,
+            msg.routing_key,
+            msg.body,
+            msg.properties,
+        )
+    }
+
+    async fn schedule_retry(
+        &self,
+        message: &Message,
+        retry: u32,
+        delay: Duration,
+        _durable: bool,
+        error: &str,
+    ) -> Result<()> {
+        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.retry_delays.push((message.queue.to_string(), delay));
+        if let Some(q) = state.queues.get_mut(&*message.queue) {
+            q.messages.push_back(Arc::new(Message {
+                queue: message.queue.clone(),
+                exchange: "".into(),
+                routing_key: message.queue.as_ref().into(),
+                redelivered: false,
+                properties: retry_properties(message, retry, error),
+                body: message.body.clone(),
+            }));
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        dead_letter_queue: &str,
+        reason: &DeadReason,
+    ) -> Result<()> {
+        let properties = dead_letter_properties(message, reason);
+        let attempts = match reason {
+            DeadReason::RetriesExhausted { attempts, .. } => *attempts,
+            DeadReason::InvalidData { .. } => 1,
+            _ => 0,
+        };
+        let letter = DeadLetter {
+            code: reason.code().to_owned(),
+            reason: reason.to_string(),
+            attempts,
+            body: message.body.clone(),
+        };
+        let kept = Message {
+            queue: message.queue.clone(),
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            redelivered: false,
+            properties,
+            body: message.body.clone(),
+        };
+        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .dead_letters
+            .entry(dead_letter_queue.to_owned())
+            .or_default()
+            .push((kept, letter));
+        Ok(())
+    }
+}
