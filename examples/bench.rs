@@ -481,7 +481,7 @@ fn row(name: &str, unit: &str, er: &[f64], raw: &[f64], higher_is_better: bool) 
     let (ratio, rat_lo, rat_hi) = stats(&ratios);
     let better = if higher_is_better { "higher" } else { "lower" };
     println!(
-        "| {name} | {em:.0} ({elo:.0}–{ehi:.0}) {unit} | {rm:.0} ({rlo:.0}–{rhi:.0}) {unit} | {ratio:.3} ({rat_lo:.3}–{rat_hi:.3}) | {better} is better |"
+        "| {name} | {em:.1} ({elo:.1}–{ehi:.1}) {unit} | {rm:.1} ({rlo:.1}–{rhi:.1}) {unit} | {ratio:.3} ({rat_lo:.3}–{rat_hi:.3}) | {better} is better |"
     );
 }
 
@@ -500,6 +500,28 @@ where
         let y = b().await;
         (a().await, y)
     }
+}
+
+/// CPU time (user + system, all threads) this process has used, in seconds.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `fut` and returns its output with the CPU seconds the process spent meanwhile.
+async fn with_cpu<T>(fut: impl std::future::Future<Output = T>) -> (T, f64) {
+    let before = cpu_secs();
+    let out = fut.await;
+    (out, cpu_secs() - before)
 }
 
 fn peak_rss_kib() -> Option<u64> {
@@ -537,29 +559,36 @@ async fn main() {
     println!("| --- | --- | --- | --- | --- |");
     if which == "all" || which == "w1" {
         let (mut er, mut rw) = (Vec::new(), Vec::new());
+        let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
         for i in 0..runs {
             let q = format!("bench-w1-{tag}-{i}");
             preload(&q, W1_N).await;
             let q2 = format!("bench-w1-raw-{tag}-{i}");
             preload(&q2, W1_N).await;
             // Alternate who goes first: the first consumer of a process pays its warm-up.
-            let (e, r) = paired(i, || w1_eventrabbit(&q), || w1_raw(&q2)).await;
-            er.push(e);
-            rw.push(r);
+            let (e, r) = paired(i, || with_cpu(w1_eventrabbit(&q)), || with_cpu(w1_raw(&q2))).await;
+            er.push(e.0);
+            rw.push(r.0);
+            er_cpu.push(e.1 / W1_N as f64 * 1e6);
+            rw_cpu.push(r.1 / W1_N as f64 * 1e6);
             let (_c, ch) = raw().await;
             delete_queue(&ch, &q).await;
             delete_queue(&ch, &q2).await;
         }
         row("W1 consume 100k", "msg/s", &er, &rw, true);
+        row("W1 client CPU per message", "µs", &er_cpu, &rw_cpu, false);
     }
     if which == "all" || which == "w2" {
         let (mut er, mut rw) = (Vec::new(), Vec::new());
+        let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
         for i in 0..runs {
             let (x, q) = (format!("bench-w2-{tag}-{i}"), format!("bench-w2-{tag}-{i}"));
             w2_setup(&x, &q).await;
-            let (e, r) = paired(i, || w2_eventrabbit(&x), || w2_raw(&x)).await;
-            er.push(e);
-            rw.push(r);
+            let (e, r) = paired(i, || with_cpu(w2_eventrabbit(&x)), || with_cpu(w2_raw(&x))).await;
+            er.push(e.0);
+            rw.push(r.0);
+            er_cpu.push(e.1 / W2_N as f64 * 1e6);
+            rw_cpu.push(r.1 / W2_N as f64 * 1e6);
             let (_c, ch) = raw().await;
             delete_queue(&ch, &q).await;
             let _ = ch
@@ -567,6 +596,7 @@ async fn main() {
                 .await;
         }
         row("W2 confirmed publish 100k", "msg/s", &er, &rw, true);
+        row("W2 client CPU per message", "µs", &er_cpu, &rw_cpu, false);
     }
     if which == "all" || which == "w3" {
         let (mut p50e, mut p99e, mut cpse) = (Vec::new(), Vec::new(), Vec::new());

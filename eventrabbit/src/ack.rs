@@ -46,14 +46,15 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<(u64, Settle)>,
 ) {
     let mut state = Coalescer::default();
+    let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         // Let the handlers that are ready finish first, so one ack covers them all.
         tokio::task::yield_now().await;
-        let mut batch = vec![first];
+        batch.push(first);
         while let Ok(next) = rx.try_recv() {
             batch.push(next);
         }
-        for (tag, how) in batch {
+        for (tag, how) in batch.drain(..) {
             if how == Settle::Requeue {
                 let opts = BasicNackOptions {
                     multiple: false,

@@ -61,6 +61,10 @@ impl Input {
 }
 
 fn decode_data<T: DeserializeOwned>(raw: &str) -> Result<T, Failure> {
+    // Fast path without path tracking; on failure decode again to name the field.
+    if let Ok(value) = serde_json::from_str(raw) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_str(raw);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
