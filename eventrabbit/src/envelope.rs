@@ -70,22 +70,39 @@ pub(crate) fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     })
 }
 
-/// Serializes `value` as `data`, checking that it is a JSON object.
-pub(crate) fn encode_data<T: Serialize + ?Sized>(
+/// `{"action": action, "data": value}` in one pass, checking that `value` serializes
+/// to a JSON object.
+pub(crate) fn encode_envelope<T: Serialize + ?Sized>(
     action: &str,
     value: &T,
-) -> crate::Result<Box<RawValue>> {
-    let raw = serde_json::value::to_raw_value(value).map_err(|e| crate::Error::NotAnObject {
-        action: action.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if !raw.get().starts_with('{') {
-        return Err(crate::Error::NotAnObject {
-            action: action.to_owned(),
-            reason: format!("got `{}`", truncate(raw.get(), 64)),
-        });
+) -> crate::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Out<'a, T: ?Sized> {
+        action: &'a str,
+        data: &'a T,
     }
-    Ok(raw)
+    let not_object = |reason: String| crate::Error::NotAnObject {
+        action: action.to_owned(),
+        reason,
+    };
+    let body = serde_json::to_vec(&Out {
+        action,
+        data: value,
+    })
+    .map_err(|e| not_object(e.to_string()))?;
+    // `{"action":<action>,"data":` comes first; `data` starts right after it.
+    let action_len = serde_json::to_string(action).map_or(0, |a| a.len());
+    let start = r#"{"action":,"data":"#.len() + action_len;
+    if body.get(start) != Some(&b'{') {
+        let data = body
+            .get(start..body.len().saturating_sub(1))
+            .unwrap_or_default();
+        return Err(not_object(format!(
+            "got `{}`",
+            truncate(&String::from_utf8_lossy(data), 64)
+        )));
+    }
+    Ok(body)
 }
 
 /// `{"action": action, "data": data}` as bytes; `data` is already JSON.
@@ -185,9 +202,12 @@ mod tests {
 
     #[test]
     fn encodes_envelope_and_replies() {
-        let data = encode_data("A", &serde_json::json!({"x": 1})).unwrap();
-        assert_eq!(encode("A", &data), br#"{"action":"A","data":{"x":1}}"#);
-        assert!(encode_data("A", &5).is_err());
+        let body = encode_envelope("A\"b", &serde_json::json!({"x": 1})).unwrap();
+        assert_eq!(body, br#"{"action":"A\"b","data":{"x":1}}"#);
+        let err = encode_envelope("A", &5).unwrap_err().to_string();
+        assert!(err.contains("got `5`"), "{err}");
+        assert!(encode_envelope("A", &[1]).is_err());
+        assert!(encode_envelope("A", &()).is_err());
         assert_eq!(encode_reply(None), br#"{"data":null}"#);
         assert_eq!(
             encode_error_reply("boom"),

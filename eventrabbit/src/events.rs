@@ -168,8 +168,7 @@ async fn publish_on<T: Serialize + ?Sized>(
     action: &str,
     data: &T,
 ) -> Result<()> {
-    let raw = envelope::encode_data(action, data)?;
-    let body = envelope::encode(action, &raw);
+    let body = envelope::encode_envelope(action, data)?;
     shared
         .publisher
         .publish(Outgoing {

@@ -250,6 +250,5 @@ pub(crate) fn request_body<T: serde::Serialize + ?Sized>(
     action: &str,
     data: &T,
 ) -> Result<Vec<u8>> {
-    let raw = envelope::encode_data(action, data)?;
-    Ok(envelope::encode(action, &raw))
+    envelope::encode_envelope(action, data)
 }

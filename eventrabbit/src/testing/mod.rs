@@ -374,8 +374,7 @@ pub(crate) fn publish_into<T: Serialize + ?Sized>(
     action: &str,
     data: &T,
 ) -> Result<()> {
-    let raw = envelope::encode_data(action, data)?;
-    let body = envelope::encode(action, &raw);
+    let body = envelope::encode_envelope(action, data)?;
     route(inner, exchange, routing_key, &body, properties())
 }
 
