@@ -38,6 +38,34 @@ pub async fn raw_channel() -> (Connection, Channel) {
     (conn, ch)
 }
 
+/// Declares `queue` (durable or not) as someone else would, outside eventrabbit.
+pub async fn declare_queue(ch: &Channel, queue: &str, durable: bool) {
+    let opts = QueueDeclareOptions {
+        durable,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .expect("queue_declare");
+}
+
+/// Publishes every body to `queue` through the default exchange, then waits for all confirms.
+pub async fn publish_all(ch: &Channel, queue: &str, bodies: impl IntoIterator<Item = Vec<u8>>) {
+    for body in bodies {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    }
+    let returned = ch.wait_for_confirms().await.expect("confirms");
+    assert!(returned.is_empty(), "nothing returned");
+}
+
 /// `prefix-<uuid>`: names no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -9,13 +9,7 @@ use std::time::Duration;
 async fn an_idle_publisher_connection_closes_and_the_next_publish_reopens_it() {
     let queue = unique("q-idle");
     let (_c, ch) = raw_channel().await;
-    ch.queue_declare(
-        queue.as_str().into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    declare_queue(&ch, &queue, false).await;
     let (events, _handle) =
         deps(Config::default().with_idle_timeout(Some(Duration::from_millis(300)))).await;
     events

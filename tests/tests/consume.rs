@@ -242,9 +242,7 @@ async fn function_publishes_its_result_under_action_reply() {
     )
     .await
     .unwrap();
-    ch.queue_declare(sink.as_str().into(), Default::default(), Default::default())
-        .await
-        .unwrap();
+    declare_queue(&ch, &sink, false).await;
     ch.queue_bind(
         sink.as_str().into(),
         "t-function-fanout".into(),
@@ -464,13 +462,7 @@ async fn a_queue_declared_differently_is_a_clear_error_not_a_retry_loop() {
     let queue = unique("q-mismatch");
     let (_c, ch) = raw_channel().await;
     // Declared non-durable by someone else; we want it durable.
-    ch.queue_declare(
-        queue.as_str().into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    declare_queue(&ch, &queue, false).await;
     let (_events, handle) = deps(Config::default()).await;
     let err = tokio::time::timeout(WAIT, handle.consume(ConsumeChannel::new(&queue)))
         .await

@@ -285,31 +285,15 @@ async fn thousand_mixed_messages_none_lost() {
     let (_events, handle) = deps(Config::default()).await;
     let _task = start(&handle, ConsumeChannel::new(&queue).prefetch(50)).await;
     let (_c, ch) = raw_channel().await;
-    let mut good = 0;
-    let mut poison = 0;
-    for n in 0..1000u64 {
-        let body = match n % 4 {
-            0 => b"{broken".to_vec(),
-            1 => serde_json::to_vec(&json!({"action": "T_MIXED", "data": {"n": "not a number"}}))
-                .unwrap(),
-            _ => serde_json::to_vec(&json!({"action": "T_MIXED", "data": {"n": n}})).unwrap(),
-        };
-        if n % 4 < 2 {
-            poison += 1
-        } else {
-            good += 1
-        }
-        ch.basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            Default::default(),
-            &body,
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    }
-    ch.wait_for_confirms().await.unwrap();
+    let body = |n: u64| match n % 4 {
+        0 => b"{broken".to_vec(),
+        1 => serde_json::to_vec(&json!({"action": "T_MIXED", "data": {"n": "not a number"}}))
+            .unwrap(),
+        _ => serde_json::to_vec(&json!({"action": "T_MIXED", "data": {"n": n}})).unwrap(),
+    };
+    let poison = (0..1000u64).filter(|n| n % 4 < 2).count() as u32;
+    let good = 1000 - poison as usize;
+    publish_all(&ch, &queue, (0..1000u64).map(body)).await;
     let handled = MIXED_GOOD.wait_for(good, Duration::from_secs(60)).await;
     let mut ns: Vec<u64> = handled.iter().map(|v| v.as_u64().unwrap()).collect();
     ns.sort();
@@ -404,13 +388,7 @@ async fn when_the_retry_cannot_be_published_the_original_is_not_acknowledged() {
     let (_c, ch) = raw_channel().await;
     // Occupy the retry queue's name with incompatible arguments: scheduling the retry fails.
     let wait_queue = format!("{queue}.retry.100ms");
-    ch.queue_declare(
-        wait_queue.as_str().into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    declare_queue(&ch, &wait_queue, false).await;
     let (_events, handle) = deps(Config::default().with_retry(retry)).await;
     let _task = start(&handle, ConsumeChannel::new(&queue)).await;
     publish_envelope(&ch, "", &queue, "T_RETRY_BLOCKED", json!({})).await;

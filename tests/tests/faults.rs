@@ -256,30 +256,11 @@ async fn shutdown_under_load_finishes_in_flight_handlers_and_loses_nothing() {
     const N: u32 = 2000;
     let queue = unique("q-shutdown");
     let (_c, ch) = raw_channel().await;
-    ch.queue_declare(
-        queue.as_str().into(),
-        lapin::options::QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    for n in 0..N {
-        let body =
-            serde_json::to_vec(&json!({"action": "T_SHUTDOWN_LOAD", "data": {"n": n}})).unwrap();
-        ch.basic_publish(
-            "".into(),
-            queue.as_str().into(),
-            Default::default(),
-            &body,
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    }
-    ch.wait_for_confirms().await.unwrap();
+    declare_queue(&ch, &queue, true).await;
+    let bodies = (0..N).map(|n| {
+        serde_json::to_vec(&json!({"action": "T_SHUTDOWN_LOAD", "data": {"n": n}})).unwrap()
+    });
+    publish_all(&ch, &queue, bodies).await;
     let (_events, handle) = deps(Config::default()).await;
     let task = start(&handle, ConsumeChannel::new(&queue).prefetch(50)).await;
     while FINISHED.load(Ordering::SeqCst) < 300 {
@@ -333,13 +314,7 @@ async fn a_blocked_broker_is_reported_and_publishes_wait_instead_of_failing() {
     let _serial = SERIAL.lock().await;
     let queue = unique("q-blocked");
     let (_c, ch) = raw_channel().await;
-    ch.queue_declare(
-        queue.as_str().into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    declare_queue(&ch, &queue, false).await;
     let (events, _handle) =
         deps(Config::default().with_publish_timeout(Duration::from_secs(60))).await;
     let (short, _h2) = deps(Config::default().with_publish_timeout(Duration::from_secs(2))).await;

@@ -175,9 +175,7 @@ async fn deliveries_get_spans_metrics_and_continue_the_callers_trace() {
     let queue = unique("q-obs");
     let sink = unique("q-obs-sink");
     let (_c, ch) = raw_channel().await;
-    ch.queue_declare(sink.as_str().into(), Default::default(), Default::default())
-        .await
-        .unwrap();
+    declare_queue(&ch, &sink, false).await;
     let retry = RetryConfig::default()
         .with_delay(Duration::from_millis(50))
         .with_max_retries(3);

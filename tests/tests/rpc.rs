@@ -78,16 +78,7 @@ async fn hundred_concurrent_calls_each_get_their_own_reply() {
 async fn call_without_a_consumer_times_out_and_a_late_reply_is_dropped() {
     let queue = unique("q-rpc-timeout");
     let (_c, ch) = raw_channel().await;
-    ch.queue_declare(
-        queue.as_str().into(),
-        lapin::options::QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    declare_queue(&ch, &queue, true).await;
     let (events, handle) = deps(Config::default()).await;
     let err = events
         .call_with_timeout::<Sum>(
