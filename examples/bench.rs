@@ -552,6 +552,22 @@ async fn main() {
         return;
     }
 
+    if which == "w2-eventrabbit-only" {
+        let (x, q) = (format!("bench-w2-{tag}"), format!("bench-w2-{tag}"));
+        w2_setup(&x, &q).await;
+        let (rate, cpu) = with_cpu(w2_eventrabbit(&x)).await;
+        println!(
+            "W2 eventrabbit alone: {rate:.0} msgs/s, {:.1} µs CPU per message",
+            cpu / W2_N as f64 * 1e6
+        );
+        let (_c, ch) = raw().await;
+        delete_queue(&ch, &q).await;
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+        return;
+    }
+
     println!("runs per workload: {runs} (alternating eventrabbit and raw lapin)\n");
     println!(
         "| workload | eventrabbit median (min–max) | raw lapin median (min–max) | eventrabbit / lapin, median of paired runs (min–max) | |"
