@@ -91,7 +91,14 @@ pub(crate) fn encode_envelope<T: Serialize + ?Sized>(
     })
     .map_err(|e| not_object(e.to_string()))?;
     // `{"action":<action>,"data":` comes first; `data` starts right after it.
-    let action_len = serde_json::to_string(action).map_or(0, |a| a.len());
+    let plain = action
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
+    let action_len = if plain {
+        action.len() + 2
+    } else {
+        serde_json::to_string(action).map_or(0, |a| a.len())
+    };
     let start = r#"{"action":,"data":"#.len() + action_len;
     if body.get(start) != Some(&b'{') {
         let data = body

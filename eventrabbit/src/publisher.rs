@@ -37,7 +37,7 @@ pub(crate) struct Outgoing<'a> {
 /// Publishes with confirms, reopening its channel (and the connection) when needed.
 pub(crate) struct Publisher {
     connector: Arc<Connector>,
-    channel: RwLock<Option<Channel>>,
+    channel: RwLock<Option<Arc<Channel>>>,
     opening: Mutex<()>,
     timeout: Duration,
     created: Instant,
@@ -45,6 +45,7 @@ pub(crate) struct Publisher {
     last_used_ms: AtomicU64,
     in_flight: AtomicUsize,
     flushed: tokio::sync::Notify,
+    confirms: metrics::Counter,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -64,16 +65,17 @@ impl Publisher {
             last_used_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             flushed: tokio::sync::Notify::new(),
+            confirms: metric::confirms(),
         }
     }
 
-    fn live(&self) -> Option<Channel> {
+    fn live(&self) -> Option<Arc<Channel>> {
         let guard = self.channel.read().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().filter(|c| c.status().connected()).cloned()
     }
 
     /// The confirm-mode channel, opened if needed.
-    pub(crate) async fn channel(&self, deadline: Instant) -> Result<Channel> {
+    pub(crate) async fn channel(&self, deadline: Instant) -> Result<Arc<Channel>> {
         if let Some(ch) = self.live() {
             return Ok(ch);
         }
@@ -85,6 +87,7 @@ impl Publisher {
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(Error::amqp("enabling publisher confirms"))?;
+        let ch = Arc::new(ch);
         *self.channel.write().unwrap_or_else(|e| e.into_inner()) = Some(ch.clone());
         Ok(ch)
     }
@@ -138,7 +141,10 @@ impl Publisher {
                 });
             };
             match attempt {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.confirms.increment(1);
+                    return Ok(());
+                }
                 Err(PublishError::Final(e)) => return Err(e),
                 Err(PublishError::Channel(e)) => {
                     if ch.status().connected() || is_soft(&e) {
@@ -235,7 +241,6 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
             reply_text: returned.reply_text.to_string(),
         }));
     }
-    metric::confirmed(msg.exchange);
     Ok(())
 }
 

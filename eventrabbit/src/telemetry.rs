@@ -5,7 +5,7 @@
 //! `eventrabbit_messages_retried_total`, `eventrabbit_messages_dead_lettered_total`
 //! (labels `queue`, `action`, and `reason` for dead letters),
 //! `eventrabbit_handler_duration_seconds` (histogram; `queue`, `action`),
-//! `eventrabbit_publish_confirms_total`, `eventrabbit_publish_nacks_total` (`exchange`),
+//! `eventrabbit_publish_confirms_total` (no labels), `eventrabbit_publish_nacks_total` (`exchange`),
 //! `eventrabbit_rpc_duration_seconds` (histogram; `action`, `outcome`) and
 //! `eventrabbit_reconnects_total`.
 
@@ -204,9 +204,9 @@ pub(crate) mod metric {
         .increment(1);
     }
 
-    pub(crate) fn confirmed(exchange: &str) {
-        metrics::counter!("eventrabbit_publish_confirms_total", "exchange" => exchange.to_owned())
-            .increment(1);
+    /// The handle of the confirmed-publish counter (registered once per publisher).
+    pub(crate) fn confirms() -> metrics::Counter {
+        metrics::counter!("eventrabbit_publish_confirms_total")
     }
 
     pub(crate) fn nacked(exchange: &str) {
