@@ -144,7 +144,12 @@ async fn deliver(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    tracker.spawn(process(ctx.clone(), delivery, acks.clone()));
+                    // Most handlers finish without waiting on anything: run them right here,
+                    // and give only those that wait a task of their own.
+                    let mut task = Box::pin(tracker.track_future(process(ctx.clone(), delivery, acks.clone())));
+                    if futures_util::future::poll_immediate(&mut task).await.is_none() {
+                        tokio::spawn(task);
+                    }
                 }
                 // The channel or connection failed while consuming: reconnect, never give up.
                 Some(Err(e)) => return Err(Error::Connection(e)),

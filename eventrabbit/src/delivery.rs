@@ -96,14 +96,21 @@ pub(crate) async fn handle<T: Transport>(
             if let Some(m) = policy.metrics.get(reg.action) {
                 m.handled(outcome.is_ok(), started.elapsed());
             }
-            settle(policy, transport, reg, message, outcome).await
+            // The common case needs no publishing: settle without the large publish state.
+            let nothing_to_send =
+                reg.publish.is_none() && message.properties.reply_to().is_none() && outcome.is_ok();
+            if nothing_to_send {
+                return Ok(());
+            }
+            // Boxed so that every delivery task does not carry the publishing futures.
+            Box::pin(settle(policy, transport, reg, message, outcome)).await
         }
         Decision::DeadLetter(reason) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let body = String::from_utf8_lossy(envelope::truncate_bytes(&message.body, 1024));
                 tracing::debug!(queue = %policy.queue, %body, "poison message");
             }
-            fail_for_good(policy, transport, None, message, reason).await
+            Box::pin(fail_for_good(policy, transport, None, message, reason)).await
         }
         Decision::Drop(why) => {
             tracing::info!(queue = %policy.queue, "dropping message: {why}");
