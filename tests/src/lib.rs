@@ -49,6 +49,33 @@ pub async fn declare_queue(ch: &Channel, queue: &str, durable: bool) {
         .expect("queue_declare");
 }
 
+/// Declares a durable exchange and binds `queue` (declared here, not durable) to it with `key`.
+pub async fn bind_queue(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    kind: lapin::ExchangeKind,
+    key: &str,
+) {
+    let opts = lapin::options::ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(exchange.into(), kind, opts, FieldTable::default())
+        .await
+        .expect("exchange_declare");
+    declare_queue(ch, queue, false).await;
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("queue_bind");
+}
+
 /// Publishes every body to `queue` through the default exchange, then waits for all confirms.
 pub async fn publish_all(ch: &Channel, queue: &str, bodies: impl IntoIterator<Item = Vec<u8>>) {
     for body in bodies {

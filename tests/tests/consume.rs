@@ -135,33 +135,14 @@ async fn producer_publishes_the_result_to_its_exchange_and_key() {
     let (_c, ch) = raw_channel().await;
     // Two queues bound by key: each must get only its own action.
     for (q, key) in [(&created, "users.created"), (&renamed, "users.renamed")] {
-        ch.exchange_declare(
-            "t-producer-direct".into(),
+        bind_queue(
+            &ch,
+            q,
+            "t-producer-direct",
             lapin::ExchangeKind::Direct,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            Default::default(),
+            key,
         )
-        .await
-        .unwrap();
-        ch.queue_declare(
-            q.as_str().into(),
-            lapin::options::QueueDeclareOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-        ch.queue_bind(
-            q.as_str().into(),
-            "t-producer-direct".into(),
-            key.into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+        .await;
     }
     let (_events, _handle) = deps(Config::default()).await;
     let returned = create_user(7, "ann".into())
@@ -231,27 +212,14 @@ async fn function_publishes_its_result_under_action_reply() {
     let queue = unique("q-function");
     let sink = unique("q-function-sink");
     let (_c, ch) = raw_channel().await;
-    ch.exchange_declare(
-        "t-function-fanout".into(),
+    bind_queue(
+        &ch,
+        &sink,
+        "t-function-fanout",
         lapin::ExchangeKind::Fanout,
-        lapin::options::ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        Default::default(),
+        "",
     )
-    .await
-    .unwrap();
-    declare_queue(&ch, &sink, false).await;
-    ch.queue_bind(
-        sink.as_str().into(),
-        "t-function-fanout".into(),
-        "".into(),
-        Default::default(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    .await;
     let (_events, handle) = deps(Config::default()).await;
     let _task = start(
         &handle,
