@@ -497,3 +497,58 @@ async fn routing_cases_hold_on_rabbitmq() {
         cleanup(&[q], &[x]).await;
     }
 }
+
+#[tokio::test]
+async fn exclusive_auto_delete_queues_are_private_and_go_away_after_shutdown() {
+    let queue = unique("q-exclusive");
+    let (_events, handle) = deps(Config::default()).await;
+    let channel = ConsumeChannel::new(&queue)
+        .durable(false)
+        .exclusive(true)
+        .auto_delete(true)
+        .actions(["T_CONSUME_BY_NAME"]);
+    let h = handle.clone();
+    let task = tokio::spawn(async move { h.consume(channel).await });
+    // Other connections cannot even look at an exclusive queue: wait through health.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let running = || async {
+        handle
+            .health()
+            .await
+            .consumers
+            .iter()
+            .any(|c| c.queue == queue && c.state == eventrabbit::ConsumerState::Running)
+    };
+    while !running().await && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(running().await, "consumer running");
+    // Another connection may not consume an exclusive queue.
+    let (_c, ch) = raw_channel().await;
+    let err = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("RESOURCE_LOCKED"), "{err}");
+    handle.shutdown().await;
+    task.await.unwrap().unwrap();
+    // Auto-deleted (and exclusive: gone with its connection).
+    let (_c2, ch2) = raw_channel().await;
+    let gone = ch2
+        .queue_declare(
+            queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await;
+    assert!(gone.is_err(), "queue still exists");
+    cleanup(&[&queue], &[]).await;
+}
