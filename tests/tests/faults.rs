@@ -13,6 +13,31 @@ use std::time::Duration;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+static METRICS: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+    std::sync::OnceLock::new();
+
+/// A metrics recorder for this test binary; its snapshots drain the counters.
+fn metrics() -> &'static metrics_util::debugging::Snapshotter {
+    METRICS.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("one recorder");
+        snapshotter
+    })
+}
+
+fn reconnects_counted(snap: &metrics_util::debugging::Snapshotter) -> u64 {
+    snap.snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "eventrabbit_reconnects_total")
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Starts the broker app again when dropped, even if the test panicked.
 struct RestartGuard;
 
@@ -63,6 +88,8 @@ fn distinct_seen() -> (usize, u32) {
 #[tokio::test]
 async fn ten_thousand_messages_survive_three_forced_disconnects() {
     let _serial = SERIAL.lock().await;
+    let snap = metrics();
+    let _ = reconnects_counted(snap); // drain what earlier tests counted
     const N: u64 = 10_000;
     let queue = unique("q-fault");
     let config = Config::default()
@@ -129,6 +156,10 @@ async fn ten_thousand_messages_survive_three_forced_disconnects() {
         events.connections_opened()
     );
     assert_eq!(distinct, N as usize, "no message lost");
+    assert!(
+        reconnects_counted(snap) >= 3,
+        "reconnects are counted in metrics"
+    );
     assert!(
         events.connections_opened() >= 4,
         "the connection really was closed and reopened 3 times"
