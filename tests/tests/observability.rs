@@ -66,6 +66,8 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<
 }
 
 static SPANS: OnceLock<&'static SpanLog> = OnceLock::new();
+/// Taking a metrics snapshot drains every counter: the tests here take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static METRICS: OnceLock<Snapshotter> = OnceLock::new();
 
 fn install() -> (&'static SpanLog, &'static Snapshotter) {
@@ -171,6 +173,7 @@ async fn relay(
 
 #[tokio::test]
 async fn deliveries_get_spans_metrics_and_continue_the_callers_trace() {
+    let _serial = SERIAL.lock().await;
     let (spans, metrics) = install();
     let queue = unique("q-obs");
     let sink = unique("q-obs-sink");
@@ -296,6 +299,7 @@ async fn echo(n: u32) -> serde_json::Value {
 
 #[tokio::test]
 async fn rpc_calls_are_timed_and_health_reports_each_consumer() {
+    let _serial = SERIAL.lock().await;
     let (_spans, metrics) = install();
     let queue = unique("q-obs-rpc");
     let (events, handle) = deps(Config::default()).await;
@@ -316,7 +320,14 @@ async fn rpc_calls_are_timed_and_health_reports_each_consumer() {
         ) >= 1
     );
 
-    let health = handle.health().await;
+    // The handler acknowledges just after its reply is confirmed: give it that moment.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut health = handle.health().await;
+    while health.consumers.iter().any(|c| c.in_flight > 0) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        health = handle.health().await;
+    }
     assert!(health.connected);
     assert_eq!(health.blocked, None);
     let mine = health
