@@ -147,8 +147,8 @@ impl Publisher {
                 }
                 Err(PublishError::Final(e)) => return Err(e),
                 Err(PublishError::Channel(e)) => {
-                    if ch.status().connected() || is_soft(&e) {
-                        // The broker refused this publish on a live channel (e.g. no such exchange).
+                    if is_soft(&e) {
+                        // The broker refused this very publish (e.g. no such exchange).
                         return Err(Error::amqp(format!(
                             "publishing to exchange `{}` with routing key `{}`",
                             msg.exchange, msg.routing_key
@@ -160,6 +160,8 @@ impl Publisher {
                             format!("publishing to exchange `{}`", msg.exchange),
                         ));
                     }
+                    // The channel or connection went away (maybe closed by a sibling's
+                    // refused publish): not this message's fault, so send it again.
                     tracing::debug!(error = %e, "publish interrupted, retrying on a new channel");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

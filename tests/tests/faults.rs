@@ -399,3 +399,58 @@ async fn a_blocked_broker_is_reported_and_publishes_wait_instead_of_failing() {
     assert_eq!(events.blocked(), None, "unblocked is reported too");
     cleanup(&[&queue], &[]).await;
 }
+
+#[tokio::test]
+async fn a_publish_while_the_broker_is_away_waits_for_it_or_fails_at_its_deadline() {
+    let _serial = SERIAL.lock().await;
+    let queue = unique("q-away");
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &queue, true).await;
+    drop(ch);
+    let config = Config::default().with_max_reconnect_delay(Duration::from_millis(300));
+    let (patient, _h1) = deps(config.clone().with_publish_timeout(Duration::from_secs(60))).await;
+    let (hasty, _h2) = deps(config.with_publish_timeout(Duration::from_millis(800))).await;
+    patient
+        .publish("", &queue, "T_AWAY", &json!({"n": 0}))
+        .await
+        .unwrap();
+    hasty
+        .publish("", &queue, "T_AWAY", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let waiting = {
+        let _guard = RestartGuard;
+        rabbitmqctl(&["stop_app"]);
+        let waiting = {
+            let patient = patient.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                patient
+                    .publish("", &queue, "T_AWAY", &json!({"n": 2}))
+                    .await
+            })
+        };
+        let err = hasty
+            .publish("", &queue, "T_AWAY", &json!({"n": 3}))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable(..)), "{err}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the patient publish is still waiting for the broker"
+        );
+        waiting
+    }; // start_app + await_startup
+    waiting
+        .await
+        .unwrap()
+        .expect("confirmed once the broker is back");
+    let (_c, ch) = raw_channel().await;
+    assert_eq!(
+        queue_len(&ch, &queue).await,
+        3,
+        "n = 0, 1, 2; the failed one was never sent"
+    );
+    cleanup(&[&queue], &[]).await;
+}
