@@ -160,6 +160,19 @@ impl Connector {
             .is_some_and(|c| c.status().connected())
     }
 
+    /// Drops the current connection without waiting on the broker (it stopped answering);
+    /// the next use opens a new one.
+    pub(crate) async fn abandon(&self) {
+        let conn = self.current.lock().await.take();
+        if let Some(conn) = conn {
+            tracing::warn!(url = %self.redacted, "abandoning an unresponsive connection");
+            tokio::spawn(async move {
+                let close = conn.close(320, "eventrabbit: connection unresponsive".into());
+                let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+            });
+        }
+    }
+
     /// Closes the connection, if open.
     pub(crate) async fn close(&self) {
         let conn = self.current.lock().await.take();

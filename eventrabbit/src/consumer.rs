@@ -47,7 +47,7 @@ pub(crate) async fn run(shared: Arc<Shared>, spec: ConsumeChannel) -> Result<()>
                 if slot.snapshot().state == ConsumerState::Running {
                     failures = 0;
                 }
-                slot.set(ConsumerState::Recovering);
+                slot.failed(&e);
                 failures += 1;
                 let delay = Duration::from_millis(100 * 2u64.pow(failures.min(7)))
                     .min(shared.config.max_reconnect_delay);
@@ -84,26 +84,26 @@ async fn session(
     slot: &ConsumerSlot,
 ) -> Result<()> {
     let shared = &ctx.shared;
-    let what = format!("consuming queue `{}`", spec.queue);
-    let ch = tokio::select! {
-        ch = shared.connector.channel(None, &what) => ch?,
+    let step = std::sync::Mutex::new(OPENING);
+    let setup = tokio::time::timeout(SETUP_TIMEOUT, open(ctx, spec, &step));
+    let (ch, tag, mut consumer) = tokio::select! {
+        opened = setup => match opened {
+            Ok(opened) => opened?,
+            // Never hang on a broker reply that does not come: give up on this channel and retry.
+            Err(_) => {
+                let step = *step.lock().unwrap_or_else(|e| e.into_inner());
+                if step == OPENING {
+                    // The broker does not even answer channel.open: the connection is broken.
+                    shared.connector.abandon().await;
+                }
+                return Err(Error::Unavailable(
+                    SETUP_TIMEOUT,
+                    format!("{step} for queue `{}`", spec.queue),
+                ));
+            }
+        },
         _ = shared.shutdown.cancelled() => return Ok(()),
     };
-    topology::declare(&ch, spec, &ctx.policy.settings).await?;
-    let tag = format!(
-        "eventrabbit-{}-{}",
-        spec.queue,
-        uuid::Uuid::new_v4().simple()
-    );
-    let mut consumer: lapin::Consumer = ch
-        .basic_consume(
-            spec.queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(Error::amqp(format!("consuming queue `{}`", spec.queue)))?;
     tracing::info!(queue = %spec.queue, prefetch = ctx.policy.settings.prefetch, "consuming");
     slot.set(ConsumerState::Running);
     let (acks, ack_task) = ack::spawn(ch.clone(), spec.queue.clone(), ctx.policy.settings.prefetch);
@@ -122,6 +122,41 @@ async fn session(
     // On a channel error the old tasks finish on their own (their acks are void: the
     // broker redelivers) while the next session starts at once.
     result
+}
+
+const OPENING: &str = "opening a channel";
+
+/// How long opening a channel, declaring the topology and starting to consume may take
+/// before the attempt is abandoned and retried.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a channel, declares the topology and starts consuming; `step` says how far it got.
+async fn open(
+    ctx: &QueueContext,
+    spec: &ConsumeChannel,
+    step: &std::sync::Mutex<&'static str>,
+) -> Result<(lapin::Channel, String, lapin::Consumer)> {
+    let set = |s: &'static str| *step.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    let what = format!("consuming queue `{}`", spec.queue);
+    let ch = ctx.shared.connector.channel(None, &what).await?;
+    set("declaring the topology");
+    topology::declare(&ch, spec, &ctx.policy.settings).await?;
+    set("starting to consume");
+    let tag = format!(
+        "eventrabbit-{}-{}",
+        spec.queue,
+        uuid::Uuid::new_v4().simple()
+    );
+    let consumer = ch
+        .basic_consume(
+            spec.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp(what))?;
+    Ok((ch, tag, consumer))
 }
 
 /// The delivery loop: hands each delivery to its own task until shutdown or a channel error.

@@ -26,6 +26,8 @@ pub struct ConsumerHealth {
     pub state: ConsumerState,
     /// Deliveries being handled now.
     pub in_flight: usize,
+    /// Why it last had to recover, if it ever did.
+    pub last_error: Option<String>,
 }
 
 /// A snapshot of the connection and every consumer started by one [`Handle`](crate::Handle).
@@ -58,6 +60,7 @@ pub(crate) struct ConsumerSlot {
     pub(crate) queue: String,
     state: AtomicU8,
     pub(crate) tracker: TaskTracker,
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl ConsumerSlot {
@@ -66,6 +69,7 @@ impl ConsumerSlot {
             queue,
             state: AtomicU8::new(0),
             tracker: TaskTracker::new(),
+            last_error: std::sync::Mutex::new(None),
         }
     }
 
@@ -79,6 +83,11 @@ impl ConsumerSlot {
         self.state.store(n, Ordering::Relaxed);
     }
 
+    pub(crate) fn failed(&self, error: &crate::Error) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        self.set(ConsumerState::Recovering);
+    }
+
     pub(crate) fn snapshot(&self) -> ConsumerHealth {
         let state = match self.state.load(Ordering::Relaxed) {
             0 => ConsumerState::Starting,
@@ -90,6 +99,11 @@ impl ConsumerSlot {
             queue: self.queue.clone(),
             state,
             in_flight: self.tracker.len(),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }

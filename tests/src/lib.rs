@@ -17,6 +17,18 @@ pub fn amqp_addr() -> String {
     std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// Polls `$cond` (any expression, `.await` allowed) every 20 ms until it holds or
+/// `$timeout` passes. The caller asserts afterwards, so a timeout fails with its message.
+#[macro_export]
+macro_rules! wait_until {
+    ($timeout:expr, $cond:expr) => {{
+        let deadline = ::tokio::time::Instant::now() + $timeout;
+        while !($cond) && ::tokio::time::Instant::now() < deadline {
+            ::tokio::time::sleep(::std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+
 /// A raw lapin connection for arranging and inspecting tests; panics loudly if the broker is down.
 pub async fn raw_connection() -> Connection {
     match Connection::connect(&amqp_addr(), ConnectionProperties::default()).await {
@@ -114,7 +126,27 @@ pub async fn start(
     let queue = channel.queue().to_owned();
     let h = handle.clone();
     let task = tokio::spawn(async move { h.consume(channel).await });
-    wait_for_consumer(&queue).await;
+    let running = || async {
+        handle
+            .health()
+            .await
+            .consumers
+            .iter()
+            .any(|c| c.queue == queue && c.state == eventrabbit::ConsumerState::Running)
+    };
+    wait_until!(
+        Duration::from_secs(30),
+        running().await || task.is_finished()
+    );
+    if task.is_finished() {
+        panic!("consuming `{queue}` ended at once: {:?}", task.await);
+    }
+    if !running().await {
+        panic!(
+            "no consumer on queue `{queue}` within 30s: {:?}",
+            handle.health().await
+        );
+    }
     task
 }
 

@@ -510,7 +510,6 @@ async fn exclusive_auto_delete_queues_are_private_and_go_away_after_shutdown() {
     let h = handle.clone();
     let task = tokio::spawn(async move { h.consume(channel).await });
     // Other connections cannot even look at an exclusive queue: wait through health.
-    let deadline = tokio::time::Instant::now() + WAIT;
     let running = || async {
         handle
             .health()
@@ -519,9 +518,7 @@ async fn exclusive_auto_delete_queues_are_private_and_go_away_after_shutdown() {
             .iter()
             .any(|c| c.queue == queue && c.state == eventrabbit::ConsumerState::Running)
     };
-    while !running().await && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until!(WAIT, running().await);
     assert!(running().await, "consumer running");
     // Another connection may not consume an exclusive queue.
     let (_c, ch) = raw_channel().await;

@@ -229,10 +229,7 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
     )
     .await;
     let before = GOOD.load(Ordering::SeqCst);
-    let deadline = Instant::now() + WAIT;
-    while GOOD.load(Ordering::SeqCst) == before && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until!(WAIT, GOOD.load(Ordering::SeqCst) > before);
     assert!(
         GOOD.load(Ordering::SeqCst) > before,
         "consumer kept consuming after poison"
@@ -300,10 +297,10 @@ async fn thousand_mixed_messages_none_lost() {
     ns.dedup();
     assert_eq!(ns.len(), good, "every good message handled once");
     let dlq = handle.dead_letter_queue(&queue);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue_len(&ch, &dlq).await < poison && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until!(
+        Duration::from_secs(30),
+        queue_len(&ch, &dlq).await >= poison
+    );
     assert_eq!(
         queue_len(&ch, &dlq).await,
         poison,
@@ -346,10 +343,7 @@ async fn dead_letters_can_be_moved_back_to_their_queue() {
         publish_envelope(&ch, "", &queue, "T_REDRIVE", json!({"id": id})).await;
     }
     let dlq = handle.dead_letter_queue(&queue);
-    let deadline = Instant::now() + WAIT;
-    while queue_len(&ch, &dlq).await < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until!(WAIT, queue_len(&ch, &dlq).await >= 3);
     assert_eq!(queue_len(&ch, &dlq).await, 3);
     FIXED.store(true, Ordering::SeqCst);
     assert_eq!(handle.redrive_dead_letters(&queue, 100).await.unwrap(), 3);
@@ -400,10 +394,7 @@ async fn when_the_retry_cannot_be_published_the_original_is_not_acknowledged() {
     ch.queue_delete(wait_queue.as_str().into(), Default::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !BLOCKED_RETRY.values().iter().any(|v| v["retry"] == 1) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until!(WAIT, BLOCKED_RETRY.values().iter().any(|v| v["retry"] == 1));
     assert!(
         BLOCKED_RETRY.values().iter().any(|v| v["retry"] == 1),
         "retried once unblocked"

@@ -133,23 +133,16 @@ async fn ten_thousand_messages_survive_three_forced_disconnects() {
     };
     for i in 1..=3u64 {
         // Close only once the previous close was recovered from, so each one counts.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !(events.connections_opened() >= i && events.is_connected().await)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until!(
+            Duration::from_secs(30),
+            events.connections_opened() >= i && events.is_connected().await
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         rabbitmqctl(&["close_all_connections", "eventrabbit fault test"]);
     }
     let failed_publishes = publisher.await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while distinct_seen().0 < N as usize && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    while events.connections_opened() < 4 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until!(Duration::from_secs(60), distinct_seen().0 >= N as usize);
+    wait_until!(Duration::from_secs(60), events.connections_opened() >= 4);
     let (distinct, duplicates) = distinct_seen();
     println!(
         "fault test: {distinct} of {N} distinct messages handled, {duplicates} duplicates, {failed_publishes} publishes failed and were resent, {} connections opened",
@@ -185,10 +178,7 @@ fn restart_seen() -> usize {
 }
 
 async fn wait_restart_seen(n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while restart_seen() < n && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until!(Duration::from_secs(60), restart_seen() >= n);
 }
 
 #[tokio::test]
@@ -376,10 +366,7 @@ async fn a_blocked_broker_is_reported_and_publishes_wait_instead_of_failing() {
             .unwrap_err();
         assert!(matches!(err, Error::Blocked { .. }), "{err}");
         assert!(err.to_string().contains("memory"), "{err}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while events.blocked().is_none() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until!(Duration::from_secs(20), events.blocked().is_some());
         let reason = events.blocked().expect("the block is reported");
         assert!(reason.contains("memory"), "{reason}");
         assert!(
@@ -392,10 +379,7 @@ async fn a_blocked_broker_is_reported_and_publishes_wait_instead_of_failing() {
             .unwrap()
             .expect("the waiting publish completes once unblocked");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while events.blocked().is_some() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until!(Duration::from_secs(20), events.blocked().is_none());
     assert_eq!(events.blocked(), None, "unblocked is reported too");
     cleanup(&[&queue], &[]).await;
 }

@@ -214,16 +214,13 @@ async fn deliveries_get_spans_metrics_and_continue_the_callers_trace() {
     assert!(!tp.contains("00f067aa0ba902b7"), "a new span id: {tp}");
 
     // One span per delivery (the first attempt, the retry, the poison message).
-    let deadline = tokio::time::Instant::now() + WAIT;
     let ours = || {
         spans_named(spans, "eventrabbit.consume")
             .into_iter()
             .filter(|f| f.get("queue").map(String::as_str) == Some(queue.as_str()))
             .collect::<Vec<_>>()
     };
-    while ours().len() < 3 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until!(WAIT, ours().len() >= 3);
     let consumed = ours();
     let relayed: Vec<_> = consumed
         .iter()
@@ -321,13 +318,16 @@ async fn rpc_calls_are_timed_and_health_reports_each_consumer() {
     );
 
     // The handler acknowledges just after its reply is confirmed: give it that moment.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut health = handle.health().await;
-    while health.consumers.iter().any(|c| c.in_flight > 0) && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        health = handle.health().await;
-    }
+    let idle = || async {
+        handle
+            .health()
+            .await
+            .consumers
+            .iter()
+            .all(|c| c.in_flight == 0)
+    };
+    wait_until!(WAIT, idle().await);
+    let health = handle.health().await;
     assert!(health.connected);
     assert_eq!(health.blocked, None);
     let mine = health
