@@ -3,14 +3,17 @@
 //!
 //! ```sh
 //! cargo run --release --example bench            # all workloads, 5 runs each
-//! cargo run --release --example bench -- w1 5    # one workload, 5 runs
+//! cargo run --release --example bench -- w1 5    # one workload, 5 runs (w1, w2, w2-traced, w3)
 //! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
+//! cargo run --release --example bench -- w2-raw-only            # one side of W2 alone (or w2-eventrabbit-only), for profiling
 //! ```
 
-use eventrabbit::{Config, ConsumeChannel, ExchangeKind, build_event_dependencies, consumer};
+use eventrabbit::{
+    Config, ConsumeChannel, ExchangeKind, TracePropagation, build_event_dependencies, consumer,
+};
 use futures_util::StreamExt;
 use lapin::options::*;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Deserialize;
 use serde_json::json;
@@ -208,10 +211,14 @@ async fn w2_setup(x: &str, q: &str) {
     .unwrap();
 }
 
-async fn w2_eventrabbit(x: &str) -> f64 {
-    let (events, _handle) = build_event_dependencies(addr(), Config::default())
-        .await
-        .unwrap();
+/// `traced`: every message carries a `traceparent` (eventrabbit: `TracePropagation::Always`).
+async fn w2_eventrabbit(x: &str, traced: bool) -> f64 {
+    let config = if traced {
+        Config::default().with_trace_propagation(TracePropagation::Always)
+    } else {
+        Config::default()
+    };
+    let (events, _handle) = build_event_dependencies(addr(), config).await.unwrap();
     events
         .publish(
             x,
@@ -243,8 +250,9 @@ async fn w2_eventrabbit(x: &str) -> f64 {
 }
 
 /// Raw lapin the fast way: up to 1000 publishes in flight, each confirm awaited
-/// concurrently (pipelined, as eventrabbit's callers do above).
-async fn w2_raw(x: &str) -> f64 {
+/// concurrently (pipelined, as eventrabbit's callers do above). `traced`: with a
+/// `traceparent` header on every message.
+async fn w2_raw(x: &str, traced: bool) -> f64 {
     let (_c, ch) = raw().await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -255,7 +263,14 @@ async fn w2_raw(x: &str) -> f64 {
             let ch = ch.clone();
             async move {
                 let body = envelope(n);
-                let props = persistent().with_message_id(uuid::Uuid::new_v4().to_string().into());
+                let mut props =
+                    persistent().with_message_id(uuid::Uuid::new_v4().to_string().into());
+                if traced {
+                    let mut h = FieldTable::default();
+                    let tp = format!("00-{:032x}-{:016x}-01", fastrand::u128(1..), n);
+                    h.insert("traceparent".into(), AMQPValue::LongString(tp.into()));
+                    props = props.with_headers(h);
+                }
                 let confirm = ch
                     .basic_publish(
                         x.into(),
@@ -552,12 +567,16 @@ async fn main() {
         return;
     }
 
-    if which == "w2-eventrabbit-only" {
+    if which == "w2-eventrabbit-only" || which == "w2-raw-only" {
         let (x, q) = (format!("bench-w2-{tag}"), format!("bench-w2-{tag}"));
         w2_setup(&x, &q).await;
-        let (rate, cpu) = with_cpu(w2_eventrabbit(&x)).await;
+        let (rate, cpu) = if which == "w2-raw-only" {
+            with_cpu(w2_raw(&x, false)).await
+        } else {
+            with_cpu(w2_eventrabbit(&x, false)).await
+        };
         println!(
-            "W2 eventrabbit alone: {rate:.0} msgs/s, {:.1} µs CPU per message",
+            "{which}: {rate:.0} msgs/s, {:.1} µs CPU per message",
             cpu / W2_N as f64 * 1e6
         );
         let (_c, ch) = raw().await;
@@ -594,13 +613,24 @@ async fn main() {
         row("W1 consume 100k", "msg/s", &er, &rw, true);
         row("W1 client CPU per message", "µs", &er_cpu, &rw_cpu, false);
     }
-    if which == "all" || which == "w2" {
+    for (mode, traced, name) in [
+        ("w2", false, "W2 confirmed publish 100k"),
+        ("w2-traced", true, "W2 with a traceparent on every message"),
+    ] {
+        if which != "all" && which != mode {
+            continue;
+        }
         let (mut er, mut rw) = (Vec::new(), Vec::new());
         let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
         for i in 0..runs {
             let (x, q) = (format!("bench-w2-{tag}-{i}"), format!("bench-w2-{tag}-{i}"));
             w2_setup(&x, &q).await;
-            let (e, r) = paired(i, || with_cpu(w2_eventrabbit(&x)), || with_cpu(w2_raw(&x))).await;
+            let (e, r) = paired(
+                i,
+                || with_cpu(w2_eventrabbit(&x, traced)),
+                || with_cpu(w2_raw(&x, traced)),
+            )
+            .await;
             er.push(e.0);
             rw.push(r.0);
             er_cpu.push(e.1 / W2_N as f64 * 1e6);
@@ -611,8 +641,14 @@ async fn main() {
                 .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
-        row("W2 confirmed publish 100k", "msg/s", &er, &rw, true);
-        row("W2 client CPU per message", "µs", &er_cpu, &rw_cpu, false);
+        row(name, "msg/s", &er, &rw, true);
+        row(
+            &format!("{name}: client CPU per message"),
+            "µs",
+            &er_cpu,
+            &rw_cpu,
+            false,
+        );
     }
     if which == "all" || which == "w3" {
         let (mut p50e, mut p99e, mut cpse) = (Vec::new(), Vec::new(), Vec::new());

@@ -157,6 +157,25 @@ impl Default for QueueConfig {
     }
 }
 
+/// When published messages carry a W3C `traceparent` header.
+///
+/// The header is not free: on RabbitMQ 3.10 a message with a header table costs the broker
+/// noticeably more than one without (see BENCHMARKS.md), so by default it is only written
+/// where somebody can see the trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TracePropagation {
+    /// Continue every trace that arrived in a `traceparent` header, and continue or start
+    /// traces while a `tracing` subscriber records eventrabbit's spans (INFO level or more
+    /// verbose). Messages nobody traces carry no header.
+    #[default]
+    Auto,
+    /// Every published message carries a `traceparent`: outside a handler a new trace starts.
+    Always,
+    /// No message carries a `traceparent`; received ones are still recorded on spans.
+    Never,
+}
+
 /// Everything [`build_event_dependencies`](crate::build_event_dependencies) takes besides the URL.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -176,6 +195,8 @@ pub struct Config {
     pub connection_name: String,
     /// Extra CA certificates (PEM) trusted for `amqps://` URLs, e.g. a private CA.
     pub tls_ca_pem: Option<String>,
+    /// When published messages carry a `traceparent` header.
+    pub trace_propagation: TracePropagation,
 }
 
 impl Config {
@@ -237,6 +258,13 @@ impl Config {
         self
     }
 
+    /// Sets when published messages carry a `traceparent` header.
+    #[must_use]
+    pub fn with_trace_propagation(mut self, propagation: TracePropagation) -> Self {
+        self.trace_propagation = propagation;
+        self
+    }
+
     /// Sets the connection name.
     #[must_use]
     pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
@@ -256,6 +284,7 @@ impl Default for Config {
             max_reconnect_delay: Self::DEFAULT_MAX_RECONNECT_DELAY,
             connection_name: "eventrabbit".to_owned(),
             tls_ca_pem: None,
+            trace_propagation: TracePropagation::default(),
         }
     }
 }

@@ -215,10 +215,12 @@ async fn process(ctx: Arc<QueueContext>, delivery: Delivery, acks: Acks) {
         properties,
         body: data,
     });
-    let trace = telemetry::incoming_trace(&message);
+    let (trace, from_header) = telemetry::incoming_trace(&message);
     let span = telemetry::delivery_span(&message, &trace);
+    let propagate = telemetry::propagates(ctx.shared.config.trace_propagation, from_header, &span);
     let settled = telemetry::in_trace(
         trace,
+        propagate,
         delivery::handle(&ctx.policy, &ctx.shared.publisher, &message),
     )
     .instrument(span)

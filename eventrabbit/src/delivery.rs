@@ -9,7 +9,7 @@ use crate::envelope;
 use crate::handler::{Failure, Input, Registration, Reply};
 use crate::publisher::{Outgoing, properties};
 use crate::registry::Routes;
-use crate::telemetry::{ActionMetrics, metric};
+use crate::telemetry::{self, ActionMetrics, metric};
 use crate::{Error, Result};
 use futures_util::FutureExt;
 use lapin::types::ShortString;
@@ -145,7 +145,7 @@ async fn settle<T: Transport>(
                         exchange: target.exchange,
                         routing_key: target.key,
                         body: &body,
-                        properties: properties(),
+                        properties: properties(telemetry::handler_trace()),
                         mandatory: false,
                     })
                     .await;
@@ -226,7 +226,7 @@ async fn reply<T: Transport>(transport: &T, message: &Message, body: &[u8]) -> R
     let Some(reply_to) = message.properties.reply_to() else {
         return Ok(());
     };
-    let mut props = properties();
+    let mut props = properties(telemetry::handler_trace());
     if let Some(c) = message.properties.correlation_id() {
         props = props.with_correlation_id(ShortString::from(c.as_str()));
     }

@@ -10,7 +10,7 @@ use crate::publisher::{Outgoing, properties};
 use crate::registry;
 use crate::rpc::request_body;
 use crate::runtime::Shared;
-use crate::{Error, Result, consumer, dead_letter, sink, testing};
+use crate::{Error, Result, consumer, dead_letter, sink, telemetry, testing};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::{Arc, Weak};
@@ -175,7 +175,7 @@ async fn publish_on<T: Serialize + ?Sized>(
             exchange,
             routing_key,
             body: &body,
-            properties: properties(),
+            properties: properties(telemetry::outgoing_trace(shared.config.trace_propagation)),
             mandatory: false,
         })
         .await

@@ -74,7 +74,7 @@ mod telemetry;
 pub mod testing;
 mod topology;
 
-pub use config::{Config, QueueConfig, RetryConfig, UnknownAction};
+pub use config::{Config, QueueConfig, RetryConfig, TracePropagation, UnknownAction};
 pub use consume_channel::{ConsumeChannel, ExchangeKind};
 pub use context::{MessageContext, RETRY_COUNT_HEADER};
 pub use dead_letter::{

@@ -1,7 +1,7 @@
 //! Confirmed publishing on one shared channel: concurrent publishes pipeline their confirms.
 
 use crate::connection::Connector;
-use crate::telemetry::{self, metric};
+use crate::telemetry::{self, TraceContext, metric};
 use crate::{Error, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
@@ -14,14 +14,27 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 /// Properties of everything eventrabbit publishes: JSON, persistent, with a fresh
-/// `message_id` and a `traceparent` continuing the current trace.
-pub(crate) fn properties() -> BasicProperties {
-    let trace = telemetry::outgoing_traceparent();
-    BasicProperties::default()
+/// `message_id` and, if given, a `traceparent`.
+pub(crate) fn properties(trace: Option<TraceContext>) -> BasicProperties {
+    let props = BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_delivery_mode(2)
-        .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()))
-        .with_headers(telemetry::with_traceparent(FieldTable::default(), &trace))
+        .with_message_id(ShortString::from(new_message_id()));
+    match trace {
+        Some(trace) => {
+            props.with_headers(telemetry::with_traceparent(FieldTable::default(), &trace))
+        }
+        None => props,
+    }
+}
+
+/// A fresh uuid v4, hyphenated, lowercase.
+pub(crate) fn new_message_id() -> String {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// A message ready to go.
@@ -79,6 +92,11 @@ impl Publisher {
         if let Some(ch) = self.live() {
             return Ok(ch);
         }
+        // Boxed: opening is rare, and its large future would otherwise inflate every publish.
+        Box::pin(self.open(deadline)).await
+    }
+
+    async fn open(&self, deadline: Instant) -> Result<Arc<Channel>> {
         let _opening = self.opening.lock().await;
         if let Some(ch) = self.live() {
             return Ok(ch);
@@ -93,16 +111,30 @@ impl Publisher {
     }
 
     /// Publishes and waits for the broker's confirm; retries on connection loss until the deadline.
-    pub(crate) async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
-        let span = tracing::debug_span!(
-            "eventrabbit.publish",
-            exchange = msg.exchange,
-            routing_key = msg.routing_key
-        );
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        // Counted down however the publish ends, even if its future is dropped.
-        let _in_flight = InFlight(self);
-        self.publish_in_span(msg).instrument(span).await
+    ///
+    /// A plain function returning the future (not an `async fn`): `msg` is then stored in
+    /// the future once, not copied from an argument slot into a local, which keeps the
+    /// future of every publish small.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store `msg` twice in its future"
+    )]
+    pub(crate) fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            // Counted down however the publish ends, even if its future is dropped.
+            let _in_flight = InFlight(self);
+            let span = tracing::debug_span!(
+                "eventrabbit.publish",
+                exchange = msg.exchange,
+                routing_key = msg.routing_key
+            );
+            if span.is_disabled() {
+                self.publish_in_span(&msg).await
+            } else {
+                self.publish_in_span(&msg).instrument(span).await
+            }
+        }
     }
 
     /// Waits until no publish waits for its confirm.
@@ -116,13 +148,13 @@ impl Publisher {
         }
     }
 
-    async fn publish_in_span(&self, msg: Outgoing<'_>) -> Result<()> {
+    async fn publish_in_span(&self, msg: &Outgoing<'_>) -> Result<()> {
         let ms = self.created.elapsed().as_millis() as u64;
         self.last_used_ms.store(ms, Ordering::Relaxed);
         let deadline = Instant::now() + self.timeout;
         loop {
             let ch = self.channel(deadline).await?;
-            let attempt = tokio::time::timeout_at(deadline, publish_once(&ch, &msg)).await;
+            let attempt = tokio::time::timeout_at(deadline, publish_once(&ch, msg)).await;
             let Ok(attempt) = attempt else {
                 // No confirm in time: never report success, say why.
                 return Err(match self.connector.blocked() {
@@ -247,8 +279,8 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
 }
 
 impl crate::delivery::Transport for Publisher {
-    async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
-        Publisher::publish(self, msg).await
+    fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
+        Publisher::publish(self, msg)
     }
 
     async fn schedule_retry(

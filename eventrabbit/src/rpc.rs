@@ -1,10 +1,11 @@
 //! The RPC client: requests carry `reply_to` (RabbitMQ direct reply-to) and a fresh
 //! `correlation_id`; one consumer routes replies to the waiting calls.
 
+use crate::config::TracePropagation;
 use crate::connection::Connector;
 use crate::envelope::{self, ReplyBody};
 use crate::publisher::properties;
-use crate::telemetry::metric;
+use crate::telemetry::{self, metric};
 use crate::{Error, Result};
 use futures_util::StreamExt;
 use lapin::Channel;
@@ -28,6 +29,7 @@ pub(crate) struct RpcClient {
     channel: std::sync::RwLock<Option<Channel>>,
     opening: tokio::sync::Mutex<()>,
     pending: Pending,
+    trace_propagation: TracePropagation,
 }
 
 impl std::fmt::Debug for RpcClient {
@@ -52,8 +54,9 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl RpcClient {
-    pub(crate) fn new(connector: Arc<Connector>) -> Self {
+    pub(crate) fn new(connector: Arc<Connector>, trace_propagation: TracePropagation) -> Self {
         Self {
+            trace_propagation,
             connector,
             channel: std::sync::RwLock::new(None),
             opening: tokio::sync::Mutex::new(()),
@@ -157,7 +160,12 @@ impl RpcClient {
             action: action.to_owned(),
             timeout,
         };
-        let id = uuid::Uuid::new_v4().to_string();
+        // Only formatted when sending fails.
+        let sending = |source| Error::Amqp {
+            op: format!("sending `{action}` to `{target}`"),
+            source,
+        };
+        let id = crate::publisher::new_message_id();
         let (tx, rx) = oneshot::channel();
         let work = async {
             let ch = self.channel(deadline).await?;
@@ -169,7 +177,7 @@ impl RpcClient {
                 pending: &self.pending,
                 id: id.clone(),
             };
-            let props = properties()
+            let props = properties(telemetry::outgoing_trace(self.trace_propagation))
                 .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
                 .with_correlation_id(ShortString::from(id.as_str()));
             let confirm = ch
@@ -184,9 +192,9 @@ impl RpcClient {
                     props,
                 )
                 .await
-                .map_err(Error::amqp(format!("sending `{action}` to `{target}`")))?
+                .map_err(sending)?
                 .await
-                .map_err(Error::amqp(format!("sending `{action}` to `{target}`")))?;
+                .map_err(sending)?;
             if confirm.is_nack() {
                 return Err(Error::Nacked {
                     exchange: exchange.to_owned(),

@@ -43,7 +43,7 @@ impl Shared {
     pub(crate) fn new(connector: Arc<Connector>, config: Config) -> Self {
         Self {
             publisher: Publisher::new(connector.clone(), config.publish_timeout),
-            rpc: RpcClient::new(connector.clone()),
+            rpc: RpcClient::new(connector.clone(), config.trace_propagation),
             connector,
             config,
             shutdown: CancellationToken::new(),

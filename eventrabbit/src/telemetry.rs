@@ -9,6 +9,7 @@
 //! `eventrabbit_rpc_duration_seconds` (histogram; `action`, `outcome`) and
 //! `eventrabbit_reconnects_total`.
 
+use crate::config::TracePropagation;
 use crate::context::Message;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::sync::Arc;
@@ -59,28 +60,34 @@ impl TraceContext {
     }
 
     /// Parses a `traceparent` value; `None` if malformed.
-    pub(crate) fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
+    pub(crate) fn parse(value: &[u8]) -> Option<Self> {
+        let value = value.trim_ascii();
+        let mut parts = value.split(|b| *b == b'-');
         let (version, trace, span, flags) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex(version, 2) || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+        if version.len() != 2 || !version.iter().all(u8::is_ascii_hexdigit) {
             return None;
         }
-        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|t| *t != 0)?;
-        let span_id = u64::from_str_radix(span, 16).ok().filter(|s| *s != 0)?;
+        let trace_id = parse_hex(trace, 32).filter(|t| *t != 0)?;
+        let span_id = parse_hex(span, 16).filter(|s| *s != 0)? as u64;
+        let flags = parse_hex(flags, 2)? as u8;
         Some(Self {
             trace_id,
             span_id,
-            flags: u8::from_str_radix(flags, 16).ok()?,
+            flags,
         })
     }
 
-    pub(crate) fn header_value(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        )
+    /// The `traceparent` value: `00-<trace id>-<span id>-<flags>`, lowercase hex.
+    pub(crate) fn header_value(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(55);
+        out.extend_from_slice(b"00-");
+        push_hex(&mut out, self.trace_id, 32);
+        out.push(b'-');
+        push_hex(&mut out, u128::from(self.span_id), 16);
+        out.push(b'-');
+        push_hex(&mut out, u128::from(self.flags), 2);
+        out
     }
 
     /// The trace id, for display.
@@ -89,22 +96,78 @@ impl TraceContext {
     }
 }
 
+/// Exactly `digits` hex digits, as a number.
+fn parse_hex(s: &[u8], digits: usize) -> Option<u128> {
+    if s.len() != digits {
+        return None;
+    }
+    s.iter().try_fold(0u128, |acc, b| {
+        let d = (*b as char).to_digit(16)?;
+        Some(acc << 4 | u128::from(d))
+    })
+}
+
+/// Appends the low `digits` hex digits of `value`, lowercase, zero-padded.
+fn push_hex(out: &mut Vec<u8>, value: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(HEX[((value >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+/// The trace a handler runs in, and whether what it publishes carries that trace on.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    trace: TraceContext,
+    propagate: bool,
+}
+
 tokio::task_local! {
     /// The trace of the delivery whose handler is running on this task.
-    static CURRENT: TraceContext;
+    static CURRENT: Current;
 }
 
-/// Runs `fut` as part of `trace`: what it publishes continues that trace.
-pub(crate) async fn in_trace<F: std::future::Future>(trace: TraceContext, fut: F) -> F::Output {
-    CURRENT.scope(trace, fut).await
+/// Runs `fut` as part of `trace`: if `propagate`, what it publishes continues that trace.
+pub(crate) async fn in_trace<F: std::future::Future>(
+    trace: TraceContext,
+    propagate: bool,
+    fut: F,
+) -> F::Output {
+    CURRENT.scope(Current { trace, propagate }, fut).await
 }
 
-/// The `traceparent` of a message published now: a child of the current delivery's trace,
-/// or a new trace.
-pub(crate) fn outgoing_traceparent() -> TraceContext {
+/// Whether a delivery's handler passes its trace on: always or never if so configured;
+/// by default when the trace came in a `traceparent` or the delivery's span is recorded.
+pub(crate) fn propagates(mode: TracePropagation, from_header: bool, span: &tracing::Span) -> bool {
+    match mode {
+        TracePropagation::Always => true,
+        TracePropagation::Never => false,
+        TracePropagation::Auto => from_header || !span.is_disabled(),
+    }
+}
+
+/// The trace a message published now carries, if any. Inside a handler: a child of its
+/// delivery's trace, if that trace is passed on. Elsewhere: a new trace, always or never
+/// if so configured, by default only while eventrabbit's spans are recorded.
+pub(crate) fn outgoing_trace(mode: TracePropagation) -> Option<TraceContext> {
+    match CURRENT.try_with(|c| *c) {
+        Ok(current) => current.propagate.then(|| current.trace.child()),
+        Err(_) => match mode {
+            TracePropagation::Always => Some(TraceContext::root()),
+            TracePropagation::Never => None,
+            TracePropagation::Auto => {
+                tracing::enabled!(tracing::Level::INFO).then(TraceContext::root)
+            }
+        },
+    }
+}
+
+/// The trace a handler's own messages (results, replies) carry, if any.
+pub(crate) fn handler_trace() -> Option<TraceContext> {
     CURRENT
-        .try_with(TraceContext::child)
-        .unwrap_or_else(|_| TraceContext::root())
+        .try_with(|c| c.propagate.then(|| c.trace.child()))
+        .ok()
+        .flatten()
 }
 
 /// Adds `traceparent` to `headers`.
@@ -116,20 +179,20 @@ pub(crate) fn with_traceparent(mut headers: FieldTable, trace: &TraceContext) ->
     headers
 }
 
-/// The trace a delivery continues: the one in its `traceparent` header, or a new one.
-pub(crate) fn incoming_trace(message: &Message) -> TraceContext {
+/// The trace a delivery continues: the one in its `traceparent` header (then `true`), or a
+/// new one.
+pub(crate) fn incoming_trace(message: &Message) -> (TraceContext, bool) {
     let parent = message
         .headers()
         .and_then(|h| h.inner().get(TRACEPARENT_HEADER))
         .and_then(|v| match v {
-            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok().map(str::to_owned),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
+            AMQPValue::LongString(s) => TraceContext::parse(s.as_bytes()),
+            AMQPValue::ShortString(s) => TraceContext::parse(s.as_str().as_bytes()),
             _ => None,
-        })
-        .and_then(|v| TraceContext::parse(&v));
+        });
     match parent {
-        Some(p) => p.child(),
-        None => TraceContext::root(),
+        Some(p) => (p.child(), true),
+        None => (TraceContext::root(), false),
     }
 }
 
@@ -230,21 +293,29 @@ mod tests {
 
     #[test]
     fn parses_and_continues_a_traceparent() {
-        let t =
-            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let t = TraceContext::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap();
         assert_eq!(t.trace().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(
             t.header_value(),
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         let c = t.child();
         assert_eq!(c.trace_id, t.trace_id);
         assert_ne!(c.span_id, t.span_id);
         assert_eq!(TraceContext::parse(&c.header_value()), Some(c));
         assert_eq!(TraceContext::root().header_value().len(), 55);
-        assert!(TraceContext::parse("00-0000-00f067aa0ba902b7-01").is_none());
+        assert!(TraceContext::parse(b"00-0000-00f067aa0ba902b7-01").is_none());
         assert!(
-            TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+            TraceContext::parse(b"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01")
+                .is_none()
+        );
+        assert!(
+            TraceContext::parse(b"00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .is_none()
+        );
+        assert!(
+            TraceContext::parse(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01")
                 .is_none()
         );
     }
@@ -252,8 +323,17 @@ mod tests {
     #[tokio::test]
     async fn publishing_inside_a_trace_continues_it() {
         let root = TraceContext::root();
-        let inner = in_trace(root, async { outgoing_traceparent() }).await;
-        assert_eq!(inner.trace_id, root.trace_id);
-        assert_ne!(outgoing_traceparent().trace_id, root.trace_id);
+        let mode = TracePropagation::Always;
+        let inner = in_trace(root, true, async { outgoing_trace(mode) }).await;
+        assert_eq!(inner.unwrap().trace_id, root.trace_id);
+        assert_ne!(outgoing_trace(mode).unwrap().trace_id, root.trace_id);
+        // A handler whose trace is not passed on publishes none, whatever the mode.
+        assert_eq!(
+            in_trace(root, false, async { outgoing_trace(mode) }).await,
+            None
+        );
+        // Outside a handler, with no subscriber recording spans.
+        assert_eq!(outgoing_trace(TracePropagation::Auto), None);
+        assert_eq!(outgoing_trace(TracePropagation::Never), None);
     }
 }

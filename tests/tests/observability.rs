@@ -351,3 +351,21 @@ async fn rpc_calls_are_timed_and_health_reports_each_consumer() {
     assert!(!after.is_ready());
     cleanup(&[&queue], &[]).await;
 }
+
+#[tokio::test]
+async fn while_spans_are_recorded_a_publish_starts_a_trace_by_default() {
+    let _serial = SERIAL.lock().await;
+    let _ = install();
+    let queue = unique("q-obs-root");
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &queue, false).await;
+    let (events, _handle) = deps(Config::default()).await;
+    events
+        .publish("", &queue, "T_OBS_ANY", &json!({}))
+        .await
+        .expect("publish");
+    let msg = get_message(&ch, &queue, WAIT).await.expect("the message");
+    let tp = header(&msg.delivery.properties, "traceparent").expect("a traceparent");
+    assert_eq!(tp.len(), 55, "{tp}");
+    cleanup(&[&queue], &[]).await;
+}

@@ -38,6 +38,7 @@ use crate::publisher::properties;
 use crate::registry;
 use crate::routing;
 use crate::sink;
+use crate::telemetry;
 use crate::{Error, Result, envelope, rpc};
 use lapin::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
@@ -215,7 +216,8 @@ impl TestBroker {
 
     /// Publishes a body as it is (to test poison input).
     pub fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
-        self.publish_with(exchange, routing_key, body, properties())
+        let trace = telemetry::outgoing_trace(self.inner.config.trace_propagation);
+        self.publish_with(exchange, routing_key, body, properties(trace))
     }
 
     /// Publishes a body with the given properties (headers, reply_to, ...).
@@ -277,9 +279,11 @@ impl TestBroker {
     ) -> Result<R> {
         let body = rpc::request_body(action, &data)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let props = properties()
-            .with_reply_to(ShortString::from(format!("{REPLY_PREFIX}{id}")))
-            .with_correlation_id(ShortString::from(id.as_str()));
+        let props = properties(telemetry::outgoing_trace(
+            self.inner.config.trace_propagation,
+        ))
+        .with_reply_to(ShortString::from(format!("{REPLY_PREFIX}{id}")))
+        .with_correlation_id(ShortString::from(id.as_str()));
         if !self.state().queues.contains_key(queue) {
             return Err(Error::Unroutable {
                 exchange: String::new(),
@@ -375,7 +379,8 @@ pub(crate) fn publish_into<T: Serialize + ?Sized>(
     data: &T,
 ) -> Result<()> {
     let body = envelope::encode_envelope(action, data)?;
-    route(inner, exchange, routing_key, &body, properties())
+    let trace = telemetry::outgoing_trace(inner.config.trace_propagation);
+    route(inner, exchange, routing_key, &body, properties(trace))
 }
 
 /// Routes a message as RabbitMQ would; a message no queue takes is dropped.
