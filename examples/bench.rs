@@ -5,7 +5,7 @@
 //! cargo run --release --example bench            # all workloads, 5 runs each
 //! cargo run --release --example bench -- w1 5    # one workload, 5 runs (w1, w2, w2-traced, w3)
 //! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
-//! cargo run --release --example bench -- w2-raw-only            # one side of W2 alone (or w2-eventrabbit-only), for profiling
+//! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2}-{raw,eventrabbit}-only
 //! ```
 
 use eventrabbit::{
@@ -552,13 +552,18 @@ async fn main() {
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(5);
     let tag = uuid::Uuid::new_v4().simple().to_string();
 
-    if which == "w1-eventrabbit-only" {
+    if which == "w1-eventrabbit-only" || which == "w1-raw-only" {
         let q = format!("bench-w1-{tag}");
         preload(&q, W1_N).await;
         let before = peak_rss_kib();
-        let rate = w1_eventrabbit(&q).await;
+        let (rate, cpu) = if which == "w1-raw-only" {
+            with_cpu(w1_raw(&q)).await
+        } else {
+            with_cpu(w1_eventrabbit(&q)).await
+        };
         println!(
-            "W1 eventrabbit alone: {rate:.0} msgs/s; peak RSS {} KiB (after preload: {} KiB)",
+            "{which}: {rate:.0} msgs/s, {:.1} µs CPU per message; peak RSS {} KiB (after preload: {} KiB)",
+            cpu / W1_N as f64 * 1e6,
             peak_rss_kib().unwrap_or(0),
             before.unwrap_or(0)
         );

@@ -1,15 +1,21 @@
-//! Acknowledgements of one consumer channel, coalesced: handlers finish in any order and
-//! report here; contiguous runs of finished deliveries are acknowledged with one
-//! `basic.ack(multiple)`, so acks are never awaited one by one on the delivery path.
+//! Acknowledgements of one consumer channel, coalesced: handlers finish in any order, and
+//! contiguous runs of finished deliveries are acknowledged with one `basic.ack(multiple)`
+//! once half the prefetch window has finished, or [`ACK_DELAY`] after the first of them
+//! finished, whichever comes first. Acks are queued for the connection without being
+//! awaited, so the delivery loop never waits for one.
 //!
 //! A delivery whose handler is slow does not hold back the others for long: once half
 //! the prefetch window has finished above it, those are acknowledged one by one.
 
+use futures_util::FutureExt;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::collections::BTreeSet;
+use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+
+/// The longest a finished delivery waits for its acknowledgement to be sent.
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(5);
 
 /// How a delivery is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,57 +26,114 @@ pub(crate) enum Settle {
     Requeue,
 }
 
-/// Where delivery tasks report how their delivery is settled.
+/// Where delivery tasks running apart from the delivery loop report how their delivery is
+/// settled.
 #[derive(Debug, Clone)]
 pub(crate) struct Acks(mpsc::UnboundedSender<(u64, Settle)>);
 
 impl Acks {
     pub(crate) fn settle(&self, tag: u64, how: Settle) {
-        // A closed coalescer means the channel is gone; the broker redelivers.
+        // A closed receiver means the channel is gone; the broker redelivers.
         let _ = self.0.send((tag, how));
     }
 }
 
-/// Starts the coalescer of `channel`; it ends once every [`Acks`] clone is dropped and
-/// all it was told has been sent.
-pub(crate) fn spawn(channel: Channel, queue: String, prefetch: u16) -> (Acks, JoinHandle<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(channel, queue, usize::from(prefetch / 2).max(1), rx));
-    (Acks(tx), task)
-}
-
-async fn run(
+/// The acknowledgements of one consumer channel, owned by its delivery loop.
+#[derive(Debug)]
+pub(crate) struct Settlements {
     ch: Channel,
     queue: String,
+    state: Coalescer,
+    /// Flush once this many deliveries were settled since the last flush.
+    batch: usize,
+    /// Acknowledge alone the tags finished above a gap once this many wait.
     spill: usize,
-    mut rx: mpsc::UnboundedReceiver<(u64, Settle)>,
-) {
-    let mut state = Coalescer::default();
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        // Let the handlers that are ready finish first, so one ack covers them all.
-        tokio::task::yield_now().await;
-        batch.push(first);
-        while let Ok(next) = rx.try_recv() {
-            batch.push(next);
+    unflushed: usize,
+    tx: Option<mpsc::UnboundedSender<(u64, Settle)>>,
+    rx: mpsc::UnboundedReceiver<(u64, Settle)>,
+}
+
+impl Settlements {
+    pub(crate) fn new(ch: Channel, queue: String, prefetch: u16) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let half = usize::from(prefetch / 2).max(1);
+        Self {
+            ch,
+            queue,
+            state: Coalescer::default(),
+            batch: half,
+            spill: half,
+            unflushed: 0,
+            tx: Some(tx),
+            rx,
         }
-        for (tag, how) in batch.drain(..) {
-            if how == Settle::Requeue {
+    }
+
+    /// A reporter for a delivery task that runs apart from the delivery loop.
+    pub(crate) fn reporter(&self) -> Acks {
+        Acks(
+            self.tx
+                .clone()
+                .expect("reporters are handed out before closing"),
+        )
+    }
+
+    /// Whether settled deliveries wait for their acknowledgement.
+    pub(crate) fn pending(&self) -> bool {
+        self.unflushed > 0
+    }
+
+    /// Records how `tag` is settled; sends acknowledgements once a batch is full.
+    pub(crate) fn settle(&mut self, tag: u64, how: Settle) {
+        match how {
+            Settle::Ack => self.state.finished(tag),
+            Settle::Requeue => {
                 let opts = BasicNackOptions {
                     multiple: false,
                     requeue: true,
                 };
-                if let Err(e) = ch.basic_nack(tag, opts).await {
-                    tracing::warn!(queue = %queue, error = %e, "nack failed; the broker will redeliver");
-                }
-                state.settled_alone(tag);
-            } else {
-                state.finished(tag);
+                let nack = self.ch.basic_nack(tag, opts);
+                self.sent(nack.now_or_never(), "nack");
+                self.state.settled_alone(tag);
             }
         }
-        for (tag, multiple) in state.flush(spill) {
-            if let Err(e) = ch.basic_ack(tag, BasicAckOptions { multiple }).await {
-                tracing::warn!(queue = %queue, error = %e, "ack failed; the broker will redeliver");
+        self.unflushed += 1;
+        if self.unflushed >= self.batch {
+            self.flush();
+        }
+    }
+
+    /// The next settlement reported by a delivery task; `None` once closed and drained.
+    pub(crate) async fn reported(&mut self) -> Option<(u64, Settle)> {
+        self.rx.recv().await
+    }
+
+    /// Sends the acknowledgements due now, without waiting for them to go out.
+    pub(crate) fn flush(&mut self) {
+        self.unflushed = 0;
+        for (tag, multiple) in self.state.flush(self.spill) {
+            // The first poll queues the frame; the connection writes it in order.
+            let ack = self.ch.basic_ack(tag, BasicAckOptions { multiple });
+            self.sent(ack.now_or_never(), "ack");
+        }
+    }
+
+    fn sent(&self, now: Option<lapin::Result<()>>, what: &str) {
+        if let Some(Err(e)) = now {
+            tracing::warn!(queue = %self.queue, error = %e, "{what} failed; the broker will redeliver");
+        }
+    }
+
+    /// Shutdown: takes the settlements of the delivery tasks still running until the last
+    /// of them ends, then sends every acknowledgement due and waits until it is written.
+    pub(crate) async fn finish(mut self) {
+        self.tx = None;
+        while let Some((tag, how)) = self.rx.recv().await {
+            self.settle(tag, how);
+        }
+        for (tag, multiple) in self.state.flush(self.spill) {
+            if let Err(e) = self.ch.basic_ack(tag, BasicAckOptions { multiple }).await {
+                tracing::warn!(queue = %self.queue, error = %e, "ack failed; the broker will redeliver");
             }
         }
     }

@@ -1,6 +1,7 @@
-//! The consumer runner: one loop per queue, one task per delivery, settled by outcome.
+//! The consumer runner: one loop per queue; each delivery runs in it until its handler
+//! waits, then in a task of its own; settled by outcome, acknowledged in batches.
 
-use crate::ack::{self, Acks, Settle};
+use crate::ack::{self, Settle, Settlements};
 use crate::consume_channel::ConsumeChannel;
 use crate::context::Message;
 use crate::delivery::{self, QueuePolicy};
@@ -106,16 +107,14 @@ async fn session(
     };
     tracing::info!(queue = %spec.queue, prefetch = ctx.policy.settings.prefetch, "consuming");
     slot.set(ConsumerState::Running);
-    let (acks, ack_task) = ack::spawn(ch.clone(), spec.queue.clone(), ctx.policy.settings.prefetch);
-    let result = deliver(ctx, spec, tracker, &ch, &tag, &mut consumer, &acks).await;
-    // Every delivery task holds a clone of `acks`: the coalescer ends after their last ack.
-    drop(acks);
+    let mut acks = Settlements::new(ch.clone(), spec.queue.clone(), ctx.policy.settings.prefetch);
+    let result = deliver(ctx, spec, tracker, &ch, &tag, &mut consumer, &mut acks).await;
     if result.is_ok() {
         // Shutdown: let in-flight handlers finish and their acks go out before closing.
         tracker.close();
+        acks.finish().await;
         tracker.wait().await;
         tracker.reopen();
-        let _ = ack_task.await;
         let _ = ch.close(200, "shutdown".into()).await;
         tracing::info!(queue = %spec.queue, "consumer stopped");
     }
@@ -159,7 +158,8 @@ async fn open(
     Ok((ch, tag, consumer))
 }
 
-/// The delivery loop: hands each delivery to its own task until shutdown or a channel error.
+/// The delivery loop: runs each delivery, giving it a task of its own once its handler
+/// waits, and settles what finished, until shutdown or a channel error.
 async fn deliver(
     ctx: &Arc<QueueContext>,
     spec: &ConsumeChannel,
@@ -167,9 +167,13 @@ async fn deliver(
     ch: &lapin::Channel,
     tag: &str,
     consumer: &mut lapin::Consumer,
-    acks: &Acks,
+    acks: &mut Settlements,
 ) -> Result<()> {
     let shared = &ctx.shared;
+    // Sends the acks of a batch that did not fill up within `ACK_DELAY`.
+    let ack_timer = tokio::time::sleep(ack::ACK_DELAY);
+    tokio::pin!(ack_timer);
+    let mut timer_armed = false;
     loop {
         tokio::select! {
             biased;
@@ -177,13 +181,19 @@ async fn deliver(
                 let _ = ch.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
                 return Ok(());
             }
+            Some((delivery_tag, how)) = acks.reported() => acks.settle(delivery_tag, how),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    let delivery_tag = delivery.delivery_tag;
                     // Most handlers finish without waiting on anything: run them right here,
                     // and give only those that wait a task of their own.
-                    let mut task = Box::pin(tracker.track_future(process(ctx.clone(), delivery, acks.clone())));
-                    if futures_util::future::poll_immediate(&mut task).await.is_none() {
-                        tokio::spawn(task);
+                    let mut task = Box::pin(tracker.track_future(process(ctx.clone(), delivery)));
+                    match futures_util::future::poll_immediate(&mut task).await {
+                        Some(how) => acks.settle(delivery_tag, how),
+                        None => {
+                            let reporter = acks.reporter();
+                            tokio::spawn(async move { reporter.settle(delivery_tag, task.await) });
+                        }
                     }
                 }
                 // The channel or connection failed while consuming: reconnect, never give up.
@@ -191,15 +201,23 @@ async fn deliver(
                 None => {
                     return Err(Error::Unavailable(Duration::ZERO, format!("consumer of queue `{}` was cancelled by the broker", spec.queue)));
                 }
-            }
+            },
+            () = &mut ack_timer, if timer_armed => acks.flush(),
+        }
+        if !acks.pending() {
+            timer_armed = false;
+        } else if !timer_armed {
+            timer_armed = true;
+            ack_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + ack::ACK_DELAY);
         }
     }
 }
 
 /// Handles one delivery from decision to acknowledgement, in its span and trace.
-async fn process(ctx: Arc<QueueContext>, delivery: Delivery, acks: Acks) {
+async fn process(ctx: Arc<QueueContext>, delivery: Delivery) -> Settle {
     let Delivery {
-        delivery_tag,
         data,
         properties,
         exchange,
@@ -226,12 +244,12 @@ async fn process(ctx: Arc<QueueContext>, delivery: Delivery, acks: Acks) {
     .instrument(span)
     .await;
     match settled {
-        Ok(()) => acks.settle(delivery_tag, Settle::Ack),
+        Ok(()) => Settle::Ack,
         Err(e) => {
             // Nothing was lost: leave it to the broker to redeliver, after a pause against hot loops.
             tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; requeueing it");
             tokio::time::sleep(Duration::from_secs(1)).await;
-            acks.settle(delivery_tag, Settle::Requeue);
+            Settle::Requeue
         }
     }
 }

@@ -246,6 +246,29 @@ pub async fn queue_len(ch: &Channel, queue: &str) -> u32 {
     .unwrap_or(0)
 }
 
+/// How many messages of `queue` are delivered and not yet acknowledged, as `rabbitmqctl`
+/// reports it (panics if `rabbitmqctl` cannot tell).
+pub fn unacked(queue: &str) -> u64 {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl list_queues failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let (name, n) = line.split_once('\t')?;
+            (name.trim() == queue).then(|| n.trim().parse().expect("a count"))
+        })
+        .unwrap_or_else(|| panic!("queue `{queue}` is not listed by rabbitmqctl"))
+}
+
 /// A header of a message as text.
 pub fn header(props: &BasicProperties, key: &str) -> Option<String> {
     use lapin::types::AMQPValue;

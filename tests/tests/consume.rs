@@ -387,6 +387,40 @@ async fn handlers_run_concurrently_up_to_the_prefetch_window() {
     cleanup(&[&queue], &[]).await;
 }
 
+static ACKED: Recorder = Recorder::new();
+
+#[consumer(action = "T_ACKED")]
+async fn acked(n: u32, wait: bool) {
+    if wait {
+        // Waits, so the delivery gets a task of its own and reports its ack from there.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ACKED.record(json!(n));
+}
+
+#[tokio::test]
+async fn finished_deliveries_are_acknowledged_while_the_consumer_runs() {
+    let queue = unique("q-acked");
+    let (_events, handle) = deps(Config::default()).await;
+    // Prefetch 10: acks go out in batches of 5, or a few milliseconds after a delivery
+    // finished when no batch fills up, as with these 3.
+    let _task = start(&handle, ConsumeChannel::new(&queue).prefetch(10)).await;
+    let (_c, ch) = raw_channel().await;
+    for (n, wait) in [(0, false), (1, true), (2, false)] {
+        publish_envelope(&ch, "", &queue, "T_ACKED", json!({"n": n, "wait": wait})).await;
+    }
+    ACKED.wait_for(3, WAIT).await;
+    wait_until!(WAIT, unacked(&queue) == 0);
+    assert_eq!(
+        unacked(&queue),
+        0,
+        "acknowledged without waiting for shutdown"
+    );
+    assert_eq!(queue_len(&ch, &queue).await, 0);
+    handle.shutdown().await;
+    cleanup(&[&queue], &[]).await;
+}
+
 static ORDERED: Recorder = Recorder::new();
 
 #[consumer(action = "T_ORDERED")]
