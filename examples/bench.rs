@@ -11,7 +11,7 @@
 use eventrabbit::{
     Config, ConsumeChannel, ExchangeKind, TracePropagation, build_event_dependencies, consumer,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -147,7 +147,8 @@ struct RawUser {
     name: String,
 }
 
-/// Raw lapin the fast way: decode in the delivery loop, ack every 50 with `multiple`.
+/// Raw lapin the fast way: decode in the delivery loop, ack every 50 with `multiple`,
+/// queued without awaiting the write.
 async fn w1_raw(q: &str) -> f64 {
     // Timed from connecting, as eventrabbit's run is (it connects and declares in `consume`).
     let start = Instant::now();
@@ -168,10 +169,12 @@ async fn w1_raw(q: &str) -> f64 {
         std::hint::black_box((env.data.user_id, env.data.name));
         n += 1;
         if n.is_multiple_of(50) || n == W1_N {
-            d.acker
-                .ack(BasicAckOptions { multiple: true })
-                .await
-                .unwrap();
+            // Queued without waiting for the write, as eventrabbit does: the fastest correct
+            // form (an ack that fails with its channel is redelivered by the broker anyway).
+            let ack = ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true });
+            if let Some(Err(e)) = ack.now_or_never() {
+                panic!("ack failed: {e}");
+            }
         }
         if n == W1_N {
             break;
