@@ -6,14 +6,13 @@ use crate::consume_channel::Resolved;
 use crate::context::Message;
 use crate::dispatch::{DeadReason, Decision, decide};
 use crate::envelope;
-use crate::handler::{Failure, Input, Registration, Reply};
+use crate::handler::{Failure, Input, Reply};
 use crate::publisher::{Outgoing, properties};
-use crate::registry::Routes;
+use crate::registry::{Route, Routes};
 use crate::telemetry::{self, ActionMetrics, metric};
 use crate::{Error, Result};
 use futures_util::FutureExt;
 use lapin::types::ShortString;
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -49,15 +48,16 @@ pub(crate) struct QueuePolicy {
     pub(crate) queue: Arc<str>,
     pub(crate) routes: Routes,
     pub(crate) settings: Resolved,
-    metrics: HashMap<&'static str, ActionMetrics>,
+    /// Indexed by [`Route::index`].
+    metrics: Vec<ActionMetrics>,
 }
 
 impl QueuePolicy {
     pub(crate) fn new(queue: &str, routes: Routes, settings: Resolved) -> Self {
         let queue: Arc<str> = queue.into();
         let metrics = routes
-            .actions()
-            .map(|a| (a, ActionMetrics::new(&queue, a)))
+            .iter()
+            .map(|reg| ActionMetrics::new(&queue, reg.action))
             .collect();
         Self {
             queue,
@@ -65,6 +65,10 @@ impl QueuePolicy {
             settings,
             metrics,
         }
+    }
+
+    fn metrics(&self, route: Route) -> &ActionMetrics {
+        &self.metrics[route.index]
     }
 }
 
@@ -82,7 +86,8 @@ pub(crate) async fn handle<T: Transport>(
         policy.settings.unknown_action,
     );
     match decision {
-        Decision::Handle(reg, range) => {
+        Decision::Handle(route, range) => {
+            let reg = route.reg;
             tracing::Span::current().record("action", reg.action);
             let input = Input {
                 message: message.clone(),
@@ -93,9 +98,9 @@ pub(crate) async fn handle<T: Transport>(
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
-            if let Some(m) = policy.metrics.get(reg.action) {
-                m.handled(outcome.is_ok(), started.elapsed());
-            }
+            policy
+                .metrics(route)
+                .handled(outcome.is_ok(), started.elapsed());
             // The common case needs no publishing: settle without the large publish state.
             let nothing_to_send =
                 reg.publish.is_none() && message.properties.reply_to().is_none() && outcome.is_ok();
@@ -103,7 +108,7 @@ pub(crate) async fn handle<T: Transport>(
                 return Ok(());
             }
             // Boxed so that every delivery task does not carry the publishing futures.
-            Box::pin(settle(policy, transport, reg, message, outcome)).await
+            Box::pin(settle(policy, transport, route, message, outcome)).await
         }
         Decision::DeadLetter(reason) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
@@ -132,10 +137,11 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 async fn settle<T: Transport>(
     policy: &QueuePolicy,
     transport: &T,
-    reg: &'static Registration,
+    route: Route,
     message: &Message,
     outcome: std::result::Result<Reply, Failure>,
 ) -> Result<()> {
+    let reg = route.reg;
     match outcome {
         Ok(Reply(result)) => {
             if let (Some(target), Some(data)) = (reg.publish, result.as_deref()) {
@@ -151,7 +157,7 @@ async fn settle<T: Transport>(
                     .await;
                 if let Err(e) = published {
                     let error = format!("publishing result as `{}` failed: {e}", target.action);
-                    return retry_or_fail(policy, transport, reg, message, error).await;
+                    return retry_or_fail(policy, transport, route, message, error).await;
                 }
             }
             reply(
@@ -168,25 +174,26 @@ async fn settle<T: Transport>(
             };
             fail_for_good(policy, transport, Some(reg.action), message, reason).await
         }
-        Err(Failure::Failed(error)) => retry_or_fail(policy, transport, reg, message, error).await,
+        Err(Failure::Failed(error)) => {
+            retry_or_fail(policy, transport, route, message, error).await
+        }
     }
 }
 
 async fn retry_or_fail<T: Transport>(
     policy: &QueuePolicy,
     transport: &T,
-    reg: &'static Registration,
+    route: Route,
     message: &Message,
     error: String,
 ) -> Result<()> {
+    let reg = route.reg;
     let retries = message.retry_count();
     let retry = &policy.settings.retry;
     if retry.allows(retries) {
         let delay = retry.delay_for(retries + 1);
         tracing::warn!(queue = %policy.queue, action = reg.action, retry = retries + 1, ?delay, "handler failed, retrying: {error}");
-        if let Some(m) = policy.metrics.get(reg.action) {
-            m.retried();
-        }
+        policy.metrics(route).retried();
         transport
             .schedule_retry(message, retries + 1, delay, policy.settings.durable, &error)
             .await

@@ -2,8 +2,7 @@
 
 use crate::config::UnknownAction;
 use crate::envelope::{self, EnvelopeError};
-use crate::handler::Registration;
-use crate::registry::Routes;
+use crate::registry::{Route, Routes};
 use std::ops::Range;
 
 /// Why a message went to the dead-letter queue.
@@ -71,8 +70,8 @@ impl std::fmt::Display for DeadReason {
 /// What to do with a delivery.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// Run this handler on `data` at this range of the body.
-    Handle(&'static Registration, Range<usize>),
+    /// Run this route's handler on `data` at this range of the body.
+    Handle(Route, Range<usize>),
     /// Dead-letter it at once.
     DeadLetter(DeadReason),
     /// Acknowledge and drop it.
@@ -97,7 +96,7 @@ pub(crate) fn decide(
         Err(e) => return Decision::DeadLetter(DeadReason::Envelope(e)),
     };
     match routes.get(&env.action) {
-        Some(reg) => Decision::Handle(reg, env.data),
+        Some(route) => Decision::Handle(route, env.data),
         None => match unknown {
             UnknownAction::Drop => {
                 Decision::Drop(format!("no handler for action `{}`", env.action))

@@ -4,20 +4,41 @@ use crate::handler::{Registration, registered};
 use crate::{Error, Result};
 use std::collections::HashMap;
 
-/// The handlers one queue dispatches to, by action.
+/// The handlers one queue dispatches to, sorted by action: a lookup is a binary search
+/// over a few string comparisons, with no hashing on the delivery path.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Routes {
-    by_action: HashMap<&'static str, &'static Registration>,
+    sorted: Vec<&'static Registration>,
+}
+
+/// The handler of an action, and its place in its queue's routes (for per-route tables).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Route {
+    pub(crate) index: usize,
+    pub(crate) reg: &'static Registration,
 }
 
 impl Routes {
-    pub(crate) fn get(&self, action: &str) -> Option<&'static Registration> {
-        self.by_action.get(action).copied()
+    fn new(regs: impl IntoIterator<Item = &'static Registration>) -> Self {
+        let mut sorted: Vec<_> = regs.into_iter().collect();
+        sorted.sort_unstable_by_key(|r| r.action);
+        Self { sorted }
     }
 
-    /// The actions served.
-    pub(crate) fn actions(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.by_action.keys().copied()
+    pub(crate) fn get(&self, action: &str) -> Option<Route> {
+        let index = self
+            .sorted
+            .binary_search_by(|r| r.action.cmp(action))
+            .ok()?;
+        Some(Route {
+            index,
+            reg: self.sorted[index],
+        })
+    }
+
+    /// The handlers served, in the order of [`Route::index`].
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'static Registration> + '_ {
+        self.sorted.iter().copied()
     }
 }
 
@@ -48,21 +69,51 @@ fn all() -> Result<HashMap<&'static str, &'static Registration>> {
 /// The routes of `queue`: every registered handler, or only the `only` actions.
 pub(crate) fn routes(queue: &str, only: Option<&[String]>) -> Result<Routes> {
     let all = all()?;
-    let by_action = match only {
-        None => all,
+    let routes = match only {
+        None => Routes::new(all.into_values()),
         Some(actions) => {
-            let mut map = HashMap::new();
+            let mut chosen = HashMap::new();
             for action in actions {
-                let (k, v) =
-                    all.get_key_value(action.as_str())
-                        .ok_or_else(|| Error::UnknownAction {
-                            queue: queue.to_owned(),
-                            action: action.clone(),
-                        })?;
-                map.insert(*k, *v);
+                let reg = all
+                    .get(action.as_str())
+                    .ok_or_else(|| Error::UnknownAction {
+                        queue: queue.to_owned(),
+                        action: action.clone(),
+                    })?;
+                chosen.insert(reg.action, *reg);
             }
-            map
+            Routes::new(chosen.into_values())
         }
     };
-    Ok(Routes { by_action })
+    Ok(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Failure, HandlerFuture, Input, Reply};
+
+    fn never(_: Input) -> HandlerFuture {
+        Box::pin(async { Err::<Reply, _>(Failure::Failed("unused".into())) })
+    }
+
+    static A: Registration = Registration::consumer("A", "a", never);
+    static B: Registration = Registration::consumer("B_LONGER", "b", never);
+    static C: Registration = Registration::consumer("C", "c", never);
+
+    #[test]
+    fn finds_every_action_and_only_those() {
+        let routes = Routes::new([&C, &A, &B]);
+        for reg in [&A, &B, &C] {
+            let route = routes.get(reg.action).expect("registered action");
+            assert_eq!(route.reg.name, reg.name);
+            assert_eq!(
+                routes.iter().nth(route.index).map(|r| r.name),
+                Some(reg.name)
+            );
+        }
+        for missing in ["", "B", "B_LONGER_", "a", "D"] {
+            assert!(routes.get(missing).is_none(), "{missing}");
+        }
+    }
 }
