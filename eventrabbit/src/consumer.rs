@@ -87,7 +87,7 @@ async fn session(
     let shared = &ctx.shared;
     let step = std::sync::Mutex::new(OPENING);
     let setup = tokio::time::timeout(SETUP_TIMEOUT, open(ctx, spec, &step));
-    let (ch, tag, mut consumer) = tokio::select! {
+    let (ch, mut consumer) = tokio::select! {
         opened = setup => match opened {
             Ok(opened) => opened?,
             // Never hang on a broker reply that does not come: give up on this channel and retry.
@@ -108,7 +108,7 @@ async fn session(
     tracing::info!(queue = %spec.queue, prefetch = ctx.policy.settings.prefetch, "consuming");
     slot.set(ConsumerState::Running);
     let mut acks = Settlements::new(ch.clone(), spec.queue.clone(), ctx.policy.settings.prefetch);
-    let result = deliver(ctx, spec, tracker, &ch, &tag, &mut consumer, &mut acks).await;
+    let result = deliver(ctx, spec, tracker, &ch, &mut consumer, &mut acks).await;
     if result.is_ok() {
         // Shutdown: let in-flight handlers finish and their acks go out before closing.
         tracker.close();
@@ -125,6 +125,10 @@ async fn session(
 
 const OPENING: &str = "opening a channel";
 
+/// A consumer tag need only be unique on its channel, and each consumer has a channel of
+/// its own. Kept short: lapin hashes it for every frame it routes to the consumer.
+const CONSUMER_TAG: &str = "eventrabbit";
+
 /// How long opening a channel, declaring the topology and starting to consume may take
 /// before the attempt is abandoned and retried.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,28 +138,23 @@ async fn open(
     ctx: &QueueContext,
     spec: &ConsumeChannel,
     step: &std::sync::Mutex<&'static str>,
-) -> Result<(lapin::Channel, String, lapin::Consumer)> {
+) -> Result<(lapin::Channel, lapin::Consumer)> {
     let set = |s: &'static str| *step.lock().unwrap_or_else(|e| e.into_inner()) = s;
     let what = format!("consuming queue `{}`", spec.queue);
     let ch = ctx.shared.connector.channel(None, &what).await?;
     set("declaring the topology");
     topology::declare(&ch, spec, &ctx.policy.settings).await?;
     set("starting to consume");
-    let tag = format!(
-        "eventrabbit-{}-{}",
-        spec.queue,
-        uuid::Uuid::new_v4().simple()
-    );
     let consumer = ch
         .basic_consume(
             spec.queue.as_str().into(),
-            tag.as_str().into(),
+            CONSUMER_TAG.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await
         .map_err(Error::amqp(what))?;
-    Ok((ch, tag, consumer))
+    Ok((ch, consumer))
 }
 
 /// The delivery loop: runs each delivery, giving it a task of its own once its handler
@@ -165,7 +164,6 @@ async fn deliver(
     spec: &ConsumeChannel,
     tracker: &TaskTracker,
     ch: &lapin::Channel,
-    tag: &str,
     consumer: &mut lapin::Consumer,
     acks: &mut Settlements,
 ) -> Result<()> {
@@ -174,20 +172,26 @@ async fn deliver(
     let ack_timer = tokio::time::sleep(ack::ACK_DELAY);
     tokio::pin!(ack_timer);
     let mut timer_armed = false;
+    // Made once: a `cancelled()` future made anew each turn would register and
+    // unregister a waiter under the token's lock for every delivery.
+    let cancelled = shared.shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled() => {
-                let _ = ch.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
+            () = &mut cancelled => {
+                let _ = ch.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default()).await;
                 return Ok(());
             }
             Some((delivery_tag, how)) = acks.reported() => acks.settle(delivery_tag, how),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let delivery_tag = delivery.delivery_tag;
+                    // Moved to the heap once, here; the task's future holds only pointers.
+                    let message = received(&ctx.policy.queue, delivery);
                     // Most handlers finish without waiting on anything: run them right here,
                     // and give only those that wait a task of their own.
-                    let mut task = Box::pin(tracker.track_future(process(ctx.clone(), delivery)));
+                    let mut task = Box::pin(tracker.track_future(process(ctx.clone(), message)));
                     match futures_util::future::poll_immediate(&mut task).await {
                         Some(how) => acks.settle(delivery_tag, how),
                         None => {
@@ -215,8 +219,8 @@ async fn deliver(
     }
 }
 
-/// Handles one delivery from decision to acknowledgement, in its span and trace.
-async fn process(ctx: Arc<QueueContext>, delivery: Delivery) -> Settle {
+/// A delivery as the handlers see it.
+fn received(queue: &Arc<str>, delivery: Delivery) -> Arc<Message> {
     let Delivery {
         data,
         properties,
@@ -225,14 +229,18 @@ async fn process(ctx: Arc<QueueContext>, delivery: Delivery) -> Settle {
         redelivered,
         ..
     } = delivery;
-    let message = Arc::new(Message {
-        queue: ctx.policy.queue.clone(),
+    Arc::new(Message {
+        queue: queue.clone(),
         exchange,
         routing_key,
         redelivered,
         properties,
         body: data,
-    });
+    })
+}
+
+/// Handles one delivery from decision to acknowledgement, in its span and trace.
+async fn process(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
     let (trace, from_header) = telemetry::incoming_trace(&message);
     let span = telemetry::delivery_span(&message, &trace);
     let propagate = telemetry::propagates(ctx.shared.config.trace_propagation, from_header, &span);
