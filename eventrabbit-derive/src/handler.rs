@@ -2,7 +2,7 @@
 //! handler that decodes `data` into its parameters.
 
 use crate::attr::{Args, non_empty};
-use crate::sig::{Errors, Returns, check_common, plain_param};
+use crate::sig::{Errors, Returns, check_common, ok_is_unit, plain_param};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::{FnArg, ItemFn, Type, spanned::Spanned};
@@ -144,16 +144,21 @@ fn expand_fn(kind: Kind, attr: TokenStream, func: &mut ItemFn) -> syn::Result<To
     });
     let call_args = params.iter().map(|p| &p.ident);
     // Bound checks spanned on the return type, so a wrong type is reported where it is written.
+    // `()` results take an outcome function that serializes nothing.
     let (outcome, return_check) = match Returns::of(&func.sig) {
         Returns::Result(ty) => (
-            quote!(::eventrabbit::__private::result_outcome),
+            if ok_is_unit(&ty) {
+                quote!(::eventrabbit::__private::unit_result_outcome)
+            } else {
+                quote!(::eventrabbit::__private::result_outcome)
+            },
             quote_spanned!(ty.span()=> ::eventrabbit::__private::assert_result_return::<#ty>();),
         ),
         Returns::Value(ty) => (
             quote!(::eventrabbit::__private::value_outcome),
             quote_spanned!(ty.span()=> ::eventrabbit::__private::assert_value_return::<#ty>();),
         ),
-        Returns::Unit => (quote!(::eventrabbit::__private::value_outcome), quote!()),
+        Returns::Unit => (quote!(::eventrabbit::__private::unit_outcome), quote!()),
     };
     let registration = match reply {
         None => quote! {

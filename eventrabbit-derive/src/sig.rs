@@ -34,6 +34,21 @@ impl Returns {
     }
 }
 
+/// Whether `ty` (a `Result`, see [`Returns::Result`]) is `Result<(), ..>`: its `Ok` needs no
+/// serializing. Also true of aliases such as `anyhow::Result<()>`; the runtime function
+/// the macro then calls takes a `Result<(), E>`, so the compiler checks the guess.
+pub(crate) fn ok_is_unit(ty: &Type) -> bool {
+    let Type::Path(p) = ty else { return false };
+    let Some(PathArguments::AngleBracketed(args)) = p.path.segments.last().map(|s| &s.arguments)
+    else {
+        return false;
+    };
+    matches!(
+        args.args.first(),
+        Some(syn::GenericArgument::Type(Type::Tuple(t))) if t.elems.is_empty()
+    )
+}
+
 /// Errors common to every decorated fn: it must be a plain, non-generic `async fn`.
 pub(crate) fn check_common(macro_name: &str, sig: &Signature, errors: &mut Errors) {
     if sig.asyncness.is_none() {

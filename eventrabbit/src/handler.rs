@@ -115,6 +115,19 @@ pub fn value_outcome<T: Serialize>(value: T) -> Result<Reply, Failure> {
     Ok(Reply((raw.get() != "null").then_some(raw)))
 }
 
+/// The reply of a handler that returns `()`: none, and nothing to serialize.
+pub fn unit_outcome(_: ()) -> Result<Reply, Failure> {
+    Ok(Reply(None))
+}
+
+/// Turns a handler's `Result<(), E>` into no reply or a retryable failure.
+pub fn unit_result_outcome<E: Display>(result: Result<(), E>) -> Result<Reply, Failure> {
+    match result {
+        Ok(()) => Ok(Reply(None)),
+        Err(e) => Err(Failure::Failed(e.to_string())),
+    }
+}
+
 /// Turns a handler's `Result` into its reply or a retryable failure.
 pub fn result_outcome<T: Serialize, E: Display>(result: Result<T, E>) -> Result<Reply, Failure> {
     match result {
@@ -229,6 +242,13 @@ mod tests {
         assert_eq!(
             result_outcome::<(), _>(Err("boom")).unwrap_err(),
             Failure::Failed("boom".into())
+        );
+        // The unit forms agree with the general ones.
+        assert!(unit_outcome(()).unwrap().0.is_none());
+        assert!(unit_result_outcome::<&str>(Ok(())).unwrap().0.is_none());
+        assert_eq!(
+            unit_result_outcome(Err("boom")).unwrap_err(),
+            result_outcome::<(), _>(Err("boom")).unwrap_err()
         );
     }
 }

@@ -100,7 +100,7 @@ pub mod __private {
     pub use crate::handler::{
         Failure, HandlerFn, HandlerFuture, HandlerResult, HandlerReturn, Input, Registration,
         Reply, ReplyTarget, assert_result_return, assert_value_return, result_outcome,
-        value_outcome,
+        unit_outcome, unit_result_outcome, value_outcome,
     };
     pub use inventory;
     pub use serde;

@@ -18,6 +18,20 @@ async fn whole(#[data] d: Data, ctx: MessageContext, r#type: String) -> Result<D
 #[consumer(action = "P_NONE")]
 async fn no_params() -> Data { Data { x: 1 } }
 
+#[consumer(action = "P_UNIT_RESULT")]
+async fn unit_result(_x: i64) -> Result<(), std::io::Error> { Ok(()) }
+
+// A one-argument alias named `Result`, as anyhow and std::io have.
+mod app {
+    pub type Result<T> = std::result::Result<T, std::fmt::Error>;
+}
+
+#[consumer(action = "P_UNIT_ALIAS")]
+async fn unit_alias(_x: i64) -> app::Result<()> { Ok(()) }
+
+#[consumer(action = "P_VALUE_ALIAS")]
+async fn value_alias(x: i64) -> app::Result<Data> { Ok(Data { x }) }
+
 #[function(action = "P_FN", exchange = "x", key = "k")]
 async fn f(x: i64) -> Data { Data { x } }
 
@@ -45,5 +59,6 @@ fn main() {
     let _ = by_const(1);
     let _ = whole;
     let _ = no_params;
+    let _ = (unit_result, unit_alias, value_alias);
     let _ = f;
 }
