@@ -33,6 +33,16 @@ pub(crate) struct Envelope<'a> {
     pub(crate) data: Range<usize>,
 }
 
+/// The common case: a string `action` and an object `data`, read in one pass.
+#[derive(Deserialize)]
+struct Usual<'a> {
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
+/// Any JSON object, its `action` and `data` still unread: for telling what is wrong.
 #[derive(Deserialize)]
 struct RawEnvelope<'a> {
     #[serde(borrow)]
@@ -43,6 +53,19 @@ struct RawEnvelope<'a> {
 
 /// Parses an envelope without copying `data`.
 pub(crate) fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    if let Ok(usual) = serde_json::from_slice::<Usual<'_>>(body)
+        && usual.data.get().starts_with('{')
+    {
+        return Ok(Envelope {
+            action: usual.action,
+            data: range_in(body, usual.data),
+        });
+    }
+    classify(body)
+}
+
+/// Decodes what the usual case did not take, or says why it is not an envelope.
+fn classify(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let raw: RawEnvelope<'_> = match serde_json::from_slice(body) {
         Ok(raw) => raw,
         Err(e) => {
@@ -59,15 +82,20 @@ pub(crate) fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         .and_then(|a| serde_json::from_str::<Cow<'_, str>>(a.get()).ok())
         .ok_or(EnvelopeError::MissingAction)?;
     let data = raw.data.ok_or(EnvelopeError::DataNotObject)?;
-    let text = data.get();
-    if !text.starts_with('{') {
+    if !data.get().starts_with('{') {
         return Err(EnvelopeError::DataNotObject);
     }
-    let start = text.as_ptr() as usize - body.as_ptr() as usize;
     Ok(Envelope {
         action,
-        data: start..start + text.len(),
+        data: range_in(body, data),
     })
+}
+
+/// Where `value`, borrowed from `body`, sits in it.
+fn range_in(body: &[u8], value: &RawValue) -> Range<usize> {
+    let text = value.get();
+    let start = text.as_ptr() as usize - body.as_ptr() as usize;
+    start..start + text.len()
 }
 
 /// `{"action": action, "data": value}` in one pass, checking that `value` serializes
@@ -199,6 +227,36 @@ mod tests {
             decode(br#"{"action":"A"}"#).unwrap_err(),
             EnvelopeError::DataNotObject
         );
+    }
+
+    #[test]
+    fn the_usual_path_agrees_with_the_full_classification() {
+        let bodies: &[&[u8]] = &[
+            br#"{"action":"A","data":{"x":1}}"#,
+            br#"{"data":{"x":[1,{"y":"}"}]},"action":"A"}"#,
+            br#" { "action" : "A" , "data" : { } , "extra" : [1] } "#,
+            br#"{"action":"A\u0042","data":{}}"#,
+            br#"{"action":"A","data":{},"action":"B"}"#,
+            br#"{"action":null,"data":{}}"#,
+            br#"{"action":"A","data":null}"#,
+            br#"{"action":"A","data":"{}"}"#,
+            br#"{"action":["A"],"data":{}}"#,
+            br#"{"action":"A","data":{"x":1}"#,
+            br#"{"action":"A","data":{}} trailing"#,
+            b"\xff",
+            b"",
+            b"null",
+        ];
+        let view =
+            |r: Result<Envelope<'_>, EnvelopeError>| r.map(|e| (e.action.into_owned(), e.data));
+        for body in bodies {
+            assert_eq!(
+                view(decode(body)),
+                view(classify(body)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
