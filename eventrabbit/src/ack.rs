@@ -139,20 +139,29 @@ impl Settlements {
     }
 }
 
-/// Which delivery tags to acknowledge, given the order handlers finish in.
+/// Which delivery tags to acknowledge, given the order handlers finish in. Tags that
+/// finish in order (the usual case) only extend a run; the sets hold the others.
 #[derive(Debug, Default)]
 struct Coalescer {
-    /// Every tag up to this one is settled.
-    settled_upto: u64,
+    /// Every tag up to this one is finished or settled; those above the last flush
+    /// wait for the next one.
+    run_end: u64,
+    /// The highest tag of the run that still needs acknowledging: a multiple ack on it
+    /// covers the run without naming a tag that was already acknowledged alone.
+    run_unacked: Option<u64>,
     /// Finished above a gap, not acknowledged yet.
     waiting: BTreeSet<u64>,
-    /// Finished above a gap and already acknowledged one by one.
+    /// Settled above a gap without needing an ack: acknowledged one by one, or nacked.
     acked_alone: BTreeSet<u64>,
 }
 
 impl Coalescer {
     fn finished(&mut self, tag: u64) {
-        if tag > self.settled_upto {
+        if tag == self.run_end + 1 {
+            self.run_end = tag;
+            self.run_unacked = Some(tag);
+            self.extend_run();
+        } else if tag > self.run_end {
             self.waiting.insert(tag);
         }
     }
@@ -160,27 +169,31 @@ impl Coalescer {
     /// `tag` was settled by other means (a nack): it needs no ack, and no multiple ack
     /// may name it.
     fn settled_alone(&mut self, tag: u64) {
-        if tag > self.settled_upto {
+        if tag == self.run_end + 1 {
+            self.run_end = tag;
+            self.extend_run();
+        } else if tag > self.run_end {
             self.acked_alone.insert(tag);
+        }
+    }
+
+    /// Takes into the run the tags right above it that were settled out of order.
+    fn extend_run(&mut self) {
+        while !(self.waiting.is_empty() && self.acked_alone.is_empty()) {
+            let next = self.run_end + 1;
+            if self.waiting.remove(&next) {
+                self.run_unacked = Some(next);
+            } else if !self.acked_alone.remove(&next) {
+                break;
+            }
+            self.run_end = next;
         }
     }
 
     /// The acks to send: `(tag, multiple)`.
     fn flush(&mut self, spill: usize) -> Vec<(u64, bool)> {
-        // The highest tag of the run that still needs acknowledging: a multiple ack on it
-        // covers the run without naming a tag that was already acknowledged alone.
-        let mut highest_unacked = None;
-        loop {
-            let next = self.settled_upto + 1;
-            if self.waiting.remove(&next) {
-                highest_unacked = Some(next);
-            } else if !self.acked_alone.remove(&next) {
-                break;
-            }
-            self.settled_upto = next;
-        }
         let mut out = Vec::new();
-        if let Some(tag) = highest_unacked {
+        if let Some(tag) = self.run_unacked.take() {
             out.push((tag, true));
         }
         if self.waiting.len() >= spill {
@@ -221,10 +234,94 @@ mod tests {
         c.finished(5);
         // 1 completes the run; 2..4 are already acknowledged and 5 joins the multiple ack.
         assert_eq!(c.flush(3), vec![(5, true)]);
-        assert_eq!(c.settled_upto, 5);
+        assert_eq!(c.run_end, 5);
         c.finished(7);
         c.finished(6);
         assert_eq!(c.flush(3), vec![(7, true)]);
+    }
+
+    #[test]
+    fn tags_in_order_need_no_bookkeeping() {
+        let mut c = Coalescer::default();
+        for t in 1..=50 {
+            c.finished(t);
+        }
+        assert!(c.waiting.is_empty() && c.acked_alone.is_empty());
+        assert_eq!(c.flush(25), vec![(50, true)]);
+        c.finished(51);
+        c.settled_alone(52);
+        assert!(c.waiting.is_empty() && c.acked_alone.is_empty());
+        assert_eq!(c.flush(25), vec![(51, true)]);
+        assert_eq!(c.flush(25), vec![]);
+    }
+
+    /// Random finishing orders, nacks and flushes, checked against what the broker
+    /// allows: an ack names an outstanding tag, a multiple ack covers only finished
+    /// ones, and in the end every finished tag is acknowledged and no nacked one is.
+    #[test]
+    fn every_order_acks_exactly_the_finished_tags() {
+        for seed in 0..500 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let n = rng.u64(1..120);
+            let mut order: Vec<u64> = (1..=n).collect();
+            // Mostly in order, with some deliveries overtaken by later ones.
+            for i in 0..order.len() {
+                if rng.u8(..4) == 0 {
+                    let j = rng.usize(i..order.len());
+                    order.swap(i, j);
+                }
+            }
+            let nacked: BTreeSet<u64> = order
+                .iter()
+                .copied()
+                .filter(|_| rng.u8(..10) == 0)
+                .collect();
+            let spill = rng.usize(1..20);
+            let mut c = Coalescer::default();
+            let mut outstanding: BTreeSet<u64> = (1..=n).collect();
+            let mut finished = BTreeSet::new();
+            let mut acked = BTreeSet::new();
+            // Sends a flush's acks to a model of the broker's outstanding deliveries.
+            fn apply(
+                c: &mut Coalescer,
+                spill: usize,
+                finished: &BTreeSet<u64>,
+                outstanding: &mut BTreeSet<u64>,
+                acked: &mut BTreeSet<u64>,
+            ) {
+                for (tag, multiple) in c.flush(spill) {
+                    assert!(outstanding.contains(&tag), "ack names settled tag {tag}");
+                    let covered: Vec<u64> = if multiple {
+                        outstanding.range(..=tag).copied().collect()
+                    } else {
+                        vec![tag]
+                    };
+                    for t in covered {
+                        assert!(finished.contains(&t), "ack covers unfinished {t}");
+                        outstanding.remove(&t);
+                        acked.insert(t);
+                    }
+                }
+            }
+            for &tag in &order {
+                if nacked.contains(&tag) {
+                    outstanding.remove(&tag);
+                    c.settled_alone(tag);
+                } else {
+                    finished.insert(tag);
+                    c.finished(tag);
+                }
+                if rng.u8(..5) == 0 {
+                    apply(&mut c, spill, &finished, &mut outstanding, &mut acked);
+                }
+            }
+            apply(&mut c, spill, &finished, &mut outstanding, &mut acked);
+            assert!(
+                outstanding.is_empty(),
+                "seed {seed}: never acknowledged: {outstanding:?}"
+            );
+            assert_eq!(acked, finished, "seed {seed}");
+        }
     }
 
     #[test]
@@ -246,6 +343,6 @@ mod tests {
         assert_eq!(c.flush(1), vec![(2, false)]);
         c.finished(1);
         assert_eq!(c.flush(1), vec![(1, true)]);
-        assert_eq!(c.settled_upto, 2);
+        assert_eq!(c.run_end, 2);
     }
 }
