@@ -390,6 +390,7 @@ async fn w3_raw(q: &str) -> RpcResult {
     let server_task = tokio::spawn(async move {
         while let Some(Ok(d)) = server.next().await {
             let pub_ch = pub_ch.clone();
+            let sch = sch.clone();
             tokio::spawn(async move {
                 #[derive(Deserialize)]
                 struct Req {
@@ -412,7 +413,11 @@ async fn w3_raw(q: &str) -> RpcResult {
                     .unwrap()
                     .await
                     .unwrap();
-                d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                // Queued without awaiting the write, as in W1.
+                let ack = sch.basic_ack(d.delivery_tag, BasicAckOptions::default());
+                if let Some(Err(e)) = ack.now_or_never() {
+                    panic!("ack failed: {e}");
+                }
             });
         }
     });
@@ -500,6 +505,15 @@ fn row(name: &str, unit: &str, er: &[f64], raw: &[f64], higher_is_better: bool) 
     let better = if higher_is_better { "higher" } else { "lower" };
     println!(
         "| {name} | {em:.1} ({elo:.1}–{ehi:.1}) {unit} | {rm:.1} ({rlo:.1}–{rhi:.1}) {unit} | {ratio:.3} ({rat_lo:.3}–{rat_hi:.3}) | {better} is better |"
+    );
+}
+
+/// One run's pair, on stderr (the table on stdout stays plain Markdown).
+fn run_line(name: &str, i: usize, er: f64, raw: f64, unit: &str) {
+    eprintln!(
+        "  {name} run {}: eventrabbit {er:.1} {unit}, raw lapin {raw:.1} {unit}, ratio {:.3}",
+        i + 1,
+        er / raw
     );
 }
 
@@ -612,11 +626,22 @@ async fn main() {
         let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
         for i in 0..runs {
             let q = format!("bench-w1-{tag}-{i}");
-            preload(&q, W1_N).await;
             let q2 = format!("bench-w1-raw-{tag}-{i}");
-            preload(&q2, W1_N).await;
-            // Alternate who goes first: the first consumer of a process pays its warm-up.
-            let (e, r) = paired(i, || with_cpu(w1_eventrabbit(&q)), || with_cpu(w1_raw(&q2))).await;
+            // Each side's queue is loaded right before its consumer runs, so both find
+            // theirs in the same state; who goes first alternates.
+            let (e, r) = paired(
+                i,
+                || async {
+                    preload(&q, W1_N).await;
+                    with_cpu(w1_eventrabbit(&q)).await
+                },
+                || async {
+                    preload(&q2, W1_N).await;
+                    with_cpu(w1_raw(&q2)).await
+                },
+            )
+            .await;
+            run_line("W1", i, e.0, r.0, "msg/s");
             er.push(e.0);
             rw.push(r.0);
             er_cpu.push(e.1 / W1_N as f64 * 1e6);
@@ -646,6 +671,7 @@ async fn main() {
                 || with_cpu(w2_raw(&x, traced)),
             )
             .await;
+            run_line(mode, i, e.0, r.0, "msg/s");
             er.push(e.0);
             rw.push(r.0);
             er_cpu.push(e.1 / W2_N as f64 * 1e6);
@@ -672,6 +698,14 @@ async fn main() {
             let q = format!("bench-w3-{tag}-{i}");
             let q2 = format!("bench-w3-raw-{tag}-{i}");
             let (e, r) = paired(i, || w3_eventrabbit(&q), || w3_raw(&q2)).await;
+            run_line("W3 p50", i, e.p50_us, r.p50_us, "µs");
+            run_line(
+                "W3 64 concurrent",
+                i,
+                e.calls_per_sec,
+                r.calls_per_sec,
+                "calls/s",
+            );
             p50e.push(e.p50_us);
             p99e.push(e.p99_us);
             cpse.push(e.calls_per_sec);
