@@ -50,9 +50,14 @@ pub(crate) fn header_u32(v: &AMQPValue) -> Option<u32> {
 
 /// The delivery's context, given to a handler parameter of this type.
 ///
-/// ```ignore
+/// ```no_run
+/// use eventrabbit::{MessageContext, consumer};
+///
 /// #[consumer(action = "PING")]
-/// async fn ping(ctx: MessageContext) { println!("{:?} try {}", ctx.message_id(), ctx.retry_count()) }
+/// async fn ping(ctx: MessageContext) {
+///     println!("{:?} try {}", ctx.message_id(), ctx.retry_count())
+/// }
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct MessageContext {
