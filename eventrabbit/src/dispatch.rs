@@ -32,6 +32,7 @@ impl DeadReason {
             DeadReason::TooLarge { .. } => "too-large",
             DeadReason::Envelope(EnvelopeError::NotJson(_)) => "not-json",
             DeadReason::Envelope(EnvelopeError::NotObject) => "not-object",
+            DeadReason::Envelope(EnvelopeError::DuplicateKey(_)) => "duplicate-key",
             DeadReason::Envelope(EnvelopeError::MissingAction) => "missing-action",
             DeadReason::Envelope(EnvelopeError::DataNotObject) => "data-not-object",
             DeadReason::UnknownAction(_) => "unknown-action",

@@ -11,6 +11,8 @@ use std::ops::Range;
 pub(crate) enum EnvelopeError {
     NotJson(String),
     NotObject,
+    /// An object naming `action` or `data` twice (which one wins is anybody's guess).
+    DuplicateKey(String),
     MissingAction,
     DataNotObject,
 }
@@ -20,6 +22,7 @@ impl std::fmt::Display for EnvelopeError {
         match self {
             EnvelopeError::NotJson(e) => write!(f, "body is not UTF-8 JSON: {e}"),
             EnvelopeError::NotObject => f.write_str("body is not a JSON object"),
+            EnvelopeError::DuplicateKey(e) => write!(f, "body is ambiguous: {e}"),
             EnvelopeError::MissingAction => f.write_str("body has no string `action`"),
             EnvelopeError::DataNotObject => f.write_str("`data` is missing or not a JSON object"),
         }
@@ -71,6 +74,10 @@ fn classify(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         Err(e) => {
             return Err(
                 match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                    // Valid JSON that is an object fails here only by naming a field twice.
+                    Ok(_) if body.trim_ascii_start().starts_with(b"{") => {
+                        EnvelopeError::DuplicateKey(strip_position(&e.to_string()))
+                    }
                     Ok(_) => EnvelopeError::NotObject,
                     Err(_) => EnvelopeError::NotJson(e.to_string()),
                 },
@@ -89,6 +96,14 @@ fn classify(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
         action,
         data: range_in(body, data),
     })
+}
+
+/// A serde_json error message without its ` at line L column C` suffix.
+pub(crate) fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
 }
 
 /// Where `value`, borrowed from `body`, sits in it.
@@ -227,6 +242,16 @@ mod tests {
             decode(br#"{"action":"A"}"#).unwrap_err(),
             EnvelopeError::DataNotObject
         );
+        assert_eq!(
+            decode(br#" {"action":"A","data":{},"action":"B"}"#).unwrap_err(),
+            EnvelopeError::DuplicateKey("duplicate field `action`".into())
+        );
+        assert_eq!(
+            decode(br#"{"action":"A","data":{},"data":{}}"#).unwrap_err(),
+            EnvelopeError::DuplicateKey("duplicate field `data`".into())
+        );
+        // Other keys may repeat: only `action` and `data` are read.
+        assert!(decode(br#"{"action":"A","data":{},"x":1,"x":2}"#).is_ok());
     }
 
     #[test]

@@ -69,20 +69,13 @@ fn decode_data<T: DeserializeOwned>(raw: &str) -> Result<T, Failure> {
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let msg = strip_position(&inner.to_string());
+        let msg = crate::envelope::strip_position(&inner.to_string());
         Failure::Invalid(if path == "." {
             format!("data does not fit the handler: {msg}")
         } else {
             format!("data does not fit the handler: field `{path}`: {msg}")
         })
     })
-}
-
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
-    }
 }
 
 /// What a handler may return besides `Result`: anything serializable.

@@ -394,6 +394,11 @@ pub fn poison_cases(good: &str) -> Vec<(Vec<u8>, &'static str)> {
             .into_bytes(),
             "too-large",
         ),
+        (
+            format!(r#"{{"action":"{good}","data":{{"user_id":1,"name":"a"}},"action":"B"}}"#)
+                .into_bytes(),
+            "duplicate-key",
+        ),
     ]
 }
 

@@ -216,6 +216,7 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
             "invalid-data" => assert!(reason.contains("missing field `name`"), "{reason}"),
             "unknown-action" => assert!(reason.contains("T_NOBODY"), "{reason}"),
             "too-large" => assert!(reason.contains("4096"), "{reason}"),
+            "duplicate-key" => assert!(reason.contains("duplicate field `action`"), "{reason}"),
             _ => {}
         }
     }

@@ -92,6 +92,12 @@ async fn poison_input_is_dead_lettered_with_the_same_reasons() {
         "{}",
         dead[6].reason
     );
+    let duplicate = dead.last().expect("dead letters");
+    assert!(
+        duplicate.reason.contains("duplicate field `action`"),
+        "{}",
+        duplicate.reason
+    );
     assert_eq!(
         GOOD.load(Ordering::SeqCst),
         1,
