@@ -37,7 +37,11 @@
 //! * **At compile time**: handlers must be `async fn`s without generics or `self`; each
 //!   parameter a plain identifier of an owned type. The identifier is the key read from
 //!   `data`; mark one parameter `#[data]` to receive the whole `data` as a struct, and give
-//!   one the type [`MessageContext`] to see the delivery's metadata.
+//!   one the type [`MessageContext`] to see the delivery's metadata. The return type is
+//!   `()`, a `T: Serialize`, or a `Result<T, E>` with `E: Display`. A `Result` is known by
+//!   its name, so aliases such as `anyhow::Result<T>` work; an alias named otherwise
+//!   (`type AppResult<T> = ..`) is taken for a value to send, and the compiler then asks
+//!   for `E: Serialize`: name it `Result` or spell out `Result<T, E>`.
 //! * **At start-up**: [`build_event_dependencies`] fails with [`Error::DuplicateAction`]
 //!   when two handlers claim one action, and [`Handle::consume`] with
 //!   [`Error::UnknownAction`] when [`ConsumeChannel::actions`] names an action no handler
