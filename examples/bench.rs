@@ -652,9 +652,14 @@ async fn main() {
         row("W1 consume 100k", "msg/s", &er, &rw, true);
         row("W1 client CPU per message", "µs", &er_cpu, &rw_cpu, false);
     }
-    for (mode, traced, name) in [
-        ("w2", false, "W2 confirmed publish 100k"),
-        ("w2-traced", true, "W2 with a traceparent on every message"),
+    for (mode, traced, label, name) in [
+        ("w2", false, "W2", "W2 confirmed publish 100k"),
+        (
+            "w2-traced",
+            true,
+            "W2 traced",
+            "W2 with a traceparent on every message",
+        ),
     ] {
         if which != "all" && which != mode {
             continue;
@@ -670,7 +675,7 @@ async fn main() {
                 || with_cpu(w2_raw(&x, traced)),
             )
             .await;
-            run_line(mode, i, e.0, r.0, "msg/s");
+            run_line(label, i, e.0, r.0, "msg/s");
             er.push(e.0);
             rw.push(r.0);
             er_cpu.push(e.1 / W2_N as f64 * 1e6);
