@@ -110,8 +110,20 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Logs to the test output when `EVENTRABBIT_TEST_LOG` holds a filter
+/// (`EVENTRABBIT_TEST_LOG=eventrabbit=debug cargo test ...`); quiet otherwise.
+pub fn init_test_log() {
+    if let Ok(filter) = std::env::var("EVENTRABBIT_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// `build_event_dependencies` on the test broker.
 pub async fn deps(config: Config) -> (Events, Handle) {
+    init_test_log();
     let _ = raw_connection().await; // loud failure if the broker is down
     build_event_dependencies(amqp_addr(), config)
         .await
