@@ -53,6 +53,9 @@ pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// A function returning `T` becomes one returning `eventrabbit::Result<T>`. One returning
 /// `Result<T, E>` keeps its type, publishes only `Ok` values, and needs
 /// `E: From<eventrabbit::Error>`. Works on free functions and on methods.
+///
+/// It publishes through the `build_event_dependencies` result made on the tokio runtime
+/// it is called on (the newest, if several), else the newest anywhere.
 #[proc_macro_attribute]
 pub fn producer(attr: TokenStream, item: TokenStream) -> TokenStream {
     producer::expand(attr.into(), item.into()).into()

@@ -191,6 +191,9 @@ pub struct Config {
     pub publish_timeout: Duration,
     /// Upper bound of the wait between reconnection attempts.
     pub max_reconnect_delay: Duration,
+    /// How long one attempt to connect (TCP, TLS and the AMQP handshake) may take before it
+    /// is abandoned and retried.
+    pub connect_timeout: Duration,
     /// Name shown for the connection in the management UI.
     pub connection_name: String,
     /// Extra CA certificates (PEM) trusted for `amqps://` URLs, e.g. a private CA.
@@ -208,6 +211,8 @@ impl Config {
     pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default cap between reconnection attempts.
     pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+    /// Default limit of one connection attempt.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// Sets the idle timeout (`None` never closes an idle connection).
     #[must_use]
@@ -251,6 +256,13 @@ impl Config {
         self
     }
 
+    /// Sets how long one connection attempt may take.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Trusts the CA certificates in `pem` (besides the usual roots) for `amqps://` URLs.
     #[must_use]
     pub fn with_tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
@@ -282,6 +294,7 @@ impl Default for Config {
             rpc_timeout: Self::DEFAULT_RPC_TIMEOUT,
             publish_timeout: Self::DEFAULT_PUBLISH_TIMEOUT,
             max_reconnect_delay: Self::DEFAULT_MAX_RECONNECT_DELAY,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             connection_name: "eventrabbit".to_owned(),
             tls_ca_pem: None,
             trace_propagation: TracePropagation::default(),

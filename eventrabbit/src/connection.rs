@@ -1,21 +1,29 @@
 //! The shared broker connection: opened lazily, reopened with backoff when it drops.
 
-use crate::{Error, Result};
+use crate::{Config, Error, Result};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::{Channel, Connection, ConnectionProperties};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// Owns the AMQP URL (never printed) and the one connection every channel comes from.
+///
+/// The connection and the connector's tasks live on the runtime the connector was made on,
+/// whichever runtime asks for a channel: a connection bound to a caller's runtime would go
+/// dead with it (its socket registered with that runtime's driver).
 pub(crate) struct Connector {
     url: String,
     redacted: String,
     name: String,
     tls_ca_pem: Option<String>,
     max_delay: Duration,
+    connect_timeout: Duration,
+    runtime: Handle,
     current: Mutex<Option<Arc<Connection>>>,
     opened: AtomicU64,
     blocked: Arc<std::sync::Mutex<Option<String>>>,
@@ -30,27 +38,30 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    pub(crate) fn new(
-        url: &str,
-        name: String,
-        tls_ca_pem: Option<String>,
-        max_delay: Duration,
-    ) -> Result<Self> {
+    pub(crate) fn new(url: &str, config: &Config, runtime: Handle) -> Result<Self> {
         url.parse::<lapin::uri::AMQPUri>()
             .map_err(|e| Error::InvalidUrl(redact_text(&e, url)))?;
         Ok(Self {
             url: url.to_owned(),
             redacted: redact(url),
-            name,
-            tls_ca_pem,
-            max_delay,
+            name: config.connection_name.clone(),
+            tls_ca_pem: config.tls_ca_pem.clone(),
+            max_delay: config.max_reconnect_delay,
+            connect_timeout: config.connect_timeout,
+            runtime,
             current: Mutex::new(None),
             opened: AtomicU64::new(0),
             blocked: Arc::default(),
         })
     }
 
-    /// The live connection, opening one if there is none; one attempt.
+    /// Runs `task` on the connector's runtime.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// The live connection, opening one if there is none; one attempt, bounded by the
+    /// connect timeout.
     pub(crate) async fn connect_once(&self) -> Result<Arc<Connection>> {
         let mut current = self.current.lock().await;
         if let Some(conn) = current.as_ref()
@@ -63,13 +74,23 @@ impl Connector {
             identity: None,
             cert_chain: self.tls_ca_pem.clone(),
         };
-        let runtime = lapin::runtime::default_runtime().map_err(Error::Connection)?;
-        let conn = Connection::connect_with_config(&self.url, props, tls, runtime)
-            .await
-            .map_err(|e| {
+        let runtime = async_rs::Runtime::tokio_with_handle(self.runtime.clone());
+        let connecting = Connection::connect_with_config(&self.url, props, tls, runtime);
+        let conn = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
                 tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
-                Error::Connection(e)
-            })?;
+                return Err(Error::Connection(e));
+            }
+            Err(_) => {
+                let timeout = self.connect_timeout;
+                tracing::warn!(url = %self.redacted, ?timeout, "connecting to the broker timed out");
+                return Err(Error::Unavailable(
+                    timeout,
+                    "connecting to the broker".to_owned(),
+                ));
+            }
+        };
         let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
         if n > 1 {
             crate::telemetry::metric::reconnected();
@@ -77,7 +98,7 @@ impl Connector {
         tracing::info!(url = %self.redacted, connections = n, "connected to the broker");
         let conn = Arc::new(conn);
         *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        tokio::spawn(watch_events(
+        self.spawn(watch_events(
             conn.events_listener(),
             Arc::downgrade(&conn),
             self.blocked.clone(),
@@ -151,13 +172,12 @@ impl Connector {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// Whether a connection is open now.
-    pub(crate) async fn is_connected(&self) -> bool {
+    /// Whether a connection is open now. Never waits: while a connection is being opened
+    /// there is none yet.
+    pub(crate) fn is_connected(&self) -> bool {
         self.current
-            .lock()
-            .await
-            .as_ref()
-            .is_some_and(|c| c.status().connected())
+            .try_lock()
+            .is_ok_and(|c| c.as_ref().is_some_and(|c| c.status().connected()))
     }
 
     /// Drops the current connection without waiting on the broker (it stopped answering);
@@ -166,7 +186,7 @@ impl Connector {
         let conn = self.current.lock().await.take();
         if let Some(conn) = conn {
             tracing::warn!(url = %self.redacted, "abandoning an unresponsive connection");
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let close = conn.close(320, "eventrabbit: connection unresponsive".into());
                 let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
             });
@@ -267,11 +287,13 @@ mod tests {
 
     #[test]
     fn debug_has_no_password() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let c = Connector::new(
             "amqp://guest:hunter2@127.0.0.1:5672/%2f",
-            "t".into(),
-            None,
-            Duration::from_secs(1),
+            &Config::default(),
+            rt.handle().clone(),
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));

@@ -10,6 +10,11 @@ pub enum Error {
     /// The AMQP URL could not be parsed (the URL itself is not repeated: it may hold a password).
     #[error("invalid AMQP URL: {0}")]
     InvalidUrl(String),
+    /// `build_event_dependencies` was called outside a tokio runtime.
+    #[error(
+        "eventrabbit must be set up inside a tokio runtime (call `build_event_dependencies` from async code run by tokio)"
+    )]
+    NoRuntime,
     /// The broker could not be reached or the connection failed.
     #[error("broker connection failed: {0}")]
     Connection(#[source] lapin::Error),

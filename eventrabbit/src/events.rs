@@ -46,17 +46,16 @@ pub async fn build_event_dependencies(
     config: Config,
 ) -> Result<(Events, Handle)> {
     registry::check_duplicates()?;
-    let connector = Arc::new(Connector::new(
-        url.as_ref(),
-        config.connection_name.clone(),
-        config.tls_ca_pem.clone(),
-        config.max_reconnect_delay,
-    )?);
+    // Everything eventrabbit runs in the background lives on this runtime.
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+    let connector = Arc::new(Connector::new(url.as_ref(), &config, runtime)?);
     let idle = config.idle_timeout;
     let shared = Arc::new(Shared::new(connector, config));
     sink::register(sink::Sink::Broker(Arc::downgrade(&shared)));
     if let Some(idle) = idle {
-        tokio::spawn(close_when_idle(Arc::downgrade(&shared), idle));
+        shared
+            .connector
+            .spawn(close_when_idle(Arc::downgrade(&shared), idle));
     }
     Ok((
         Events {
@@ -157,7 +156,7 @@ impl Events {
 
     /// Whether the connection is open now.
     pub async fn is_connected(&self) -> bool {
-        self.shared.connector.is_connected().await
+        self.shared.connector.is_connected()
     }
 }
 
@@ -235,7 +234,7 @@ impl Handle {
     /// The connection's and every consumer's state, for readiness probes.
     pub async fn health(&self) -> Health {
         Health {
-            connected: self.shared.connector.is_connected().await,
+            connected: self.shared.connector.is_connected(),
             blocked: self.shared.connector.blocked(),
             consumers: self.shared.consumer_health(),
         }

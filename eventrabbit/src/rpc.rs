@@ -90,7 +90,7 @@ impl RpcClient {
             .await
             .map_err(Error::amqp("consuming RPC replies"))?;
         let pending = self.pending.clone();
-        tokio::spawn(async move {
+        self.connector.spawn(async move {
             while let Some(Ok(delivery)) = replies.next().await {
                 let Some(id) = delivery.properties.correlation_id().as_ref() else {
                     tracing::debug!("reply without correlation_id dropped");
