@@ -114,13 +114,7 @@ async fn a_connection_attempt_that_gets_no_answer_is_given_up_and_made_again() {
     let config = Config::default()
         .with_connect_timeout(Duration::from_millis(300))
         .with_max_reconnect_delay(Duration::from_millis(200));
-    let (_events, handle) =
-        build_event_dependencies(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), config)
-            .await
-            .unwrap();
-    let h = handle.clone();
-    let consuming =
-        tokio::spawn(async move { h.consume(ConsumeChannel::new(unique("q-silent"))).await });
+    let (handle, consuming) = consume_from(port, config).await;
     // Each attempt is given up after the connect timeout and made again.
     eventrabbit_tests::wait_until!(
         Duration::from_secs(15),
@@ -152,18 +146,30 @@ async fn silent_broker() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>)
     (port, accepted, task)
 }
 
-#[tokio::test]
-async fn health_answers_while_a_connection_attempt_hangs() {
-    let (port, accepted, silent) = silent_broker().await;
-    // One attempt may take a minute: health must not wait for it.
-    let config = Config::default().with_connect_timeout(Duration::from_secs(60));
+/// Sets eventrabbit up towards `port` and starts consuming a queue there.
+async fn consume_from(
+    port: u16,
+    config: Config,
+) -> (
+    eventrabbit::Handle,
+    tokio::task::JoinHandle<eventrabbit::Result<()>>,
+) {
     let (_events, handle) =
         build_event_dependencies(format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), config)
             .await
             .unwrap();
     let h = handle.clone();
     let consuming =
-        tokio::spawn(async move { h.consume(ConsumeChannel::new(unique("q-hanging"))).await });
+        tokio::spawn(async move { h.consume(ConsumeChannel::new(unique("q-silent"))).await });
+    (handle, consuming)
+}
+
+#[tokio::test]
+async fn health_answers_while_a_connection_attempt_hangs() {
+    let (port, accepted, silent) = silent_broker().await;
+    // One attempt may take a minute: health must not wait for it.
+    let config = Config::default().with_connect_timeout(Duration::from_secs(60));
+    let (handle, consuming) = consume_from(port, config).await;
     eventrabbit_tests::wait_until!(
         Duration::from_secs(10),
         accepted.load(Ordering::SeqCst) >= 1
