@@ -24,7 +24,10 @@ pub(crate) struct Connector {
     max_delay: Duration,
     connect_timeout: Duration,
     runtime: Handle,
-    current: Mutex<Option<Arc<Connection>>>,
+    /// The connection; only ever locked for a moment, never across an await.
+    current: std::sync::Mutex<Option<Arc<Connection>>>,
+    /// Held while a connection is being opened, so only one attempt runs at a time.
+    connecting: Mutex<()>,
     opened: AtomicU64,
     blocked: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -49,7 +52,8 @@ impl Connector {
             max_delay: config.max_reconnect_delay,
             connect_timeout: config.connect_timeout,
             runtime,
-            current: Mutex::new(None),
+            current: std::sync::Mutex::new(None),
+            connecting: Mutex::new(()),
             opened: AtomicU64::new(0),
             blocked: Arc::default(),
         })
@@ -63,11 +67,13 @@ impl Connector {
     /// The live connection, opening one if there is none; one attempt, bounded by the
     /// connect timeout.
     pub(crate) async fn connect_once(&self) -> Result<Arc<Connection>> {
-        let mut current = self.current.lock().await;
-        if let Some(conn) = current.as_ref()
-            && conn.status().connected()
-        {
-            return Ok(conn.clone());
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another attempt may have succeeded while this one waited its turn.
+        if let Some(conn) = self.live() {
+            return Ok(conn);
         }
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
         let tls = lapin::tcp::OwnedTLSConfig {
@@ -104,7 +110,7 @@ impl Connector {
             self.blocked.clone(),
             self.redacted.clone(),
         ));
-        *current = Some(conn.clone());
+        *self.slot() = Some(conn.clone());
         Ok(conn)
     }
 
@@ -172,18 +178,27 @@ impl Connector {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// Whether a connection is open now. Never waits: while a connection is being opened
-    /// there is none yet.
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, if one is open.
+    fn live(&self) -> Option<Arc<Connection>> {
+        self.slot()
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    /// Whether a connection is open now. Never waits on a connection being opened.
     pub(crate) fn is_connected(&self) -> bool {
-        self.current
-            .try_lock()
-            .is_ok_and(|c| c.as_ref().is_some_and(|c| c.status().connected()))
+        self.live().is_some()
     }
 
     /// Drops the current connection without waiting on the broker (it stopped answering);
     /// the next use opens a new one.
-    pub(crate) async fn abandon(&self) {
-        let conn = self.current.lock().await.take();
+    pub(crate) fn abandon(&self) {
+        let conn = self.slot().take();
         if let Some(conn) = conn {
             tracing::warn!(url = %self.redacted, "abandoning an unresponsive connection");
             self.spawn(async move {
@@ -195,7 +210,7 @@ impl Connector {
 
     /// Closes the connection, if open.
     pub(crate) async fn close(&self) {
-        let conn = self.current.lock().await.take();
+        let conn = self.slot().take();
         if let Some(conn) = conn
             && conn.status().connected()
         {

@@ -95,7 +95,7 @@ async fn session(
                 let step = *step.lock().unwrap_or_else(|e| e.into_inner());
                 if step == OPENING {
                     // The broker does not even answer channel.open: the connection is broken.
-                    shared.connector.abandon().await;
+                    shared.connector.abandon();
                 }
                 return Err(Error::Unavailable(
                     SETUP_TIMEOUT,
