@@ -22,6 +22,8 @@ impl Routes {
     fn new(regs: impl IntoIterator<Item = &'static Registration>) -> Self {
         let mut sorted: Vec<_> = regs.into_iter().collect();
         sorted.sort_unstable_by_key(|r| r.action);
+        // An action named twice in `ConsumeChannel::actions` is one route.
+        sorted.dedup_by_key(|r| r.action);
         Self { sorted }
     }
 
@@ -71,19 +73,19 @@ pub(crate) fn routes(queue: &str, only: Option<&[String]>) -> Result<Routes> {
     let all = all()?;
     let routes = match only {
         None => Routes::new(all.into_values()),
-        Some(actions) => {
-            let mut chosen = HashMap::new();
-            for action in actions {
-                let reg = all
-                    .get(action.as_str())
-                    .ok_or_else(|| Error::UnknownAction {
-                        queue: queue.to_owned(),
-                        action: action.clone(),
-                    })?;
-                chosen.insert(reg.action, *reg);
-            }
-            Routes::new(chosen.into_values())
-        }
+        Some(actions) => Routes::new(
+            actions
+                .iter()
+                .map(|action| {
+                    all.get(action.as_str())
+                        .copied()
+                        .ok_or_else(|| Error::UnknownAction {
+                            queue: queue.to_owned(),
+                            action: action.clone(),
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
     };
     Ok(routes)
 }
@@ -103,7 +105,12 @@ mod tests {
 
     #[test]
     fn finds_every_action_and_only_those() {
-        let routes = Routes::new([&C, &A, &B]);
+        let routes = Routes::new([&C, &A, &B, &A]);
+        assert_eq!(
+            routes.iter().count(),
+            3,
+            "an action named twice is one route"
+        );
         for reg in [&A, &B, &C] {
             let route = routes.get(reg.action).expect("registered action");
             assert_eq!(route.reg.name, reg.name);
