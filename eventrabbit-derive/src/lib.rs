@@ -5,10 +5,14 @@
 
 use proc_macro::TokenStream;
 
-mod attr;
-mod handler;
-mod producer;
-mod sig;
+mod ast;
+mod errors;
+mod expand;
+mod valid;
+
+use ast::{Attr, MacroKind};
+use errors::{Errors, error_with};
+use quote::quote;
 
 /// Registers an `async fn` as the handler of the messages whose `action` is given.
 ///
@@ -18,13 +22,19 @@ mod sig;
 /// ```
 ///
 /// Parameters are filled from the message's `data` object by name. One parameter marked
-/// `#[data]` may instead take the whole `data` as a `Deserialize` type, and one parameter of
-/// type `MessageContext` receives the delivery's context. The function may return `()`,
-/// any `T: Serialize` (sent back when the message has a `reply_to`), or `Result<T, E>` with
-/// `E: Display`, where `Err` is a failure that is retried.
+/// `#[data]` may instead take the whole `data` as a `Deserialize` type, and one parameter
+/// receives the delivery's context: its type is spelled `MessageContext` (any path ending
+/// so, such as `eventrabbit::MessageContext`), or it is marked `#[context]` (for an alias
+/// or a re-export under another name). The function may return `()`, any `T: Serialize`
+/// (sent back when the message has a `reply_to`), or `Result<T, E>` with `E: Display`,
+/// where `Err` is a failure that is retried.
+///
+/// Generated code reaches the runtime through `::eventrabbit`; a crate that re-exports
+/// eventrabbit under another path says so with `crate = "path::to::eventrabbit"` (all three
+/// macros take it).
 #[proc_macro_attribute]
 pub fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
-    handler::expand(handler::Kind::Consumer, attr.into(), item.into()).into()
+    handler(MacroKind::Consumer, attr.into(), item.into()).into()
 }
 
 /// A consumer whose result is also published to `exchange` under `action_reply`.
@@ -37,7 +47,7 @@ pub fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `action_reply` defaults to `action` and `key` (the routing key) to `""`.
 #[proc_macro_attribute]
 pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
-    handler::expand(handler::Kind::Function, attr.into(), item.into()).into()
+    handler(MacroKind::Function, attr.into(), item.into()).into()
 }
 
 /// Calling the function runs its body, then publishes its result as `data` under `action`
@@ -58,5 +68,47 @@ pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// it is called on (the newest, if several), else the newest anywhere.
 #[proc_macro_attribute]
 pub fn producer(attr: TokenStream, item: TokenStream) -> TokenStream {
-    producer::expand(attr.into(), item.into()).into()
+    producer_impl(attr.into(), item.into()).into()
+}
+
+/// `#[consumer]` and `#[function]`: parse, validate, expand; on errors, the function as
+/// written beside them.
+fn handler(
+    kind: MacroKind,
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let mut func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => return error_with(item, e),
+    };
+    let mut errors = Errors::default();
+    let attr = Attr::parse(kind, attr, &mut errors);
+    let spec = valid::handler(attr, &func, &mut errors);
+    expand::strip_param_attrs(&mut func);
+    match (errors.finish(), spec) {
+        (Ok(()), Some(spec)) => expand::handler(&func, &spec),
+        (Err(e), _) => error_with(quote!(#func), e),
+        (Ok(()), None) => unreachable!("validation reports why it made no handler"),
+    }
+}
+
+/// `#[producer]`: parse, validate, expand; on errors, the function as written beside them.
+fn producer_impl(
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    // `ImplItemFn` parses free fns and methods alike (a free fn is a method without `self`).
+    let func: syn::ImplItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(e) => return error_with(item, e),
+    };
+    let mut errors = Errors::default();
+    let attr = Attr::parse(MacroKind::Producer, attr, &mut errors);
+    let spec = valid::producer(attr, &func, &mut errors);
+    match (errors.finish(), spec) {
+        (Ok(()), Some(spec)) => expand::producer(func, &spec),
+        (Err(e), _) => error_with(item, e),
+        (Ok(()), None) => unreachable!("validation reports why it made no producer"),
+    }
 }

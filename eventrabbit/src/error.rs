@@ -139,9 +139,91 @@ pub enum Error {
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of trouble an [`Error`] is: whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The broker could not be reached, the connection dropped or a deadline passed:
+    /// the same operation may succeed later.
+    Transient,
+    /// The broker refused this operation (no such exchange, a declaration that conflicts
+    /// with an existing one, access refused, a negative confirm, an unroutable message):
+    /// it fails again until someone changes the broker's state.
+    Refused,
+    /// The request itself is wrong (a bad URL or name, data that does not serialize, a
+    /// handler set naming unknown actions, an error sent back by a remote handler):
+    /// trying again never helps.
+    Permanent,
+}
+
 impl Error {
     pub(crate) fn amqp(op: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {
         let op = op.into();
         move |source| Error::Amqp { op, source }
+    }
+
+    /// What kind of trouble this is: whether trying again can help.
+    ///
+    /// ```
+    /// use eventrabbit::{Error, ErrorKind};
+    /// let e = Error::NoSuchExchange("orders".into());
+    /// assert_eq!(e.kind(), ErrorKind::Refused);
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Connection(source) | Error::Amqp { source, .. } => lapin_kind(source),
+            Error::Unavailable(..)
+            | Error::Blocked { .. }
+            | Error::Timeout { .. }
+            | Error::ReplyLost { .. }
+            | Error::Shutdown => ErrorKind::Transient,
+            Error::Nacked { .. } | Error::Unroutable { .. } | Error::NoSuchExchange(_) => {
+                ErrorKind::Refused
+            }
+            Error::InvalidUrl(_)
+            | Error::NoRuntime
+            | Error::DuplicateAction { .. }
+            | Error::UnknownAction { .. }
+            | Error::NotAnObject { .. }
+            | Error::NotInitialized(_)
+            | Error::Remote { .. }
+            | Error::BadReply { .. } => ErrorKind::Permanent,
+        }
+    }
+
+    /// Whether the same operation may succeed if tried again later.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+
+    /// Whether the broker refused the operation itself.
+    #[must_use]
+    pub fn is_refused(&self) -> bool {
+        self.kind() == ErrorKind::Refused
+    }
+}
+
+/// A lapin error's kind. A channel-level protocol error is the broker refusing the
+/// operation; a connection-level one means the connection is gone and a new one may do
+/// better (but for `NOT_ALLOWED`: no access to the virtual host). Everything else (I/O,
+/// missed heartbeats, a closed channel or connection) is transient, but for errors no
+/// reconnection can fix.
+fn lapin_kind(e: &lapin::Error) -> ErrorKind {
+    use lapin::ErrorKind as K;
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError};
+    match e.kind() {
+        K::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(_) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
+                ErrorKind::Refused
+            }
+            AMQPErrorKind::Hard(_) => ErrorKind::Transient,
+        },
+        K::ChannelsLimitReached | K::InvalidProtocolVersion(_) | K::AuthProviderError(_) => {
+            ErrorKind::Refused
+        }
+        K::ParsingError(_) | K::SerialisationError(_) | K::NoDefaultRuntime => ErrorKind::Permanent,
+        _ => ErrorKind::Transient,
     }
 }

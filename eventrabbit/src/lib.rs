@@ -37,7 +37,8 @@
 //! * **At compile time**: handlers must be `async fn`s without generics or `self`; each
 //!   parameter a plain identifier of an owned type. The identifier is the key read from
 //!   `data`; mark one parameter `#[data]` to receive the whole `data` as a struct, and give
-//!   one the type [`MessageContext`] to see the delivery's metadata. The return type is
+//!   one the type [`MessageContext`] (any path ending so; mark an alias `#[context]`) to
+//!   see the delivery's metadata. The return type is
 //!   `()`, a `T: Serialize`, or a `Result<T, E>` with `E: Display`. A `Result` is known by
 //!   its name, so aliases such as `anyhow::Result<T>` work; an alias named otherwise
 //!   (`type AppResult<T> = ..`) is taken for a value to send, and the compiler then asks
@@ -54,41 +55,30 @@
 
 #![forbid(unsafe_code)]
 
-mod ack;
+mod amqp;
+mod api;
 mod config;
-mod connection;
-mod consume_channel;
-mod consumer;
-mod context;
-mod dead_letter;
-mod delivery;
-mod dispatch;
-mod envelope;
 mod error;
-mod events;
 mod handler;
-mod health;
-mod publisher;
-mod registry;
-mod routing;
-mod rpc;
-mod runtime;
-mod sink;
+mod pipeline;
 mod telemetry;
 pub mod testing;
-mod topology;
+mod wire;
 
-pub use config::{Config, QueueConfig, RetryConfig, TracePropagation, UnknownAction};
-pub use consume_channel::{ConsumeChannel, ExchangeKind};
-pub use context::{MessageContext, RETRY_COUNT_HEADER};
-pub use dead_letter::{
+pub use api::build::build_event_dependencies;
+pub use api::events::Events;
+pub use api::handle::Handle;
+pub use config::{
+    Config, ConsumeChannel, ExchangeKind, QueueConfig, RetryConfig, TracePropagation, UnknownAction,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use handler::context::MessageContext;
+pub use telemetry::health::{ConsumerHealth, ConsumerState, Health};
+pub use wire::headers::{
     ATTEMPTS_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_CODE_HEADER, REASON_HEADER,
+    RETRY_COUNT_HEADER, TRACEPARENT_HEADER,
 };
-pub use error::{Error, Result};
-pub use events::{Events, Handle, build_event_dependencies};
-pub use health::{ConsumerHealth, ConsumerState, Health};
-pub use telemetry::TRACEPARENT_HEADER;
 
 #[doc(inline)]
 pub use eventrabbit_derive::{consumer, function, producer};
@@ -101,21 +91,13 @@ pub mod types {
 /// Support for the code the macros generate. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::handler::{
-        Failure, HandlerFn, HandlerFuture, HandlerResult, HandlerReturn, Input, Registration,
-        Reply, ReplyTarget, assert_result_return, assert_value_return, result_outcome,
+    pub use crate::handler::input::{Failure, Input, Reply};
+    pub use crate::handler::outcome::{
+        HandlerResult, HandlerReturn, assert_result_return, assert_value_return, result_outcome,
         unit_outcome, unit_result_outcome, value_outcome,
     };
+    pub use crate::handler::producers::publish_produced;
+    pub use crate::handler::registration::{HandlerFn, HandlerFuture, Registration, ReplyTarget};
     pub use inventory;
     pub use serde;
-
-    /// Publishes a `#[producer]`'s result.
-    pub async fn publish_produced<T: serde::Serialize + ?Sized>(
-        exchange: &str,
-        routing_key: &str,
-        action: &str,
-        data: &T,
-    ) -> crate::Result<()> {
-        crate::events::publish_produced(exchange, routing_key, action, data).await
-    }
 }

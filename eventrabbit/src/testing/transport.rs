@@ -1,13 +1,13 @@
 //! The test broker as a [`Transport`]: publishing routes into its queues, retries go
 //! straight back to the failing queue, dead letters are kept for inspection.
 
-use super::{DeadLetter, Inner, route};
-use crate::Result;
-use crate::context::Message;
-use crate::dead_letter::{dead_letter_properties, retry_properties};
-use crate::delivery::Transport;
-use crate::dispatch::DeadReason;
-use crate::publisher::Outgoing;
+use super::records::DeadLetter;
+use super::state::{Inner, route};
+use crate::error::Result;
+use crate::handler::context::Message;
+use crate::pipeline::dead_reason::DeadReason;
+use crate::pipeline::failure::{dead_letter_properties, retry_properties};
+use crate::pipeline::transport::{Outgoing, Transport};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ impl Transport for TestTransport<'_> {
         _durable: bool,
         error: &str,
     ) -> Result<()> {
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.0.state();
         state.retry_delays.push((message.queue.to_string(), delay));
         if let Some(q) = state.queues.get_mut(&*message.queue) {
             q.messages.push_back(Arc::new(Message {
@@ -56,15 +56,10 @@ impl Transport for TestTransport<'_> {
         reason: &DeadReason,
     ) -> Result<()> {
         let properties = dead_letter_properties(message, reason);
-        let attempts = match reason {
-            DeadReason::RetriesExhausted { attempts, .. } => *attempts,
-            DeadReason::InvalidData { .. } => 1,
-            _ => 0,
-        };
         let letter = DeadLetter {
             code: reason.code().to_owned(),
             reason: reason.to_string(),
-            attempts,
+            attempts: reason.attempts(),
             body: message.body.clone(),
         };
         let kept = Message {
@@ -75,7 +70,7 @@ impl Transport for TestTransport<'_> {
             properties,
             body: message.body.clone(),
         };
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.0.state();
         state
             .dead_letters
             .entry(dead_letter_queue.to_owned())

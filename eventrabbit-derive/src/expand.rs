@@ -1,0 +1,200 @@
+//! Expansion: the code generated for a valid [`Handler`] or [`Producer`]. Generated code
+//! calls ordinary runtime functions through `<crate>::__private` and names its own items
+//! `__eventrabbit_*`, so it never collides with the user's names.
+
+use crate::ast::{Returns, ok_is_unit};
+use crate::valid::{Handler, PARAM_ATTRS, Producer, Source};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ImplItemFn, ItemFn, ReturnType};
+
+/// Removes the parameter attributes the handler macros read.
+pub(crate) fn strip_param_attrs(func: &mut ItemFn) {
+    for arg in &mut func.sig.inputs {
+        if let FnArg::Typed(pt) = arg {
+            pt.attrs
+                .retain(|a| !PARAM_ATTRS.iter().any(|name| a.path().is_ident(name)));
+        }
+    }
+}
+
+/// The function as written, and beside it a registered handler that decodes `data` into
+/// its parameters and turns its result into a reply.
+pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
+    let krate = &spec.krate;
+    let private = quote!(#krate::__private);
+    let fn_name = &func.sig.ident;
+    // Each parameter's value is held in a local of its own name, which no parameter or
+    // function of the user's can shadow (`async fn email(email: String)` works).
+    let locals: Vec<_> = (0..spec.params.len())
+        .map(|i| format_ident!("__eventrabbit_arg{}", i))
+        .collect();
+    let fields: Vec<_> = spec
+        .params
+        .iter()
+        .zip(&locals)
+        .filter(|(p, _)| matches!(p.source, Source::Field))
+        .collect();
+    let field_defs = fields.iter().map(|(p, _)| {
+        let (ident, ty) = (&p.ident, &p.ty);
+        quote_spanned!(ty.span()=> #ident: #ty,)
+    });
+    let field_binds = fields.iter().map(|(p, local)| {
+        let ident = &p.ident;
+        quote!(#ident: #local)
+    });
+    let decode_fields = if fields.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            let __EventrabbitArgs { #(#field_binds),* } = __input.args::<__EventrabbitArgs>()?;
+        }
+    };
+    let decode_others = spec.params.iter().zip(&locals).filter_map(|(p, local)| {
+        let ty = &p.ty;
+        match p.source {
+            Source::Field => None,
+            Source::Data => Some(quote_spanned! {ty.span()=>
+                let #local: #ty = __input.data::<#ty>()?;
+            }),
+            Source::Context => Some(quote_spanned! {ty.span()=>
+                let #local: #ty = __input.context();
+            }),
+        }
+    });
+    // Bound checks spanned on the return type, so a wrong type is reported where it is
+    // written. `()` results take an outcome function that serializes nothing.
+    let (outcome, return_check) = match &spec.returns {
+        Returns::Result(ty) => (
+            if ok_is_unit(ty) {
+                quote!(#private::unit_result_outcome)
+            } else {
+                quote!(#private::result_outcome)
+            },
+            quote_spanned!(ty.span()=> #private::assert_result_return::<#ty>();),
+        ),
+        Returns::Value(ty) => (
+            quote!(#private::value_outcome),
+            quote_spanned!(ty.span()=> #private::assert_value_return::<#ty>();),
+        ),
+        Returns::Unit => (quote!(#private::unit_outcome), quote!()),
+    };
+    let action = &spec.action;
+    let name = quote!(::core::concat!(
+        ::core::module_path!(),
+        "::",
+        ::core::stringify!(#fn_name)
+    ));
+    let registration = match &spec.reply {
+        None => quote! {
+            #private::Registration::consumer(#action, #name, __eventrabbit_call)
+        },
+        Some(reply) => {
+            let (exchange, reply_action) = (&reply.exchange, &reply.action);
+            let key = reply
+                .key
+                .as_ref()
+                .map(|k| quote!(#k))
+                .unwrap_or_else(|| quote!(""));
+            quote! {
+                #private::Registration::function(
+                    #action,
+                    #name,
+                    #private::ReplyTarget::new(#exchange, #reply_action, #key),
+                    __eventrabbit_call,
+                )
+            }
+        }
+    };
+    let serde_crate = format!("{}::__private::serde", path_string(krate));
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        const _: () = {
+            #[derive(#private::serde::Deserialize)]
+            #[serde(crate = #serde_crate)]
+            #[allow(non_camel_case_types, dead_code)]
+            struct __EventrabbitArgs { #(#field_defs)* }
+
+            #[allow(dead_code)]
+            fn __eventrabbit_check() { #return_check }
+
+            fn __eventrabbit_call(__input: #private::Input) -> #private::HandlerFuture {
+                ::std::boxed::Box::pin(async move {
+                    #decode_fields
+                    #(#decode_others)*
+                    #outcome(#fn_name(#(#locals),*).await)
+                })
+            }
+
+            #private::inventory::submit! { #registration }
+        };
+    }
+}
+
+/// The function rewritten to run its body, publish the result and return it.
+pub(crate) fn producer(mut func: ImplItemFn, spec: &Producer) -> TokenStream {
+    let krate = &spec.krate;
+    let (exchange, action) = (&spec.exchange, &spec.action);
+    let key = spec
+        .key
+        .as_ref()
+        .map(|k| quote!(#k))
+        .unwrap_or_else(|| quote!(""));
+    let publish = quote! {
+        #krate::__private::publish_produced(#exchange, #key, #action, &__eventrabbit_value).await
+    };
+    let (ret_ty, new_body) = match &spec.returns {
+        Returns::Result(ty) => {
+            let ret = quote_spanned! {ty.span()=>
+                let __eventrabbit_value = __eventrabbit_result?;
+                #publish.map_err(::core::convert::From::from)?;
+                ::core::result::Result::Ok(__eventrabbit_value)
+            };
+            (ty.clone(), ret)
+        }
+        Returns::Value(ty) => {
+            let ret = quote! {
+                let __eventrabbit_value = __eventrabbit_result;
+                #publish?;
+                ::core::result::Result::Ok(__eventrabbit_value)
+            };
+            let wrapped: syn::Type = syn::parse_quote_spanned!(ty.span()=> #krate::Result<#ty>);
+            (wrapped, ret)
+        }
+        Returns::Unit => unreachable!("validation rejects producers returning ()"),
+    };
+    let body_ty = match &func.sig.output {
+        ReturnType::Type(_, ty) => (**ty).clone(),
+        ReturnType::Default => unreachable!("validation rejects producers returning ()"),
+    };
+    let stmts = &func.block.stmts;
+    let block = syn::parse_quote! {{
+        let __eventrabbit_result: #body_ty = async move {
+            #[allow(unreachable_code, clippy::diverging_sub_expression)]
+            if false {
+                let __eventrabbit_fake: #body_ty = loop {};
+                return __eventrabbit_fake;
+            }
+            #(#stmts)*
+        }
+        .await;
+        #new_body
+    }};
+    func.block = block;
+    func.sig.output = syn::parse_quote!(-> #ret_ty);
+    quote!(#func)
+}
+
+/// `::a::b` → `"::a::b"`, for `#[serde(crate = "..")]`.
+fn path_string(path: &syn::Path) -> String {
+    let mut out = String::new();
+    if path.leading_colon.is_some() {
+        out.push_str("::");
+    }
+    let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    out.push_str(&segments.join("::"));
+    out
+}

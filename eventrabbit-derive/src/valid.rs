@@ -1,0 +1,252 @@
+//! Validation: the parsed attribute and function checked against what each macro needs,
+//! into a [`Handler`] or [`Producer`] that expansion can trust. Every problem is a spanned
+//! error, and all of them are reported at once.
+
+use crate::ast::{Attr, MacroKind, Returns, StrArg, attribute_span};
+use crate::errors::Errors;
+use syn::spanned::Spanned;
+use syn::{FnArg, ImplItemFn, ItemFn, Pat, Signature, Type};
+
+/// How one parameter of a handler is filled.
+pub(crate) enum Source {
+    /// From the field of `data` with the parameter's name.
+    Field,
+    /// The whole of `data`, marked `#[data]`.
+    Data,
+    /// The delivery context: a type named `MessageContext`, or marked `#[context]`.
+    Context,
+}
+
+/// One parameter of a handler.
+pub(crate) struct Param {
+    pub(crate) ident: syn::Ident,
+    pub(crate) ty: Type,
+    pub(crate) source: Source,
+}
+
+/// Where a `#[function]` publishes its result.
+pub(crate) struct ReplyTo {
+    pub(crate) exchange: StrArg,
+    pub(crate) action: StrArg,
+    pub(crate) key: Option<StrArg>,
+}
+
+/// A valid `#[consumer]` or `#[function]`.
+pub(crate) struct Handler {
+    pub(crate) krate: syn::Path,
+    pub(crate) action: StrArg,
+    pub(crate) reply: Option<ReplyTo>,
+    pub(crate) params: Vec<Param>,
+    pub(crate) returns: Returns,
+}
+
+/// A valid `#[producer]`.
+pub(crate) struct Producer {
+    pub(crate) krate: syn::Path,
+    pub(crate) exchange: StrArg,
+    pub(crate) action: StrArg,
+    pub(crate) key: Option<StrArg>,
+    pub(crate) returns: Returns,
+}
+
+/// The parameter attributes the handler macros read (and remove from the function).
+pub(crate) const PARAM_ATTRS: [&str; 2] = ["data", "context"];
+
+pub(crate) fn handler(attr: Attr, func: &ItemFn, errors: &mut Errors) -> Option<Handler> {
+    let name = attr.kind.name();
+    check_common(name, &func.sig, errors);
+    let params = params(name, &func.sig, errors);
+    let action = required(&attr, "action", attr.action.as_ref(), errors);
+    if let Some(action) = &action {
+        non_empty(name, "action", action, errors);
+    }
+    let reply = match attr.kind {
+        MacroKind::Function => {
+            let exchange = required(&attr, "exchange", attr.exchange.as_ref(), errors);
+            if let Some(r) = &attr.action_reply {
+                non_empty(name, "action_reply", r, errors);
+            }
+            match (exchange, &action) {
+                (Some(exchange), Some(action)) => Some(ReplyTo {
+                    exchange,
+                    action: attr.action_reply.clone().unwrap_or_else(|| action.clone()),
+                    key: attr.key.clone(),
+                }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Some(Handler {
+        krate: krate(&attr),
+        action: action?,
+        reply,
+        params,
+        returns: Returns::of(&func.sig),
+    })
+}
+
+pub(crate) fn producer(attr: Attr, func: &ImplItemFn, errors: &mut Errors) -> Option<Producer> {
+    let name = attr.kind.name();
+    check_common(name, &func.sig, errors);
+    for arg in &func.sig.inputs {
+        if let FnArg::Typed(pt) = arg
+            && !matches!(&*pt.pat, Pat::Ident(_))
+        {
+            errors.push(
+                pt.pat.span(),
+                "unsupported parameter pattern: use a plain identifier",
+            );
+        }
+    }
+    let returns = Returns::of(&func.sig);
+    if let Returns::Unit = returns {
+        errors.push(
+            func.sig.ident.span(),
+            "`#[producer]` publishes what the function returns: give it a return type that serializes to a JSON object",
+        );
+    }
+    let exchange = required(&attr, "exchange", attr.exchange.as_ref(), errors);
+    let action = required(&attr, "action", attr.action.as_ref(), errors);
+    if let Some(action) = &action {
+        non_empty(name, "action", action, errors);
+    }
+    Some(Producer {
+        krate: krate(&attr),
+        exchange: exchange?,
+        action: action?,
+        key: attr.key.clone(),
+        returns,
+    })
+}
+
+/// The path generated code reaches eventrabbit by.
+fn krate(attr: &Attr) -> syn::Path {
+    attr.krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::eventrabbit))
+}
+
+fn required(attr: &Attr, key: &str, value: Option<&StrArg>, errors: &mut Errors) -> Option<StrArg> {
+    if value.is_none() && attr.complete && !attr.given.iter().any(|k| k == key) {
+        errors.push(
+            attribute_span(),
+            format!("`#[{}]` needs `{key} = \"...\"`", attr.kind.name()),
+        );
+    }
+    value.cloned()
+}
+
+/// Rejects an empty string literal for keys such as `action`, which name something.
+fn non_empty(macro_name: &str, key: &str, arg: &StrArg, errors: &mut Errors) {
+    if let Some(s) = arg.literal()
+        && s.value().is_empty()
+    {
+        errors.push(
+            s.span(),
+            format!("`{key}` of `#[{macro_name}]` must not be empty"),
+        );
+    }
+}
+
+/// Errors common to every decorated fn: it must be a plain, non-generic `async fn`.
+fn check_common(macro_name: &str, sig: &Signature, errors: &mut Errors) {
+    if sig.asyncness.is_none() {
+        errors.push(
+            sig.fn_token.span(),
+            format!("`#[{macro_name}]` must be put on an `async fn`"),
+        );
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(
+            sig.generics.span(),
+            format!("`#[{macro_name}]` does not support generic functions"),
+        );
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(variadic.span(), "variadic functions are not supported");
+    }
+}
+
+/// A handler's parameters, each with where its value comes from.
+fn params(macro_name: &str, sig: &Signature, errors: &mut Errors) -> Vec<Param> {
+    let mut params = Vec::new();
+    let mut data_seen = false;
+    let mut context_seen = false;
+    for arg in &sig.inputs {
+        let pt = match arg {
+            FnArg::Receiver(r) => {
+                errors.push(
+                    r.span(),
+                    format!(
+                        "`#[{macro_name}]` cannot take `self`: handlers are free functions registered by action"
+                    ),
+                );
+                continue;
+            }
+            FnArg::Typed(pt) => pt,
+        };
+        let ident = match &*pt.pat {
+            Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => &pi.ident,
+            other => {
+                errors.push(
+                    other.span(),
+                    "unsupported parameter pattern: use a plain identifier (it names the field read from `data`)",
+                );
+                continue;
+            }
+        };
+        if let Type::Reference(r) = &*pt.ty {
+            errors.push(
+                r.span(),
+                "handler parameters must be owned types: they are decoded from each message",
+            );
+            continue;
+        }
+        if matches!(&*pt.ty, Type::ImplTrait(_)) {
+            errors.push(pt.ty.span(), "`impl Trait` parameters are not supported");
+            continue;
+        }
+        let marked = |name: &str| pt.attrs.iter().find(|a| a.path().is_ident(name));
+        let (data_attr, context_attr) = (marked("data"), marked("context"));
+        if let (Some(_), Some(c)) = (data_attr, context_attr) {
+            errors.push(
+                c.span(),
+                "a parameter is either `#[data]` or `#[context]`, not both",
+            );
+            continue;
+        }
+        let source = if data_attr.is_some() {
+            if data_seen {
+                errors.push(pt.span(), "only one parameter may be marked `#[data]`");
+            }
+            data_seen = true;
+            Source::Data
+        } else if context_attr.is_some() || names_message_context(&pt.ty) {
+            if context_seen {
+                errors.push(
+                    pt.span(),
+                    "only one parameter may take the `MessageContext`",
+                );
+            }
+            context_seen = true;
+            Source::Context
+        } else {
+            Source::Field
+        };
+        params.push(Param {
+            ident: ident.clone(),
+            ty: (*pt.ty).clone(),
+            source,
+        });
+    }
+    params
+}
+
+/// Whether `ty` is spelled as a path ending in `MessageContext` (`MessageContext`,
+/// `eventrabbit::MessageContext`, ...). An alias or a re-export under another name is
+/// recognised by marking the parameter `#[context]`.
+fn names_message_context(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "MessageContext" && s.arguments.is_none()))
+}

@@ -1,0 +1,124 @@
+//! [`Client`]: one `build_event_dependencies` call's connection, publisher, RPC client,
+//! configuration, shutdown signal and consumers.
+
+use super::connection::Connector;
+use super::publisher::Publisher;
+use super::rpc::RpcClient;
+use crate::config::Config;
+use crate::error::Result;
+use crate::handler::producers::{ProducerSink, PublishFuture};
+use crate::pipeline::transport::Outgoing;
+use crate::telemetry::health::{ConsumerHealth, ConsumerSlot, ConsumerState};
+use crate::telemetry::trace;
+use crate::wire::properties::properties;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The connection, publisher, RPC client, configuration and shutdown signal of one
+/// `build_event_dependencies` call: what the `Events` and `Handle` halves share.
+pub(crate) struct Client {
+    pub(crate) connector: Arc<Connector>,
+    pub(crate) publisher: Publisher,
+    pub(crate) rpc: RpcClient,
+    pub(crate) config: Config,
+    pub(crate) shutdown: CancellationToken,
+    consumers: watch::Sender<usize>,
+    slots: Mutex<Vec<Arc<ConsumerSlot>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("connector", &self.connector)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts a running consumer until dropped.
+pub(crate) struct Running(watch::Sender<usize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Client {
+    pub(crate) fn new(connector: Arc<Connector>, config: Config) -> Self {
+        Self {
+            publisher: Publisher::new(connector.clone(), config.publish_timeout),
+            rpc: RpcClient::new(connector.clone(), config.trace_propagation),
+            connector,
+            config,
+            shutdown: CancellationToken::new(),
+            consumers: watch::channel(0).0,
+            slots: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn consumer_started(&self) -> Running {
+        self.consumers.send_modify(|n| *n += 1);
+        Running(self.consumers.clone())
+    }
+
+    /// Registers a consumer of `queue` for health reports (replacing a stopped one).
+    pub(crate) fn consumer_slot(&self, queue: &str) -> Arc<ConsumerSlot> {
+        let slot = Arc::new(ConsumerSlot::new(queue.to_owned()));
+        let mut slots = self.slots.lock();
+        slots.retain(|s| !(s.queue == queue && s.snapshot().state == ConsumerState::Stopped));
+        slots.push(slot.clone());
+        slot
+    }
+
+    /// Every consumer's health.
+    pub(crate) fn consumer_health(&self) -> Vec<ConsumerHealth> {
+        let slots = self.slots.lock();
+        slots.iter().map(|s| s.snapshot()).collect()
+    }
+
+    pub(crate) fn consumers(&self) -> usize {
+        *self.consumers.borrow()
+    }
+
+    /// Waits until no consumer runs.
+    pub(crate) async fn consumers_stopped(&self) {
+        let mut rx = self.consumers.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Publishes an encoded envelope with confirms.
+    pub(crate) async fn publish_envelope(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        self.publisher
+            .publish(Outgoing {
+                exchange,
+                routing_key,
+                body,
+                properties: properties(trace::outgoing_trace(self.config.trace_propagation)),
+                mandatory: false,
+            })
+            .await
+    }
+}
+
+impl ProducerSink for Client {
+    fn is_live(&self) -> bool {
+        !self.shutdown.is_cancelled()
+    }
+
+    fn publish_envelope<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        body: Vec<u8>,
+    ) -> PublishFuture<'a> {
+        Box::pin(async move { Client::publish_envelope(self, exchange, routing_key, &body).await })
+    }
+}

@@ -1,0 +1,250 @@
+//! The shared broker connection: opened lazily, reopened with backoff when it drops.
+
+use super::reopen::Reopen;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::telemetry::metric;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::{Channel, Connection, ConnectionProperties};
+use parking_lot::Mutex;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::time::Instant;
+
+/// Owns the AMQP URL (never printed) and the one connection every channel comes from.
+///
+/// The connection and the connector's tasks live on the runtime the connector was made on,
+/// whichever runtime asks for a channel: a connection bound to a caller's runtime would go
+/// dead with it (its socket registered with that runtime's driver).
+pub(crate) struct Connector {
+    url: String,
+    redacted: String,
+    name: String,
+    tls_ca_pem: Option<String>,
+    max_delay: Duration,
+    connect_timeout: Duration,
+    runtime: Handle,
+    connection: Reopen<Connection>,
+    opened: AtomicU64,
+    blocked: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("url", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    pub(crate) fn new(url: &str, config: &Config, runtime: Handle) -> Result<Self> {
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| Error::InvalidUrl(super::redact::redact_text(&e, url)))?;
+        Ok(Self {
+            url: url.to_owned(),
+            redacted: super::redact::redact(url),
+            name: config.connection_name.clone(),
+            tls_ca_pem: config.tls_ca_pem.clone(),
+            max_delay: config.max_reconnect_delay,
+            connect_timeout: config.connect_timeout,
+            runtime,
+            connection: Reopen::default(),
+            opened: AtomicU64::new(0),
+            blocked: Arc::default(),
+        })
+    }
+
+    /// Runs `task` on the connector's runtime.
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
+    /// The live connection, opening one if there is none; one attempt, bounded by the
+    /// connect timeout.
+    pub(crate) async fn connect_once(&self) -> Result<Arc<Connection>> {
+        self.connection.get_or_open(|| self.open()).await
+    }
+
+    async fn open(&self) -> Result<Arc<Connection>> {
+        let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.tls_ca_pem.clone(),
+        };
+        let runtime = async_rs::Runtime::tokio_with_handle(self.runtime.clone());
+        let connecting = Connection::connect_with_config(&self.url, props, tls, runtime);
+        let conn = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
+                return Err(Error::Connection(e));
+            }
+            Err(_) => {
+                let timeout = self.connect_timeout;
+                tracing::warn!(url = %self.redacted, ?timeout, "connecting to the broker timed out");
+                return Err(Error::Unavailable(
+                    timeout,
+                    "connecting to the broker".to_owned(),
+                ));
+            }
+        };
+        let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > 1 {
+            metric::reconnected();
+        }
+        tracing::info!(url = %self.redacted, connections = n, "connected to the broker");
+        let conn = Arc::new(conn);
+        *self.blocked.lock() = None;
+        self.spawn(watch_events(
+            conn.events_listener(),
+            Arc::downgrade(&conn),
+            self.blocked.clone(),
+            self.redacted.clone(),
+        ));
+        Ok(conn)
+    }
+
+    /// The live connection, retrying with exponential backoff until `deadline` (forever if `None`).
+    pub(crate) async fn connect(
+        &self,
+        deadline: Option<Instant>,
+        what: &str,
+    ) -> Result<Arc<Connection>> {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(self.max_delay)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let started = Instant::now();
+        loop {
+            match self.connect_once().await {
+                Ok(conn) => return Ok(conn),
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(self.max_delay);
+                    if let Some(deadline) = deadline
+                        && Instant::now() + delay >= deadline
+                    {
+                        return match e {
+                            Error::Connection(_) => {
+                                Err(Error::Unavailable(started.elapsed(), what.to_owned()))
+                            }
+                            other => Err(other),
+                        };
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// A new channel on the live connection.
+    pub(crate) async fn channel(&self, deadline: Option<Instant>, what: &str) -> Result<Channel> {
+        loop {
+            let conn = self.connect(deadline, what).await?;
+            match conn.create_channel().await {
+                Ok(ch) => return Ok(ch),
+                Err(e) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(Error::amqp(format!("opening a channel for {what}"))(e));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "channel open failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Why the broker blocks publishing on the connection (memory or disk alarm), if it does.
+    pub(crate) fn blocked(&self) -> Option<String> {
+        self.blocked.lock().clone()
+    }
+
+    /// How many connections have been opened so far (1 + reconnections).
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connection is open now. Never waits on a connection being opened.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connection.live().is_some()
+    }
+
+    /// Drops `conn` without waiting on the broker (it stopped answering), if it is still
+    /// the current connection; the next use opens a new one.
+    pub(crate) fn abandon(&self, conn: &Arc<Connection>) {
+        if let Some(conn) = self.connection.take_if(conn) {
+            tracing::warn!(url = %self.redacted, "abandoning an unresponsive connection");
+            self.spawn(async move {
+                let close = conn.close(320, "eventrabbit: connection unresponsive".into());
+                let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+            });
+        }
+    }
+
+    /// Closes the connection, if open.
+    pub(crate) async fn close(&self) {
+        if let Some(conn) = self.connection.take()
+            && conn.status().connected()
+        {
+            let _ = conn.close(200, "eventrabbit closing".into()).await;
+        }
+    }
+}
+
+/// Follows the broker's notifications on one connection (blocked / unblocked) until the
+/// connection is gone.
+async fn watch_events(
+    events: impl futures_util::Stream<Item = lapin::Event> + Send + 'static,
+    conn: std::sync::Weak<Connection>,
+    blocked: Arc<Mutex<Option<String>>>,
+    url: String,
+) {
+    use futures_util::StreamExt;
+    let mut events = std::pin::pin!(events);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(lapin::Event::ConnectionBlocked(reason)) => {
+                    tracing::warn!(url = %url, %reason, "broker blocked publishing on the connection");
+                    *blocked.lock() = Some(reason);
+                }
+                Some(lapin::Event::ConnectionUnblocked) => {
+                    tracing::info!(url = %url, "broker unblocked the connection");
+                    *blocked.lock() = None;
+                }
+                Some(_) => {}
+                None => return,
+            },
+            _ = tick.tick() => {
+                if !conn.upgrade().is_some_and(|c| c.status().connected()) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_has_no_password() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let c = Connector::new(
+            "amqp://guest:hunter2@127.0.0.1:5672/%2f",
+            &Config::default(),
+            rt.handle().clone(),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,224 @@
+//! Confirmed publishing on one shared channel: concurrent publishes pipeline their confirms.
+
+use super::connection::Connector;
+use super::reopen::Reopen;
+use crate::error::{Error, Result};
+use crate::pipeline::transport::Outgoing;
+use crate::telemetry::metric;
+use lapin::Channel;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Publishes with confirms, reopening its channel (and the connection) when needed.
+pub(crate) struct Publisher {
+    connector: Arc<Connector>,
+    channel: Reopen<Channel>,
+    timeout: Duration,
+    created: Instant,
+    /// Milliseconds after `created` of the last publish.
+    last_used_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    flushed: tokio::sync::Notify,
+    confirms: metrics::Counter,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(connector: Arc<Connector>, timeout: Duration) -> Self {
+        Self {
+            connector,
+            channel: Reopen::default(),
+            timeout,
+            created: Instant::now(),
+            last_used_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            flushed: tokio::sync::Notify::new(),
+            confirms: metric::confirms(),
+        }
+    }
+
+    /// The confirm-mode channel, opened if needed.
+    pub(crate) async fn channel(&self, deadline: Instant) -> Result<Arc<Channel>> {
+        if let Some(ch) = self.channel.live() {
+            return Ok(ch);
+        }
+        // Boxed: opening is rare, and its large future would otherwise inflate every publish.
+        Box::pin(self.channel.get_or_open(|| self.open(deadline))).await
+    }
+
+    async fn open(&self, deadline: Instant) -> Result<Arc<Channel>> {
+        let ch = self.connector.channel(Some(deadline), "publishing").await?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(Error::amqp("enabling publisher confirms"))?;
+        Ok(Arc::new(ch))
+    }
+
+    /// Publishes and waits for the broker's confirm; retries on connection loss until the deadline.
+    ///
+    /// A plain function returning the future (not an `async fn`): `msg` is then stored in
+    /// the future once, not copied from an argument slot into a local, which keeps the
+    /// future of every publish small.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store `msg` twice in its future"
+    )]
+    pub(crate) fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            // Counted down however the publish ends, even if its future is dropped.
+            let _in_flight = InFlight(self);
+            let span = tracing::debug_span!(
+                "eventrabbit.publish",
+                exchange = msg.exchange,
+                routing_key = msg.routing_key
+            );
+            if span.is_disabled() {
+                self.publish_in_span(&msg).await
+            } else {
+                self.publish_in_span(&msg).instrument(span).await
+            }
+        }
+    }
+
+    /// Waits until no publish waits for its confirm.
+    pub(crate) async fn flushed(&self) {
+        loop {
+            let notified = self.flushed.notified();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn publish_in_span(&self, msg: &Outgoing<'_>) -> Result<()> {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_used_ms.store(ms, Ordering::Relaxed);
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let ch = self.channel(deadline).await?;
+            let attempt = tokio::time::timeout_at(deadline, publish_once(&ch, msg)).await;
+            let Ok(attempt) = attempt else {
+                // No confirm in time: never report success, say why.
+                return Err(match self.connector.blocked() {
+                    Some(reason) => Error::Blocked {
+                        exchange: msg.exchange.to_owned(),
+                        reason,
+                        waited: self.timeout,
+                    },
+                    None => Error::Unavailable(
+                        self.timeout,
+                        format!(
+                            "waiting for the broker to confirm a publish to exchange `{}`",
+                            msg.exchange
+                        ),
+                    ),
+                });
+            };
+            match attempt {
+                Ok(()) => {
+                    self.confirms.increment(1);
+                    return Ok(());
+                }
+                Err(PublishError::Final(e)) => return Err(e),
+                Err(PublishError::Channel(e)) => {
+                    let e = Error::amqp(format!(
+                        "publishing to exchange `{}` with routing key `{}`",
+                        msg.exchange, msg.routing_key
+                    ))(e);
+                    if !e.is_transient() {
+                        // The broker refused this very publish (e.g. no such exchange).
+                        return Err(e);
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::Unavailable(
+                            self.timeout,
+                            format!("publishing to exchange `{}`", msg.exchange),
+                        ));
+                    }
+                    // The channel or connection went away (maybe closed by a sibling's
+                    // refused publish): not this message's fault, so send it again.
+                    tracing::debug!(error = %e, "publish interrupted, retrying on a new channel");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// When the publisher was last used.
+    pub(crate) fn last_used(&self) -> Instant {
+        self.created + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
+    }
+
+    /// Closes the channel if open; the next publish reopens one.
+    pub(crate) async fn close(&self) {
+        if let Some(ch) = self.channel.take()
+            && ch.status().connected()
+        {
+            let _ = ch.close(200, "idle".into()).await;
+        }
+    }
+
+    /// Whether a channel is open.
+    pub(crate) fn is_open(&self) -> bool {
+        self.channel.live().is_some()
+    }
+}
+
+struct InFlight<'a>(&'a Publisher);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.flushed.notify_waiters();
+        }
+    }
+}
+
+enum PublishError {
+    Final(Error),
+    Channel(lapin::Error),
+}
+
+async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(), PublishError> {
+    let confirm = ch
+        .basic_publish(
+            msg.exchange.into(),
+            msg.routing_key.into(),
+            BasicPublishOptions {
+                mandatory: msg.mandatory,
+                immediate: false,
+            },
+            msg.body,
+            msg.properties.clone(),
+        )
+        .await
+        .map_err(PublishError::Channel)?
+        .await
+        .map_err(PublishError::Channel)?;
+    if confirm.is_nack() {
+        metric::nacked(msg.exchange);
+        return Err(PublishError::Final(Error::Nacked {
+            exchange: msg.exchange.to_owned(),
+            routing_key: msg.routing_key.to_owned(),
+        }));
+    }
+    if let Some(returned) = confirm.take_message() {
+        return Err(PublishError::Final(Error::Unroutable {
+            exchange: msg.exchange.to_owned(),
+            routing_key: msg.routing_key.to_owned(),
+            reply_text: returned.reply_text.to_string(),
+        }));
+    }
+    Ok(())
+}

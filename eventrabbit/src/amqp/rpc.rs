@@ -1,0 +1,203 @@
+//! The RPC client: requests carry `reply_to` (RabbitMQ direct reply-to) and a fresh
+//! `correlation_id`; one consumer routes replies to the waiting calls.
+
+use super::connection::Connector;
+use super::reopen::Reopen;
+use crate::config::TracePropagation;
+use crate::error::{Error, Result};
+use crate::telemetry::{metric, trace};
+use crate::wire::envelope::decode_reply;
+use crate::wire::properties::{new_message_id, properties};
+use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+
+/// Calls in flight and the channel their replies come back on.
+pub(crate) struct RpcClient {
+    connector: Arc<Connector>,
+    channel: Reopen<Channel>,
+    pending: Pending,
+    trace_propagation: TracePropagation,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient").finish_non_exhaustive()
+    }
+}
+
+/// Removes the pending entry when a call ends, however it ends.
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    id: String,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().remove(&self.id);
+    }
+}
+
+impl RpcClient {
+    pub(crate) fn new(connector: Arc<Connector>, trace_propagation: TracePropagation) -> Self {
+        Self {
+            trace_propagation,
+            connector,
+            channel: Reopen::default(),
+            pending: Arc::default(),
+        }
+    }
+
+    /// The channel consuming direct replies, opened on first use and after a drop.
+    async fn channel(&self, deadline: Instant) -> Result<Arc<Channel>> {
+        self.channel.get_or_open(|| self.open(deadline)).await
+    }
+
+    async fn open(&self, deadline: Instant) -> Result<Arc<Channel>> {
+        let ch = self.connector.channel(Some(deadline), "RPC call").await?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(Error::amqp("enabling confirms for RPC"))?;
+        let replies = ch
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::amqp("consuming RPC replies"))?;
+        self.connector
+            .spawn(route_replies(replies, self.pending.clone()));
+        Ok(Arc::new(ch))
+    }
+
+    /// Whether calls are waiting for replies.
+    pub(crate) fn busy(&self) -> bool {
+        !self.pending.lock().is_empty()
+    }
+
+    /// Drops the reply channel (before the connection is closed for idleness).
+    pub(crate) async fn forget(&self) {
+        self.channel.take_after_opening().await;
+    }
+
+    /// Publishes `action`/`data` to `routing_key` on `exchange` and waits for the reply.
+    pub(crate) async fn call<R: DeserializeOwned>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<R> {
+        let target = if exchange.is_empty() {
+            routing_key
+        } else {
+            exchange
+        };
+        let deadline = Instant::now() + timeout;
+        let timed_out = || Error::Timeout {
+            target: target.to_owned(),
+            action: action.to_owned(),
+            timeout,
+        };
+        // Only formatted when sending fails.
+        let sending = |source| Error::Amqp {
+            op: format!("sending `{action}` to `{target}`"),
+            source,
+        };
+        let id = new_message_id();
+        let (tx, rx) = oneshot::channel();
+        let work = async {
+            let ch = self.channel(deadline).await?;
+            self.pending.lock().insert(id.clone(), tx);
+            let _guard = PendingGuard {
+                pending: &self.pending,
+                id: id.clone(),
+            };
+            let props = properties(trace::outgoing_trace(self.trace_propagation))
+                .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
+                .with_correlation_id(ShortString::from(id.as_str()));
+            let confirm = ch
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &body,
+                    props,
+                )
+                .await
+                .map_err(sending)?
+                .await
+                .map_err(sending)?;
+            if confirm.is_nack() {
+                return Err(Error::Nacked {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                });
+            }
+            if let Some(returned) = confirm.take_message() {
+                return Err(Error::Unroutable {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                    reply_text: returned.reply_text.to_string(),
+                });
+            }
+            rx.await.map_err(|_| Error::ReplyLost {
+                action: action.to_owned(),
+            })
+        };
+        let span = tracing::info_span!("eventrabbit.call", target, action, correlation_id = %id);
+        let started = std::time::Instant::now();
+        let reply = tokio::time::timeout_at(deadline, work)
+            .instrument(span)
+            .await;
+        let outcome = match &reply {
+            Ok(Ok(_)) => "ok",
+            Ok(Err(_)) => "error",
+            Err(_) => "timeout",
+        };
+        metric::rpc(action, outcome, started.elapsed());
+        let reply = reply.map_err(|_| timed_out())??;
+        decode_reply(target, action, &reply)
+    }
+}
+
+/// Hands each reply on `replies` to the call waiting for it, until the channel is gone;
+/// then fails every waiting call at once rather than at its timeout.
+async fn route_replies(mut replies: lapin::Consumer, pending: Pending) {
+    while let Some(Ok(delivery)) = replies.next().await {
+        let Some(id) = delivery.properties.correlation_id().as_ref() else {
+            tracing::debug!("reply without correlation_id dropped");
+            continue;
+        };
+        let waiter = pending.lock().remove(id.as_str());
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(delivery.data);
+            }
+            None => tracing::info!(correlation_id = %id, "late or unknown RPC reply dropped"),
+        }
+    }
+    pending.lock().clear();
+}

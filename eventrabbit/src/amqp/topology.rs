@@ -1,0 +1,80 @@
+//! Declaring what a consumed queue needs: exchange, queue, binding, dead-letter queue, QoS.
+
+use crate::config::{ConsumeChannel, ExchangeKind, Resolved};
+use crate::error::{Error, Result};
+use lapin::Channel;
+use lapin::options::{
+    BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+
+/// Declares everything `spec` consumes from on `ch`. Idempotent: run again after a reconnect.
+pub(crate) async fn declare(
+    ch: &Channel,
+    spec: &ConsumeChannel,
+    settings: &Resolved,
+) -> Result<()> {
+    let queue = spec.queue.as_str();
+    ch.basic_qos(settings.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(Error::amqp(format!("setting prefetch on queue `{queue}`")))?;
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: settings.durable,
+            exclusive: spec.exclusive,
+            auto_delete: spec.auto_delete,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(Error::amqp(format!("declaring queue `{queue}`")))?;
+    declare_dead_letter_queue(ch, &settings.dead_letter_queue, settings.durable).await?;
+    if let Some(b) = &spec.binding {
+        let exchange = b.exchange.as_str();
+        ch.exchange_declare(
+            exchange.into(),
+            b.kind.to_lapin(),
+            ExchangeDeclareOptions {
+                durable: settings.durable,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(Error::amqp(format!("declaring exchange `{exchange}`")))?;
+        let key = if b.routing_key.is_empty() && b.kind == ExchangeKind::Direct {
+            queue
+        } else {
+            b.routing_key.as_str()
+        };
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            b.arguments.clone(),
+        )
+        .await
+        .map_err(Error::amqp(format!(
+            "binding queue `{queue}` to exchange `{exchange}`"
+        )))?;
+    }
+    Ok(())
+}
+
+/// Declares the dead-letter queue of a consumed queue.
+async fn declare_dead_letter_queue(ch: &Channel, name: &str, durable: bool) -> Result<()> {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::amqp(format!("declaring dead-letter queue `{name}`")))
+}

@@ -1,0 +1,95 @@
+//! [`Events`]: publishing and RPC calls.
+
+use crate::amqp::client::Client;
+use crate::error::Result;
+use crate::wire::envelope::encode_envelope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Publishing and RPC calls. Cheap to clone; every clone shares one connection.
+#[derive(Clone, Debug)]
+pub struct Events {
+    shared: Arc<Client>,
+}
+
+impl Events {
+    pub(crate) fn new(shared: Arc<Client>) -> Self {
+        Self { shared }
+    }
+
+    /// Publishes `data` under `action` to `exchange` with `routing_key`, and returns once
+    /// the broker confirmed it. `data` must serialize to a JSON object.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+    ) -> Result<()> {
+        let body = encode_envelope(action, data)?;
+        self.shared
+            .publish_envelope(exchange, routing_key, &body)
+            .await
+    }
+
+    /// Calls the handler of `action` behind `queue` and waits for its reply, up to the
+    /// configured RPC timeout.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        queue: &str,
+        action: &str,
+        data: impl Serialize,
+    ) -> Result<R> {
+        self.call_with_timeout(queue, action, data, self.shared.config.rpc_timeout)
+            .await
+    }
+
+    /// Like [`Events::call`] with its own deadline.
+    pub async fn call_with_timeout<R: DeserializeOwned>(
+        &self,
+        queue: &str,
+        action: &str,
+        data: impl Serialize,
+        timeout: Duration,
+    ) -> Result<R> {
+        let body = encode_envelope(action, &data)?;
+        self.shared.rpc.call("", queue, action, body, timeout).await
+    }
+
+    /// Calls through `exchange` with `routing_key`; the first reply wins.
+    pub async fn call_exchange<R: DeserializeOwned>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: impl Serialize,
+        timeout: Duration,
+    ) -> Result<R> {
+        let body = encode_envelope(action, &data)?;
+        self.shared
+            .rpc
+            .call(exchange, routing_key, action, body, timeout)
+            .await
+    }
+
+    /// How many connections this instance has opened: 1 + reconnections (and reopenings
+    /// after an idle close).
+    #[must_use]
+    pub fn connections_opened(&self) -> u64 {
+        self.shared.connector.opened()
+    }
+
+    /// Why the broker blocks publishing on the connection (a memory or disk alarm), if it
+    /// does. Publishes wait while blocked, up to the publish deadline.
+    #[must_use]
+    pub fn blocked(&self) -> Option<String> {
+        self.shared.connector.blocked()
+    }
+
+    /// Whether the connection is open now.
+    pub async fn is_connected(&self) -> bool {
+        self.shared.connector.is_connected()
+    }
+}

@@ -1,0 +1,6 @@
+//! The public surface: [`build_event_dependencies`](build::build_event_dependencies) and
+//! the [`Events`](events::Events) and [`Handle`](handle::Handle) it returns.
+
+pub(crate) mod build;
+pub(crate) mod events;
+pub(crate) mod handle;

@@ -1,0 +1,158 @@
+//! What eventrabbit is told to do: the connection-wide [`Config`], the retry policy, the
+//! queue defaults and each consumed queue's [`ConsumeChannel`]. Plain data, no I/O.
+
+mod channel;
+mod queue;
+mod retry;
+
+pub(crate) use channel::Resolved;
+pub use channel::{ConsumeChannel, ExchangeKind};
+pub use queue::{QueueConfig, UnknownAction};
+pub use retry::RetryConfig;
+
+use std::time::Duration;
+
+/// When published messages carry a W3C `traceparent` header.
+///
+/// The header is not free: on RabbitMQ 3.10 a message with a header table costs the broker
+/// noticeably more than one without (see BENCHMARKS.md), so by default it is only written
+/// where somebody can see the trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TracePropagation {
+    /// Continue every trace that arrived in a `traceparent` header, and continue or start
+    /// traces while a `tracing` subscriber records eventrabbit's spans (INFO level or more
+    /// verbose). Messages nobody traces carry no header.
+    #[default]
+    Auto,
+    /// Every published message carries a `traceparent`: outside a handler a new trace starts.
+    Always,
+    /// No message carries a `traceparent`; received ones are still recorded on spans.
+    Never,
+}
+
+/// Everything [`build_event_dependencies`](crate::build_event_dependencies) takes besides the URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Close the publishing channel (and the connection, when nothing consumes) after this long unused.
+    pub idle_timeout: Option<Duration>,
+    /// How failed handlers are retried.
+    pub retry: RetryConfig,
+    /// Defaults for consumed queues.
+    pub queue: QueueConfig,
+    /// How long an RPC call waits for its reply by default.
+    pub rpc_timeout: Duration,
+    /// How long a publish waits for the broker (reconnecting meanwhile) before failing.
+    pub publish_timeout: Duration,
+    /// Upper bound of the wait between reconnection attempts.
+    pub max_reconnect_delay: Duration,
+    /// How long one attempt to connect (TCP, TLS and the AMQP handshake) may take before it
+    /// is abandoned and retried.
+    pub connect_timeout: Duration,
+    /// Name shown for the connection in the management UI.
+    pub connection_name: String,
+    /// Extra CA certificates (PEM) trusted for `amqps://` URLs, e.g. a private CA.
+    pub tls_ca_pem: Option<String>,
+    /// When published messages carry a `traceparent` header.
+    pub trace_propagation: TracePropagation,
+}
+
+impl Config {
+    /// Default idle timeout (as in Python eventrabbit).
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Default RPC deadline.
+    pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default publish deadline.
+    pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default cap between reconnection attempts.
+    pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
+    /// Default limit of one connection attempt.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Sets the idle timeout (`None` never closes an idle connection).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Sets the retry policy.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the queue defaults.
+    #[must_use]
+    pub fn with_queue(mut self, queue: QueueConfig) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Sets the default RPC deadline.
+    #[must_use]
+    pub fn with_rpc_timeout(mut self, timeout: Duration) -> Self {
+        self.rpc_timeout = timeout;
+        self
+    }
+
+    /// Sets the publish deadline.
+    #[must_use]
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// Sets the cap between reconnection attempts.
+    #[must_use]
+    pub fn with_max_reconnect_delay(mut self, delay: Duration) -> Self {
+        self.max_reconnect_delay = delay;
+        self
+    }
+
+    /// Sets how long one connection attempt may take.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Trusts the CA certificates in `pem` (besides the usual roots) for `amqps://` URLs.
+    #[must_use]
+    pub fn with_tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Sets when published messages carry a `traceparent` header.
+    #[must_use]
+    pub fn with_trace_propagation(mut self, propagation: TracePropagation) -> Self {
+        self.trace_propagation = propagation;
+        self
+    }
+
+    /// Sets the connection name.
+    #[must_use]
+    pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = name.into();
+        self
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Some(Self::DEFAULT_IDLE_TIMEOUT),
+            retry: RetryConfig::default(),
+            queue: QueueConfig::default(),
+            rpc_timeout: Self::DEFAULT_RPC_TIMEOUT,
+            publish_timeout: Self::DEFAULT_PUBLISH_TIMEOUT,
+            max_reconnect_delay: Self::DEFAULT_MAX_RECONNECT_DELAY,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            connection_name: "eventrabbit".to_owned(),
+            tls_ca_pem: None,
+            trace_propagation: TracePropagation::default(),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! What a handler may learn about the delivery it is handling.
+
+use crate::wire::headers;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use std::sync::Arc;
+
+/// One delivery as received, shared between the runner and the handler.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub(crate) queue: Arc<str>,
+    pub(crate) exchange: ShortString,
+    pub(crate) routing_key: ShortString,
+    pub(crate) redelivered: bool,
+    pub(crate) properties: BasicProperties,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Message {
+    pub(crate) fn headers(&self) -> Option<&FieldTable> {
+        self.properties.headers().as_ref()
+    }
+
+    pub(crate) fn retry_count(&self) -> u32 {
+        headers::retry_count(self.headers())
+    }
+}
+
+/// The delivery's context, given to a handler parameter of this type.
+///
+/// ```no_run
+/// use eventrabbit::{MessageContext, consumer};
+///
+/// #[consumer(action = "PING")]
+/// async fn ping(ctx: MessageContext) {
+///     println!("{:?} try {}", ctx.message_id(), ctx.retry_count())
+/// }
+/// # fn main() {}
+/// ```
+#[derive(Debug, Clone)]
+pub struct MessageContext {
+    pub(crate) message: Arc<Message>,
+}
+
+impl MessageContext {
+    /// The `message_id` property, if the publisher set one.
+    #[must_use]
+    pub fn message_id(&self) -> Option<&str> {
+        self.message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+    }
+
+    /// The `correlation_id` property (set on RPC requests).
+    #[must_use]
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.message
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str())
+    }
+
+    /// The `reply_to` property (set on RPC requests).
+    #[must_use]
+    pub fn reply_to(&self) -> Option<&str> {
+        self.message
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(|s| s.as_str())
+    }
+
+    /// The message headers.
+    #[must_use]
+    pub fn headers(&self) -> Option<&FieldTable> {
+        self.message.headers()
+    }
+
+    /// A header's value as text, when it is a string or an integer.
+    #[must_use]
+    pub fn header_str(&self, key: &str) -> Option<String> {
+        match self.headers()?.inner().get(key)? {
+            AMQPValue::Boolean(_) => None,
+            other => headers::header_text(other),
+        }
+    }
+
+    /// Whether the broker delivered this message before (it was not acknowledged then).
+    #[must_use]
+    pub fn redelivered(&self) -> bool {
+        self.message.redelivered
+    }
+
+    /// How many times this message has been retried after a failure (0 on the first attempt).
+    #[must_use]
+    pub fn retry_count(&self) -> u32 {
+        self.message.retry_count()
+    }
+
+    /// The queue the message was consumed from.
+    #[must_use]
+    pub fn queue(&self) -> &str {
+        &self.message.queue
+    }
+
+    /// The exchange the message was published to (`""` for the default exchange).
+    #[must_use]
+    pub fn exchange(&self) -> &str {
+        self.message.exchange.as_str()
+    }
+
+    /// The routing key the message was published with.
+    #[must_use]
+    pub fn routing_key(&self) -> &str {
+        self.message.routing_key.as_str()
+    }
+}

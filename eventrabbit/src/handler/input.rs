@@ -1,0 +1,99 @@
+//! What a generated handler receives ([`Input`]) and produces ([`Reply`] or [`Failure`]).
+
+use super::context::{Message, MessageContext};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// What a handler produced: the JSON of its result, `None` for `()`.
+#[derive(Debug)]
+pub struct Reply(pub(crate) Option<Box<RawValue>>);
+
+/// Why a handler did not produce a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// `data` does not fit the handler: dead-lettered at once, never retried.
+    Invalid(String),
+    /// The handler returned `Err` (or panicked): retried.
+    Failed(String),
+}
+
+/// A message handed to a generated handler: its `data` and its context.
+#[derive(Debug)]
+pub struct Input {
+    pub(crate) message: Arc<Message>,
+    pub(crate) data: Range<usize>,
+}
+
+impl Input {
+    pub(crate) fn new(message: Arc<Message>, data: Range<usize>) -> Self {
+        Self { message, data }
+    }
+
+    fn raw_data(&self) -> &str {
+        // The range was produced by the envelope decoder from valid UTF-8 JSON.
+        std::str::from_utf8(&self.message.body[self.data.clone()]).unwrap_or("{}")
+    }
+
+    /// Decodes `data` into the handler's parameters; the error names the field.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T, Failure> {
+        decode_data(self.raw_data())
+    }
+
+    /// Decodes the whole of `data` into `T`; the error names the field.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, Failure> {
+        decode_data(self.raw_data())
+    }
+
+    /// The delivery's context.
+    pub fn context(&self) -> MessageContext {
+        MessageContext {
+            message: self.message.clone(),
+        }
+    }
+}
+
+fn decode_data<T: DeserializeOwned>(raw: &str) -> Result<T, Failure> {
+    // Fast path without path tracking; on failure decode again to name the field.
+    if let Ok(value) = serde_json::from_str(raw) {
+        return Ok(value);
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = crate::wire::envelope::strip_position(&inner.to_string());
+        Failure::Invalid(if path == "." {
+            format!("data does not fit the handler: {msg}")
+        } else {
+            format!("data does not fit the handler: field `{path}`: {msg}")
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Args {
+        user_id: i64,
+        name: String,
+    }
+
+    #[test]
+    fn names_the_missing_or_bad_field() {
+        let Failure::Invalid(msg) = decode_data::<Args>(r#"{"user_id":1}"#).unwrap_err() else {
+            panic!()
+        };
+        assert!(msg.contains("missing field `name`"), "{msg}");
+        let Failure::Invalid(msg) =
+            decode_data::<Args>(r#"{"user_id":"x","name":"a"}"#).unwrap_err()
+        else {
+            panic!()
+        };
+        assert!(msg.contains("field `user_id`"), "{msg}");
+    }
+}

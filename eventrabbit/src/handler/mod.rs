@@ -1,0 +1,9 @@
+//! What the macros call: handler registration, the context a handler sees, how its
+//! result becomes a reply, which handler serves which action, and where producers publish.
+
+pub(crate) mod context;
+pub(crate) mod input;
+pub(crate) mod outcome;
+pub(crate) mod producers;
+pub(crate) mod registration;
+pub(crate) mod registry;

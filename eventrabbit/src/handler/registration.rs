@@ -1,0 +1,85 @@
+//! What the macros register: a handler per action.
+
+use super::input::{Failure, Input, Reply};
+use std::future::Future;
+use std::pin::Pin;
+
+/// The future a registered handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Failure>> + Send>>;
+
+/// A registered handler's entry point.
+pub type HandlerFn = fn(Input) -> HandlerFuture;
+
+/// Where a `#[function]` publishes its result.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTarget {
+    pub(crate) exchange: &'static str,
+    pub(crate) action: &'static str,
+    pub(crate) key: &'static str,
+}
+
+impl ReplyTarget {
+    /// Publishes to `exchange` under `action` with routing key `key`.
+    pub const fn new(exchange: &'static str, action: &'static str, key: &'static str) -> Self {
+        Self {
+            exchange,
+            action,
+            key,
+        }
+    }
+}
+
+/// One handler, as registered by `#[consumer]` or `#[function]`.
+#[derive(Debug)]
+pub struct Registration {
+    pub(crate) action: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) publish: Option<ReplyTarget>,
+    pub(crate) call: HandlerFn,
+}
+
+impl Registration {
+    /// A `#[consumer]`.
+    pub const fn consumer(action: &'static str, name: &'static str, call: HandlerFn) -> Self {
+        Self {
+            action,
+            name,
+            publish: None,
+            call,
+        }
+    }
+
+    /// A `#[function]`: its result is also published to `publish`.
+    pub const fn function(
+        action: &'static str,
+        name: &'static str,
+        publish: ReplyTarget,
+        call: HandlerFn,
+    ) -> Self {
+        Self {
+            action,
+            name,
+            publish: Some(publish),
+            call,
+        }
+    }
+
+    /// The action this handler serves.
+    #[must_use]
+    pub fn action(&self) -> &'static str {
+        self.action
+    }
+
+    /// The handler function's path.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+inventory::collect!(Registration);
+
+/// Every handler registered in the program.
+pub(crate) fn registered() -> impl Iterator<Item = &'static Registration> {
+    inventory::iter::<Registration>.into_iter()
+}

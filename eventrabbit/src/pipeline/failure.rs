@@ -1,0 +1,84 @@
+//! The headers of a message sent on after a failure: to a retry wait queue or to the
+//! dead-letter queue. The original headers are kept, the failure bookkeeping added.
+
+use super::dead_reason::DeadReason;
+use crate::handler::context::Message;
+use crate::wire::headers::{
+    ATTEMPTS_HEADER, FAILURE_HEADERS, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER,
+    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER,
+    REASON_CODE_HEADER, REASON_HEADER, RETRY_COUNT_HEADER,
+};
+use crate::wire::properties::republished;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn long(s: impl Into<String>) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.into()))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The headers of a message leaving `message` after a failure: originals kept, failure
+/// bookkeeping added once.
+fn failure_headers(message: &Message) -> FieldTable {
+    let mut headers = message.headers().cloned().unwrap_or_default();
+    let has = |h: &FieldTable, k: &str| h.inner().contains_key(k);
+    if !has(&headers, ORIGINAL_EXCHANGE_HEADER) {
+        headers.insert(
+            ORIGINAL_EXCHANGE_HEADER.into(),
+            long(message.exchange.as_str()),
+        );
+        headers.insert(
+            ORIGINAL_ROUTING_KEY_HEADER.into(),
+            long(message.routing_key.as_str()),
+        );
+    }
+    if !has(&headers, FIRST_FAILURE_HEADER) {
+        headers.insert(
+            FIRST_FAILURE_HEADER.into(),
+            AMQPValue::LongLongInt(now_ms()),
+        );
+    }
+    headers.insert(ORIGINAL_QUEUE_HEADER.into(), long(&*message.queue));
+    headers
+}
+
+/// The properties of `message` sent back as retry number `retry` after `error`.
+pub(crate) fn retry_properties(message: &Message, retry: u32, error: &str) -> BasicProperties {
+    let mut headers = failure_headers(message);
+    headers.insert(
+        RETRY_COUNT_HEADER.into(),
+        AMQPValue::LongLongInt(retry.into()),
+    );
+    headers.insert(LAST_ERROR_HEADER.into(), long(error));
+    republished(&message.properties, headers)
+}
+
+/// The properties of `message` as dead-lettered for `reason`.
+pub(crate) fn dead_letter_properties(message: &Message, reason: &DeadReason) -> BasicProperties {
+    let mut headers = failure_headers(message);
+    headers.insert(REASON_HEADER.into(), long(reason.to_string()));
+    headers.insert(REASON_CODE_HEADER.into(), long(reason.code()));
+    headers.insert(
+        ATTEMPTS_HEADER.into(),
+        AMQPValue::LongLongInt(reason.attempts().into()),
+    );
+    republished(&message.properties, headers)
+}
+
+/// `headers` without the retry and dead-letter bookkeeping (for a fresh start).
+pub(crate) fn without_failure_headers(headers: FieldTable) -> FieldTable {
+    let kept: std::collections::BTreeMap<_, _> = headers
+        .inner()
+        .iter()
+        .filter(|(k, _)| !FAILURE_HEADERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    kept.into()
+}

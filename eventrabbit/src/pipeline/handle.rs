@@ -1,0 +1,201 @@
+//! What happens to one message, from decision to settlement, whatever carries it: the
+//! real runner (over lapin) and the in-memory test broker both call [`handle`], so
+//! dispatch, retry policy, dead-lettering and replies are decided in one place.
+
+use super::dead_reason::DeadReason;
+use super::decide::{Decision, decide};
+use super::policy::QueuePolicy;
+use super::transport::{Outgoing, Transport};
+use crate::error::{Error, Result};
+use crate::handler::context::Message;
+use crate::handler::input::{Failure, Input, Reply};
+use crate::handler::registry::Route;
+use crate::telemetry::{metric, trace};
+use crate::wire::envelope;
+use crate::wire::properties::properties;
+use futures_util::FutureExt;
+use lapin::types::ShortString;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Decides, runs the handler and settles. `Ok` means the message may be acknowledged;
+/// `Err` means it could not be settled and must be given back to the broker.
+pub(crate) async fn handle<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    message: &Arc<Message>,
+) -> Result<()> {
+    let decision = decide(
+        &message.body,
+        &policy.routes,
+        policy.settings.max_message_size,
+        policy.settings.unknown_action,
+    );
+    match decision {
+        Decision::Handle(route, range) => {
+            let reg = route.reg;
+            tracing::Span::current().record("action", reg.action);
+            let input = Input::new(message.clone(), range);
+            let started = Instant::now();
+            let outcome = AssertUnwindSafe((reg.call)(input))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
+            policy
+                .metrics(route)
+                .handled(outcome.is_ok(), started.elapsed());
+            // The common case needs no publishing: settle without the large publish state.
+            let nothing_to_send =
+                reg.publish.is_none() && message.properties.reply_to().is_none() && outcome.is_ok();
+            if nothing_to_send {
+                return Ok(());
+            }
+            // Boxed so that every delivery task does not carry the publishing futures.
+            Box::pin(settle(policy, transport, route, message, outcome)).await
+        }
+        Decision::DeadLetter(reason) => {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let body = String::from_utf8_lossy(envelope::truncate_bytes(&message.body, 1024));
+                tracing::debug!(queue = %policy.queue, %body, "poison message");
+            }
+            Box::pin(fail_for_good(policy, transport, None, message, reason)).await
+        }
+        Decision::Drop(why) => {
+            tracing::info!(queue = %policy.queue, "dropping message: {why}");
+            Ok(())
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned());
+    format!("handler panicked: {text}")
+}
+
+/// Acts on a handler's outcome.
+async fn settle<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    route: Route,
+    message: &Message,
+    outcome: std::result::Result<Reply, Failure>,
+) -> Result<()> {
+    let reg = route.reg;
+    match outcome {
+        Ok(Reply(result)) => {
+            if let (Some(target), Some(data)) = (reg.publish, result.as_deref()) {
+                let body = envelope::encode(target.action, data);
+                let published = transport
+                    .publish(Outgoing {
+                        exchange: target.exchange,
+                        routing_key: target.key,
+                        body: &body,
+                        properties: properties(trace::handler_trace()),
+                        mandatory: false,
+                    })
+                    .await;
+                if let Err(e) = published {
+                    let error = format!("publishing result as `{}` failed: {e}", target.action);
+                    return retry_or_fail(policy, transport, route, message, error).await;
+                }
+            }
+            reply(
+                transport,
+                message,
+                &envelope::encode_reply(result.as_deref()),
+            )
+            .await
+        }
+        Err(Failure::Invalid(detail)) => {
+            let reason = DeadReason::InvalidData {
+                action: reg.action.to_owned(),
+                detail,
+            };
+            fail_for_good(policy, transport, Some(reg.action), message, reason).await
+        }
+        Err(Failure::Failed(error)) => {
+            retry_or_fail(policy, transport, route, message, error).await
+        }
+    }
+}
+
+async fn retry_or_fail<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    route: Route,
+    message: &Message,
+    error: String,
+) -> Result<()> {
+    let reg = route.reg;
+    let retries = message.retry_count();
+    let retry = &policy.settings.retry;
+    if retry.allows(retries) {
+        let delay = retry.delay_for(retries + 1);
+        tracing::warn!(queue = %policy.queue, action = reg.action, retry = retries + 1, ?delay, "handler failed, retrying: {error}");
+        policy.metrics(route).retried();
+        transport
+            .schedule_retry(message, retries + 1, delay, policy.settings.durable, &error)
+            .await
+    } else {
+        let reason = DeadReason::RetriesExhausted {
+            action: reg.action.to_owned(),
+            attempts: retries + 1,
+            error,
+        };
+        fail_for_good(policy, transport, Some(reg.action), message, reason).await
+    }
+}
+
+/// Dead-letters the message and tells an RPC caller, so nobody waits for nothing.
+async fn fail_for_good<T: Transport>(
+    policy: &QueuePolicy,
+    transport: &T,
+    action: Option<&'static str>,
+    message: &Message,
+    reason: DeadReason,
+) -> Result<()> {
+    tracing::warn!(queue = %policy.queue, code = reason.code(), "dead-lettering message: {reason}");
+    metric::dead_lettered(&policy.queue, action, reason.code());
+    transport
+        .dead_letter(message, &policy.settings.dead_letter_queue, &reason)
+        .await?;
+    reply(
+        transport,
+        message,
+        &envelope::encode_error_reply(&reason.to_string()),
+    )
+    .await
+}
+
+/// Answers `reply_to`, if the message has one. A caller that is gone is not an error.
+async fn reply<T: Transport>(transport: &T, message: &Message, body: &[u8]) -> Result<()> {
+    let Some(reply_to) = message.properties.reply_to() else {
+        return Ok(());
+    };
+    let mut props = properties(trace::handler_trace());
+    if let Some(c) = message.properties.correlation_id() {
+        props = props.with_correlation_id(ShortString::from(c.as_str()));
+    }
+    let sent = transport
+        .publish(Outgoing {
+            exchange: "",
+            routing_key: reply_to.as_str(),
+            body,
+            properties: props,
+            mandatory: false,
+        })
+        .await;
+    match sent {
+        Ok(()) => Ok(()),
+        Err(e @ Error::Unavailable(..)) => Err(e),
+        Err(e) => {
+            tracing::warn!(reply_to = %reply_to, error = %e, "could not send RPC reply");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Observability: tracing spans and trace propagation, metrics, and the health of each
+//! consumer.
+
+pub(crate) mod health;
+pub(crate) mod metric;
+pub(crate) mod trace;

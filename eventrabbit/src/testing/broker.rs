@@ -1,0 +1,269 @@
+//! [`TestBroker`]: the registered handlers run in memory.
+
+use super::records::{DeadLetter, Published};
+use super::state::{Binding, Inner, QueueState, REPLY_PREFIX, State, route};
+use super::transport::TestTransport;
+use crate::config::{Config, ConsumeChannel, ExchangeKind};
+use crate::error::{Error, Result};
+use crate::handler::context::Message;
+use crate::handler::producers::{self, ProducerSink};
+use crate::handler::registry;
+use crate::pipeline::failure::without_failure_headers;
+use crate::pipeline::handle::handle;
+use crate::pipeline::policy::QueuePolicy;
+use crate::telemetry::trace;
+use crate::wire::envelope;
+use crate::wire::properties::properties;
+use lapin::BasicProperties;
+use lapin::types::ShortString;
+use parking_lot::{Mutex, MutexGuard};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How many deliveries [`TestBroker::run_until_idle`] handles before it gives up (a
+/// handler failing forever with unbounded retries would otherwise never settle).
+pub const MAX_DELIVERIES: usize = 100_000;
+
+/// The in-memory broker. See the [module docs](crate::testing).
+#[derive(Debug, Clone)]
+pub struct TestBroker {
+    inner: Arc<Inner>,
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestBroker {
+    /// A broker with the default [`Config`] (retry policy and queue defaults).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    /// A broker with `config`'s retry policy and queue defaults.
+    ///
+    /// # Panics
+    /// If two handlers are registered for one action, as `build_event_dependencies` would fail.
+    #[must_use]
+    pub fn with_config(config: Config) -> Self {
+        if let Err(e) = registry::check_duplicates() {
+            panic!("{e}");
+        }
+        let inner = Arc::new(Inner {
+            config,
+            state: Mutex::default(),
+        });
+        let sink: Arc<dyn ProducerSink> = inner.clone();
+        producers::register(Arc::downgrade(&sink));
+        Self { inner }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state()
+    }
+
+    /// Declares `channel`'s queue (and exchange and binding), as `Handle::consume` would;
+    /// fails the same way for an unknown action in its handler set.
+    pub fn consume(&self, channel: ConsumeChannel) -> Result<()> {
+        let routes = registry::routes(&channel.queue, channel.actions.as_deref())?;
+        let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
+        let policy = Arc::new(QueuePolicy::new(&channel.queue, routes, settings));
+        let mut state = self.state();
+        state.queues.insert(
+            channel.queue.clone(),
+            QueueState {
+                policy,
+                messages: VecDeque::new(),
+            },
+        );
+        if let Some(b) = &channel.binding {
+            state.exchanges.insert(b.exchange.clone(), b.kind);
+            let routing_key = if b.routing_key.is_empty() && b.kind == ExchangeKind::Direct {
+                channel.queue.clone()
+            } else {
+                b.routing_key.clone()
+            };
+            state.bindings.push(Binding {
+                exchange: b.exchange.clone(),
+                queue: channel.queue.clone(),
+                routing_key,
+                arguments: b.arguments.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Declares an exchange no consumed queue declares (one the service only publishes to).
+    pub fn declare_exchange(&self, exchange: &str, kind: ExchangeKind) {
+        self.state().exchanges.insert(exchange.to_owned(), kind);
+    }
+
+    /// Publishes `data` under `action`, as `Events::publish` does.
+    pub fn publish<T: Serialize + ?Sized>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+    ) -> Result<()> {
+        let body = envelope::encode_envelope(action, data)?;
+        self.inner.publish_body(exchange, routing_key, &body)
+    }
+
+    /// Publishes a body as it is (to test poison input).
+    pub fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
+        self.inner.publish_body(exchange, routing_key, body)
+    }
+
+    /// Publishes a body with the given properties (headers, reply_to, ...).
+    pub fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<()> {
+        route(&self.inner, exchange, routing_key, body, properties)
+    }
+
+    /// Handles every queued message, and every message that handling publishes, until
+    /// no queue holds any. Returns how many deliveries were handled.
+    pub async fn run_until_idle(&self) -> Result<usize> {
+        let mut handled = 0;
+        while let Some((policy, message)) = self.next_message() {
+            handled += 1;
+            if handled > MAX_DELIVERIES {
+                return Err(Error::Unavailable(
+                    Duration::ZERO,
+                    format!(
+                        "settling: still busy after {MAX_DELIVERIES} deliveries (a handler failing forever?)"
+                    ),
+                ));
+            }
+            let transport = TestTransport(&self.inner);
+            producers::scope(self.sink(), handle(&policy, &transport, &message)).await?;
+        }
+        Ok(handled)
+    }
+
+    fn sink(&self) -> Arc<dyn ProducerSink> {
+        self.inner.clone()
+    }
+
+    fn next_message(&self) -> Option<(Arc<QueuePolicy>, Arc<Message>)> {
+        let mut state = self.state();
+        state.queues.values_mut().find_map(|q| {
+            let m = q.messages.pop_front()?;
+            Some((q.policy.clone(), m))
+        })
+    }
+
+    /// Runs `fut` (e.g. a `#[producer]` call) publishing into this broker, whatever else
+    /// is registered in the program.
+    pub async fn scope<F: std::future::Future>(&self, fut: F) -> F::Output {
+        producers::scope(self.sink(), fut).await
+    }
+
+    /// Calls `action` on `queue` like `Events::call`, runs until idle, and decodes the reply.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        queue: &str,
+        action: &str,
+        data: impl Serialize,
+    ) -> Result<R> {
+        let body = envelope::encode_envelope(action, &data)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let props = properties(trace::outgoing_trace(self.inner.config.trace_propagation))
+            .with_reply_to(ShortString::from(format!("{REPLY_PREFIX}{id}")))
+            .with_correlation_id(ShortString::from(id.as_str()));
+        if !self.state().queues.contains_key(queue) {
+            return Err(Error::Unroutable {
+                exchange: String::new(),
+                routing_key: queue.to_owned(),
+                reply_text: "NO_ROUTE".to_owned(),
+            });
+        }
+        self.publish_with("", queue, &body, props)?;
+        self.run_until_idle().await?;
+        let reply = self.state().replies.remove(&id);
+        match reply {
+            Some(reply) => envelope::decode_reply(queue, action, &reply),
+            None => Err(Error::Timeout {
+                target: queue.to_owned(),
+                action: action.to_owned(),
+                timeout: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// What went to `queue`'s dead-letter queue, oldest first.
+    #[must_use]
+    pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
+        let dlq = format!("{queue}{}", self.inner.config.queue.dead_letter_suffix);
+        self.state()
+            .dead_letters
+            .get(&dlq)
+            .map(|v| v.iter().map(|(_, d)| d.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Moves `queue`'s dead letters back to it, as `Handle::redrive_dead_letters` does.
+    pub fn redrive_dead_letters(&self, queue: &str) -> usize {
+        let dlq = format!("{queue}{}", self.inner.config.queue.dead_letter_suffix);
+        let mut state = self.state();
+        let letters = state.dead_letters.remove(&dlq).unwrap_or_default();
+        let n = letters.len();
+        if let Some(q) = state.queues.get_mut(queue) {
+            for (message, _) in letters {
+                let mut props = message.properties.clone();
+                props = props.with_headers(without_failure_headers(
+                    message.headers().cloned().unwrap_or_default(),
+                ));
+                q.messages.push_back(Arc::new(Message {
+                    properties: props,
+                    exchange: "".into(),
+                    routing_key: queue.into(),
+                    ..message
+                }));
+            }
+        }
+        n
+    }
+
+    /// Everything published to `exchange` (`""`: the default exchange), oldest first.
+    #[must_use]
+    pub fn published_to(&self, exchange: &str) -> Vec<Published> {
+        self.state()
+            .published
+            .iter()
+            .filter(|p| p.exchange == exchange)
+            .cloned()
+            .collect()
+    }
+
+    /// How many messages wait in `queue`.
+    #[must_use]
+    pub fn queue_len(&self, queue: &str) -> usize {
+        self.state()
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.messages.len())
+    }
+
+    /// The delay each retry would have waited on RabbitMQ, by queue, in order.
+    #[must_use]
+    pub fn retry_delays(&self, queue: &str) -> Vec<Duration> {
+        self.state()
+            .retry_delays
+            .iter()
+            .filter(|(q, _)| q == queue)
+            .map(|(_, d)| *d)
+            .collect()
+    }
+}

@@ -1,0 +1,173 @@
+//! The broker's state, and how it routes a published message into its queues.
+
+use super::records::{DeadLetter, Published};
+use crate::config::{Config, ExchangeKind};
+use crate::error::{Error, Result};
+use crate::handler::context::Message;
+use crate::handler::producers::{ProducerSink, PublishFuture};
+use crate::pipeline::policy::QueuePolicy;
+use crate::telemetry::trace;
+use crate::wire::envelope;
+use crate::wire::properties::properties;
+use lapin::BasicProperties;
+use lapin::types::FieldTable;
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where replies to the test broker's own calls go.
+pub(super) const REPLY_PREFIX: &str = "eventrabbit.testing.reply.";
+
+#[derive(Debug)]
+pub(super) struct Binding {
+    pub(super) exchange: String,
+    pub(super) queue: String,
+    pub(super) routing_key: String,
+    pub(super) arguments: FieldTable,
+}
+
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    pub(super) policy: Arc<QueuePolicy>,
+    pub(crate) messages: VecDeque<Arc<Message>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(super) exchanges: HashMap<String, ExchangeKind>,
+    pub(super) bindings: Vec<Binding>,
+    pub(crate) queues: BTreeMap<String, QueueState>,
+    pub(crate) dead_letters: HashMap<String, Vec<(Message, DeadLetter)>>,
+    pub(super) published: Vec<Published>,
+    pub(super) replies: HashMap<String, Vec<u8>>,
+    pub(crate) retry_delays: Vec<(String, Duration)>,
+}
+
+/// The broker's shared state.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(super) config: Config,
+    pub(crate) state: Mutex<State>,
+}
+
+impl Inner {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    /// Routes an encoded envelope published from outside a handler or by one.
+    pub(super) fn publish_body(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let trace = trace::outgoing_trace(self.config.trace_propagation);
+        route(self, exchange, routing_key, body, properties(trace))
+    }
+}
+
+impl ProducerSink for Inner {
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn publish_envelope<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        body: Vec<u8>,
+    ) -> PublishFuture<'a> {
+        Box::pin(std::future::ready(self.publish_body(
+            exchange,
+            routing_key,
+            &body,
+        )))
+    }
+}
+
+/// Routes a message as RabbitMQ would; a message no queue takes is dropped.
+pub(super) fn route(
+    inner: &Inner,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<()> {
+    let mut state = inner.state();
+    let (action, data) = match envelope::decode(body) {
+        Ok(env) => (
+            Some(env.action.into_owned()),
+            serde_json::from_slice(&body[env.data]).unwrap_or_default(),
+        ),
+        Err(_) => (None, serde_json::from_slice(body).unwrap_or_default()),
+    };
+    if !exchange.is_empty() && !state.exchanges.contains_key(exchange) {
+        return Err(Error::NoSuchExchange(exchange.to_owned()));
+    }
+    state.published.push(Published {
+        exchange: exchange.to_owned(),
+        routing_key: routing_key.to_owned(),
+        action,
+        data,
+    });
+    if exchange.is_empty() {
+        if let Some(id) = routing_key.strip_prefix(REPLY_PREFIX) {
+            state.replies.insert(id.to_owned(), body.to_vec());
+            return Ok(());
+        }
+        let targets = if state.queues.contains_key(routing_key) {
+            vec![routing_key.to_owned()]
+        } else {
+            Vec::new()
+        };
+        deliver(&mut state, targets, exchange, routing_key, body, properties);
+        return Ok(());
+    }
+    let Some(kind) = state.exchanges.get(exchange).copied() else {
+        return Err(Error::NoSuchExchange(exchange.to_owned()));
+    };
+    let headers = properties.headers().clone();
+    let mut targets: Vec<String> = state
+        .bindings
+        .iter()
+        .filter(|b| b.exchange == exchange)
+        .filter(|b| {
+            super::routing::matches(
+                kind,
+                &b.routing_key,
+                &b.arguments,
+                routing_key,
+                headers.as_ref(),
+            )
+        })
+        .map(|b| b.queue.clone())
+        .collect();
+    targets.sort();
+    targets.dedup();
+    deliver(&mut state, targets, exchange, routing_key, body, properties);
+    Ok(())
+}
+
+fn deliver(
+    state: &mut State,
+    queues: Vec<String>,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) {
+    for name in queues {
+        if let Some(q) = state.queues.get_mut(&name) {
+            q.messages.push_back(Arc::new(Message {
+                queue: q.policy.queue.clone(),
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+                redelivered: false,
+                properties: properties.clone(),
+                body: body.to_vec(),
+            }));
+        }
+    }
+}
