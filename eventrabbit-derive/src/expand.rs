@@ -86,27 +86,33 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
         "::",
         ::core::stringify!(#fn_name)
     ));
-    let registration = match &spec.reply {
-        None => quote! {
-            #private::Registration::consumer(#action, #name, __eventrabbit_call)
-        },
-        Some(reply) => {
-            let (exchange, reply_action) = (&reply.exchange, &reply.action);
-            let key = reply
-                .key
-                .as_ref()
-                .map(|k| quote!(#k))
-                .unwrap_or_else(|| quote!(""));
-            quote! {
-                #private::Registration::function(
-                    #action,
-                    #name,
-                    #private::ReplyTarget::new(#exchange, #reply_action, #key),
-                    __eventrabbit_call,
-                )
-            }
-        }
+    let publishing = spec.reply.as_ref().map(|reply| {
+        let (exchange, reply_action) = (&reply.exchange, &reply.action);
+        let key = reply
+            .key
+            .as_ref()
+            .map(|k| quote!(#k))
+            .unwrap_or_else(|| quote!(""));
+        quote!(.publishing(#private::ReplyTarget::new(#exchange, #reply_action, #key)))
+    });
+    let registration = quote! {
+        #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
+            #publishing
     };
+    // The same decoding as the call, without running the handler (for redrive dry runs).
+    let validate_fields = if fields.is_empty() {
+        quote!()
+    } else {
+        quote!(let _ = __input.args::<__EventrabbitArgs>()?;)
+    };
+    let validate_data = spec
+        .params
+        .iter()
+        .filter(|p| matches!(p.source, Source::Data))
+        .map(|p| {
+            let ty = &p.ty;
+            quote_spanned!(ty.span()=> let _ = __input.data::<#ty>()?;)
+        });
     let serde_crate = format!("{}::__private::serde", path_string(krate));
     quote! {
         #func
@@ -120,6 +126,14 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
 
             #[allow(dead_code)]
             fn __eventrabbit_check() { #return_check }
+
+            fn __eventrabbit_validate(
+                __input: &#private::Input,
+            ) -> ::core::result::Result<(), #private::Failure> {
+                #validate_fields
+                #(#validate_data)*
+                ::core::result::Result::Ok(())
+            }
 
             fn __eventrabbit_call(__input: #private::Input) -> #private::HandlerFuture {
                 ::std::boxed::Box::pin(async move {

@@ -134,6 +134,37 @@ pub enum Error {
     /// The service is shutting down.
     #[error("eventrabbit is shut down")]
     Shutdown,
+    /// A redrive stopped before moving every dead letter it was asked to.
+    #[error("redriving `{queue}` stopped after moving {moved}: {error}")]
+    Redrive {
+        /// The queue whose dead letters were being moved back.
+        queue: String,
+        /// How many were moved before it stopped.
+        moved: usize,
+        /// Why it stopped.
+        error: String,
+    },
+    /// A name longer than AMQP allows (255 bytes): nothing was sent.
+    #[error("{what} `{name}` is {len} bytes long; AMQP allows at most 255")]
+    InvalidName {
+        /// What the name names (`exchange`, `queue`, `routing key`, ...).
+        what: &'static str,
+        /// The name, shortened.
+        name: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A message, or its properties and headers, larger than the broker takes: nothing
+    /// was sent.
+    #[error("{what} of {size} bytes exceed the limit of {limit} bytes")]
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -188,7 +219,10 @@ impl Error {
             | Error::NotAnObject { .. }
             | Error::NotInitialized(_)
             | Error::Remote { .. }
-            | Error::BadReply { .. } => ErrorKind::Permanent,
+            | Error::BadReply { .. }
+            | Error::Redrive { .. }
+            | Error::InvalidName { .. }
+            | Error::TooLarge { .. } => ErrorKind::Permanent,
         }
     }
 

@@ -69,10 +69,12 @@ pub use api::build::build_event_dependencies;
 pub use api::events::Events;
 pub use api::handle::Handle;
 pub use config::{
-    Config, ConsumeChannel, ExchangeKind, QueueConfig, RetryConfig, TracePropagation, UnknownAction,
+    Binding, Config, ConsumeChannel, ExchangeKind, QueueConfig, RetryConfig, TracePropagation,
+    UnknownAction,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;
+pub use pipeline::redrive::{Redrive, RedriveGroup, RedriveReport};
 pub use telemetry::health::{ConsumerHealth, ConsumerState, Health};
 pub use wire::headers::{
     ATTEMPTS_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER,
@@ -97,7 +99,9 @@ pub mod __private {
         unit_outcome, unit_result_outcome, value_outcome,
     };
     pub use crate::handler::producers::publish_produced;
-    pub use crate::handler::registration::{HandlerFn, HandlerFuture, Registration, ReplyTarget};
+    pub use crate::handler::registration::{
+        HandlerFn, HandlerFuture, Registration, ReplyTarget, ValidateFn,
+    };
     pub use inventory;
     pub use serde;
 }

@@ -12,6 +12,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+mod proxy;
+pub use proxy::Proxy;
+
 /// The broker URL: `AMQP_ADDR`, or the local default.
 pub fn amqp_addr() -> String {
     std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -123,9 +126,14 @@ pub fn init_test_log() {
 
 /// `build_event_dependencies` on the test broker.
 pub async fn deps(config: Config) -> (Events, Handle) {
+    deps_at(&amqp_addr(), config).await
+}
+
+/// `build_event_dependencies` on the broker at `url` (a proxy in front of the test broker).
+pub async fn deps_at(url: &str, config: Config) -> (Events, Handle) {
     init_test_log();
     let _ = raw_connection().await; // loud failure if the broker is down
-    build_event_dependencies(amqp_addr(), config)
+    build_event_dependencies(url, config)
         .await
         .expect("build_event_dependencies")
 }
@@ -375,7 +383,15 @@ impl Default for Recorder {
 pub fn poison_cases(good: &str) -> Vec<(Vec<u8>, &'static str)> {
     vec![
         (b"not json at all".to_vec(), "not-json"),
-        (vec![0xff, 0xfe, 0x00], "not-json"),
+        (vec![0xff, 0xfe, 0x00], "not-utf8"),
+        {
+            // Invalid UTF-8 in a key serde_json would skip: still not UTF-8.
+            let mut body =
+                format!(r#"{{"action":"{good}","data":{{"user_id":1,"name":"a"}},"x":""#)
+                    .into_bytes();
+            body.extend_from_slice(b"\xff\"}");
+            (body, "not-utf8")
+        },
         (b"[1,2,3]".to_vec(), "not-object"),
         (
             br#"{"data":{"user_id":1,"name":"a"}}"#.to_vec(),
@@ -493,16 +509,14 @@ pub fn routing_cases() -> Vec<RoutingCase> {
 impl RoutingCase {
     /// The `ConsumeChannel` binding `queue` to `exchange` as this case says.
     pub fn channel(&self, queue: &str, exchange: &str) -> eventrabbit::ConsumeChannel {
-        let mut c = eventrabbit::ConsumeChannel::new(queue)
-            .exchange(exchange, self.kind)
-            .routing_key(self.binding_key);
+        let mut b = eventrabbit::Binding::new(exchange, self.kind).routing_key(self.binding_key);
         for (k, v) in self.binding_headers {
-            c = c.bind_header(k, *v);
+            b = b.header(*k, *v);
         }
         if self.match_any {
-            c = c.match_any();
+            b = b.match_any();
         }
-        c
+        eventrabbit::ConsumeChannel::new(queue).bind(b)
     }
 
     /// The headers to publish with.

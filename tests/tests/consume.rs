@@ -2,7 +2,7 @@
 //! producers, functions, exchange kinds, handler sets and concurrency.
 
 use eventrabbit::{
-    Config, ConsumeChannel, ExchangeKind, MessageContext, consumer, function, producer,
+    Binding, Config, ConsumeChannel, ExchangeKind, MessageContext, consumer, function, producer,
 };
 use eventrabbit_tests::*;
 use serde::{Deserialize, Serialize};
@@ -308,21 +308,19 @@ async fn each_exchange_kind_routes_as_rabbitmq_does() {
     let channels = [
         ConsumeChannel::new(&f1).exchange(&fanout, ExchangeKind::Fanout),
         ConsumeChannel::new(&f2).exchange(&fanout, ExchangeKind::Fanout),
-        ConsumeChannel::new(&d1)
-            .exchange(&direct, ExchangeKind::Direct)
-            .routing_key("red"),
-        ConsumeChannel::new(&t1)
-            .exchange(&topic, ExchangeKind::Topic)
-            .routing_key("user.*.created"),
-        ConsumeChannel::new(&h1)
-            .exchange(&headers, ExchangeKind::Headers)
-            .bind_header("kind", "a")
-            .bind_header("region", "eu"),
-        ConsumeChannel::new(&h2)
-            .exchange(&headers, ExchangeKind::Headers)
-            .bind_header("kind", "a")
-            .bind_header("region", "eu")
-            .match_any(),
+        ConsumeChannel::new(&d1).bind(Binding::direct(&direct, "red")),
+        ConsumeChannel::new(&t1).bind(Binding::topic(&topic, "user.*.created")),
+        ConsumeChannel::new(&h1).bind(
+            Binding::headers(&headers)
+                .header("kind", "a")
+                .header("region", "eu"),
+        ),
+        ConsumeChannel::new(&h2).bind(
+            Binding::headers(&headers)
+                .header("kind", "a")
+                .header("region", "eu")
+                .match_any(),
+        ),
     ];
     for c in channels {
         start(&handle, c).await;

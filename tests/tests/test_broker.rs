@@ -3,8 +3,8 @@
 
 use eventrabbit::testing::TestBroker;
 use eventrabbit::{
-    Config, ConsumeChannel, Error, ExchangeKind, MessageContext, RetryConfig, UnknownAction,
-    consumer, function, producer,
+    Config, ConsumeChannel, Error, ExchangeKind, MessageContext, Redrive, RetryConfig,
+    UnknownAction, consumer, function, producer,
 };
 use eventrabbit_tests::{poison_cases, routing_cases};
 use serde::Serialize;
@@ -82,16 +82,18 @@ async fn poison_input_is_dead_lettered_with_the_same_reasons() {
     for ((body, _), letter) in cases.iter().zip(&dead) {
         assert_eq!(&letter.body, body);
     }
-    assert!(
-        dead[5].reason.contains("field `user_id`"),
-        "{}",
-        dead[5].reason
-    );
-    assert!(
-        dead[6].reason.contains("missing field `name`"),
-        "{}",
-        dead[6].reason
-    );
+    let reason_of = |body_has: &[u8]| {
+        cases
+            .iter()
+            .zip(&dead)
+            .find(|((body, _), _)| body.windows(body_has.len()).any(|w| w == body_has))
+            .map(|(_, d)| d.reason.clone())
+            .expect("a case with that body")
+    };
+    let seven = reason_of(b"\"seven\"");
+    assert!(seven.contains("field `user_id`"), "{seven}");
+    let no_name = reason_of(br#"{"user_id":1}}"#);
+    assert!(no_name.contains("missing field `name`"), "{no_name}");
     let duplicate = dead.last().expect("dead letters");
     assert!(
         duplicate.reason.contains("duplicate field `action`"),
@@ -299,12 +301,49 @@ async fn dead_letters_can_be_redriven() {
         .publish("", "tb-redrive", "TB_REDRIVE", &json!({}))
         .unwrap();
     broker.run_until_idle().await.unwrap();
-    assert_eq!(broker.dead_letters("tb-redrive").len(), 1);
+    broker
+        .publish_raw(
+            "",
+            "tb-redrive",
+            br#"{"action":"TB_NOBODY_HERE","data":{}}"#,
+        )
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    assert_eq!(broker.dead_letters("tb-redrive").len(), 2);
+    let report = broker.redrive("tb-redrive", Redrive::new().dry_run(true));
+    assert_eq!((report.found, report.examined, report.moved), (2, 2, 0));
+    let exhausted = report
+        .groups
+        .iter()
+        .find(|g| g.code == "retries-exhausted")
+        .unwrap();
+    assert_eq!((exhausted.count, exhausted.would_pass), (1, 1));
+    let unknown = report
+        .groups
+        .iter()
+        .find(|g| g.code == "unknown-action")
+        .unwrap();
+    assert_eq!(unknown.action.as_deref(), Some("TB_NOBODY_HERE"));
+    assert_eq!(unknown.would_pass, 0);
+    assert_eq!(
+        broker.dead_letters("tb-redrive").len(),
+        2,
+        "a dry run moves nothing"
+    );
     REDRIVE_OK.store(1, Ordering::SeqCst);
-    assert_eq!(broker.redrive_dead_letters("tb-redrive"), 1);
+    assert_eq!(broker.redrive_dead_letters("tb-redrive"), 2);
     broker.run_until_idle().await.unwrap();
     assert_eq!(REDRIVE_OK.load(Ordering::SeqCst), 2);
-    assert!(broker.dead_letters("tb-redrive").is_empty());
+    let back: Vec<String> = broker
+        .dead_letters("tb-redrive")
+        .into_iter()
+        .map(|d| d.code)
+        .collect();
+    assert_eq!(
+        back,
+        ["unknown-action"],
+        "only the one no handler takes is back"
+    );
 }
 
 #[tokio::test]

@@ -4,8 +4,9 @@
 //! finished, whichever comes first. Acks are queued for the connection without being
 //! awaited, so the delivery loop never waits for one.
 //!
-//! A delivery whose handler is slow does not hold back the others for long: once half
-//! the prefetch window has finished above it, those are acknowledged one by one.
+//! A delivery whose handler is slow does not hold back the others: once half the prefetch
+//! window has finished above it, or [`ACK_DELAY`] after they finished, those are
+//! acknowledged one by one.
 
 use futures_util::FutureExt;
 use lapin::Channel;
@@ -24,6 +25,9 @@ pub(crate) enum Settle {
     Ack,
     /// Not settled: give it back to the broker for redelivery.
     Requeue,
+    /// Cannot be settled: leave it unacknowledged (the broker redelivers it only once
+    /// this channel closes).
+    Hold,
 }
 
 /// Where delivery tasks running apart from the delivery loop report how their delivery is
@@ -78,14 +82,16 @@ impl Settlements {
         )
     }
 
-    /// Whether settled deliveries wait for their acknowledgement.
+    /// Whether settled deliveries wait for their acknowledgement (those finished behind a
+    /// delivery still running included).
     pub(crate) fn pending(&self) -> bool {
-        self.unflushed > 0
+        self.unflushed > 0 || !self.state.waiting.is_empty()
     }
 
     /// Records how `tag` is settled; sends acknowledgements once a batch is full.
     pub(crate) fn settle(&mut self, tag: u64, how: Settle) {
         match how {
+            Settle::Hold => return,
             Settle::Ack => self.state.finished(tag),
             Settle::Requeue => {
                 let opts = BasicNackOptions {
@@ -108,10 +114,20 @@ impl Settlements {
         self.rx.recv().await
     }
 
-    /// Sends the acknowledgements due now, without waiting for them to go out.
+    /// Sends the acknowledgements of a full batch, without waiting for them to go out.
     pub(crate) fn flush(&mut self) {
+        self.flush_with(self.spill);
+    }
+
+    /// Sends every acknowledgement due, including those of deliveries that finished
+    /// behind one still running: none waits longer than [`ACK_DELAY`].
+    pub(crate) fn flush_all(&mut self) {
+        self.flush_with(1);
+    }
+
+    fn flush_with(&mut self, spill: usize) {
         self.unflushed = 0;
-        for (tag, multiple) in self.state.flush(self.spill) {
+        for (tag, multiple) in self.state.flush(spill) {
             // The first poll queues the frame; the connection writes it in order.
             let ack = self.ch.basic_ack(tag, BasicAckOptions { multiple });
             self.sent(ack.now_or_never(), "ack");

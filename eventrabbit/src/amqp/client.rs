@@ -3,12 +3,13 @@
 
 use super::connection::Connector;
 use super::publisher::Publisher;
+use super::retry::Declared;
 use super::rpc::RpcClient;
 use crate::config::Config;
 use crate::error::Result;
 use crate::handler::producers::{ProducerSink, PublishFuture};
 use crate::pipeline::transport::Outgoing;
-use crate::telemetry::health::{ConsumerHealth, ConsumerSlot, ConsumerState};
+use crate::telemetry::health::{ConsumerHealth, ConsumerSlot};
 use crate::telemetry::trace;
 use crate::wire::properties::properties;
 use parking_lot::Mutex;
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) struct Client {
     pub(crate) connector: Arc<Connector>,
     pub(crate) publisher: Publisher,
+    /// The retry and dead-letter queues known to exist.
+    pub(crate) declared: Declared,
     pub(crate) rpc: RpcClient,
     pub(crate) config: Config,
     pub(crate) shutdown: CancellationToken,
@@ -49,7 +52,12 @@ impl Drop for Running {
 impl Client {
     pub(crate) fn new(connector: Arc<Connector>, config: Config) -> Self {
         Self {
-            publisher: Publisher::new(connector.clone(), config.publish_timeout),
+            publisher: Publisher::new(
+                connector.clone(),
+                config.publish_timeout,
+                config.max_publish_size,
+            ),
+            declared: Declared::default(),
             rpc: RpcClient::new(connector.clone(), config.trace_propagation),
             connector,
             config,
@@ -68,7 +76,7 @@ impl Client {
     pub(crate) fn consumer_slot(&self, queue: &str) -> Arc<ConsumerSlot> {
         let slot = Arc::new(ConsumerSlot::new(queue.to_owned()));
         let mut slots = self.slots.lock();
-        slots.retain(|s| !(s.queue == queue && s.snapshot().state == ConsumerState::Stopped));
+        slots.retain(|s| !(s.queue == queue && s.state().is_over()));
         slots.push(slot.clone());
         slot
     }

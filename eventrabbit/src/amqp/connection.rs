@@ -4,12 +4,13 @@ use super::reopen::Reopen;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::telemetry::metric;
+use crate::wire::limits::DEFAULT_FRAME_MAX;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::{Channel, Connection, ConnectionProperties};
 use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
@@ -29,6 +30,8 @@ pub(crate) struct Connector {
     runtime: Handle,
     connection: Reopen<Connection>,
     opened: AtomicU64,
+    /// The largest frame the broker takes on the current connection.
+    frame_max: AtomicU32,
     blocked: Arc<Mutex<Option<String>>>,
 }
 
@@ -54,6 +57,7 @@ impl Connector {
             runtime,
             connection: Reopen::default(),
             opened: AtomicU64::new(0),
+            frame_max: AtomicU32::new(DEFAULT_FRAME_MAX as u32),
             blocked: Arc::default(),
         })
     }
@@ -97,6 +101,10 @@ impl Connector {
             metric::reconnected();
         }
         tracing::info!(url = %self.redacted, connections = n, "connected to the broker");
+        let frame_max = conn.configuration().frame_max();
+        if frame_max > 0 {
+            self.frame_max.store(frame_max, Ordering::Relaxed);
+        }
         let conn = Arc::new(conn);
         *self.blocked.lock() = None;
         self.spawn(watch_events(
@@ -157,6 +165,34 @@ impl Connector {
                 }
             }
         }
+    }
+
+    /// Runs `op` on a channel of its own, closed afterwards: an operation the broker may
+    /// refuse (a declaration, a `basic.get`) then closes only that channel, never one that
+    /// other operations share.
+    pub(crate) async fn with_channel<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        what: &str,
+        op: F,
+    ) -> Result<T>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let ch = self.channel(Some(deadline), what).await?;
+        let result = op(ch.clone()).await;
+        if ch.status().connected() {
+            self.spawn(async move {
+                let _ = ch.close(200, "done".into()).await;
+            });
+        }
+        result
+    }
+
+    /// The largest frame the broker takes (the negotiated `frame_max`).
+    pub(crate) fn frame_max(&self) -> usize {
+        self.frame_max.load(Ordering::Relaxed) as usize
     }
 
     /// Why the broker blocks publishing on the connection (memory or disk alarm), if it does.

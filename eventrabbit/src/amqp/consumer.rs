@@ -5,11 +5,12 @@ use super::ack::Settlements;
 use super::client::Client;
 use super::delivery::{CONSUMER_TAG, QueueContext, deliver};
 use super::topology;
+use super::unsettled::Unsettled;
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
 use crate::handler::registry;
 use crate::pipeline::policy::QueuePolicy;
-use crate::telemetry::health::{ConsumerSlot, ConsumerState};
+use crate::telemetry::health::{ConsumerSlot, ConsumerState, EndGuard};
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use parking_lot::Mutex;
@@ -19,27 +20,61 @@ use tokio_util::task::TaskTracker;
 
 /// Runs `spec` until shutdown, reconnecting when the connection drops.
 pub(crate) async fn run(shared: Arc<Client>, spec: ConsumeChannel) -> Result<()> {
-    let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
-    let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
-    let ctx = Arc::new(QueueContext {
-        policy: QueuePolicy::new(&spec.queue, routes, settings),
-        client: shared.clone(),
-    });
     let _running = shared.consumer_started();
     let slot = shared.consumer_slot(&spec.queue);
+    let _end = EndGuard(&slot);
+    let result = match prepare(&shared, &spec, &slot) {
+        Ok(ctx) => consume(&shared, &spec, &ctx).await,
+        Err(e) => Err(e),
+    };
+    match &result {
+        Ok(()) => slot.set(ConsumerState::Stopped),
+        Err(e) => {
+            tracing::error!(queue = %spec.queue, error = %e, "consumer failed");
+            slot.error(ConsumerState::Failed, e);
+        }
+    }
+    result
+}
+
+/// What the consumer's deliveries share, once its set-up is known to be valid.
+fn prepare(
+    shared: &Arc<Client>,
+    spec: &ConsumeChannel,
+    slot: &Arc<ConsumerSlot>,
+) -> Result<Arc<QueueContext>> {
+    let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
+    let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
+    spec.check_names(&settings)?;
+    Ok(Arc::new(QueueContext {
+        policy: QueuePolicy::new(&spec.queue, routes, settings),
+        client: shared.clone(),
+        slot: slot.clone(),
+        unsettled: Unsettled::default(),
+    }))
+}
+
+/// Sessions one after the other until shutdown or a fatal error; then waits for the
+/// handlers still running.
+async fn consume(
+    shared: &Arc<Client>,
+    spec: &ConsumeChannel,
+    ctx: &Arc<QueueContext>,
+) -> Result<()> {
+    let slot = &ctx.slot;
     let tracker = slot.tracker.clone();
     let mut failures = 0u32;
     let result = loop {
-        match session(&ctx, &spec, &tracker, &slot).await {
+        match session(ctx, spec, &tracker, slot).await {
             Ok(()) => break Ok(()),
             Err(_) if shared.shutdown.is_cancelled() => break Ok(()),
             Err(e) if is_fatal(&e) => break Err(e),
             Err(e) => {
                 // A session that got as far as consuming starts the backoff over.
-                if slot.snapshot().state == ConsumerState::Running {
+                if matches!(slot.state(), ConsumerState::Running | ConsumerState::Stuck) {
                     failures = 0;
                 }
-                slot.failed(&e);
+                slot.error(ConsumerState::Recovering, &e);
                 failures += 1;
                 let delay = Duration::from_millis(100 * 2u64.pow(failures.min(7)))
                     .min(shared.config.max_reconnect_delay);
@@ -53,7 +88,6 @@ pub(crate) async fn run(shared: Arc<Client>, spec: ConsumeChannel) -> Result<()>
     };
     tracker.close();
     tracker.wait().await;
-    slot.set(ConsumerState::Stopped);
     result
 }
 
@@ -93,7 +127,7 @@ async fn session(
         _ = shared.shutdown.cancelled() => return Ok(()),
     };
     tracing::info!(queue = %spec.queue, prefetch = ctx.policy.settings.prefetch, "consuming");
-    slot.set(ConsumerState::Running);
+    slot.running();
     let mut acks = Settlements::new(ch.clone(), spec.queue.clone(), ctx.policy.settings.prefetch);
     let result = deliver(ctx, spec, tracker, &ch, &mut consumer, &mut acks).await;
     if result.is_ok() {
@@ -150,6 +184,9 @@ async fn open(
         .map_err(Error::amqp(format!("opening a channel for {what}")))?;
     set(Step::Declaring);
     topology::declare(&ch, spec, &ctx.policy.settings).await?;
+    ctx.client
+        .declared
+        .add(&ctx.policy.settings.dead_letter_queue);
     set(Step::Consuming);
     let consumer = ch
         .basic_consume(

@@ -3,15 +3,18 @@
 
 use super::ack::{self, Settle, Settlements};
 use super::client::Client;
+use super::unsettled::{GIVE_BACK_LIMIT, MessageKey, Unsettled};
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
 use crate::handler::context::Message;
 use crate::pipeline::handle::handle;
 use crate::pipeline::policy::QueuePolicy;
+use crate::telemetry::health::ConsumerSlot;
 use crate::telemetry::trace;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::BasicCancelOptions;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
@@ -25,7 +28,12 @@ pub(super) const CONSUMER_TAG: &str = "eventrabbit";
 pub(super) struct QueueContext {
     pub(super) policy: QueuePolicy,
     pub(super) client: Arc<Client>,
+    pub(super) slot: Arc<ConsumerSlot>,
+    pub(super) unsettled: Unsettled,
 }
+
+/// The pause before a delivery that could not be settled is given back, against hot loops.
+const GIVE_BACK_PAUSE: Duration = Duration::from_secs(1);
 
 /// The delivery loop: runs each delivery, giving it a task of its own once its handler
 /// waits, and settles what finished, until shutdown or a channel error.
@@ -61,7 +69,7 @@ pub(super) async fn deliver(
                     let message = received(&ctx.policy.queue, delivery);
                     // Most handlers finish without waiting on anything: run them right here,
                     // and give only those that wait a task of their own.
-                    let mut task = Box::pin(tracker.track_future(process(ctx.clone(), message)));
+                    let mut task = Box::pin(tracker.track_future(guarded(ctx.clone(), message)));
                     match futures_util::future::poll_immediate(&mut task).await {
                         Some(how) => acks.settle(delivery_tag, how),
                         None => {
@@ -76,7 +84,7 @@ pub(super) async fn deliver(
                     return Err(Error::Unavailable(Duration::ZERO, format!("consumer of queue `{}` was cancelled by the broker", spec.queue)));
                 }
             },
-            () = &mut ack_timer, if timer_armed => acks.flush(),
+            () = &mut ack_timer, if timer_armed => acks.flush_all(),
         }
         if !acks.pending() {
             timer_armed = false;
@@ -109,25 +117,91 @@ fn received(queue: &Arc<str>, delivery: Delivery) -> Arc<Message> {
     })
 }
 
+/// [`process`], with any panic in it (a tracing layer, a metrics recorder, settlement
+/// code: the handler's own are caught earlier) contained: the delivery is given back and
+/// its prefetch slot freed, while the consumer goes on.
+async fn guarded(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
+    let processed = AssertUnwindSafe(process(ctx.clone(), message.clone()))
+        .catch_unwind()
+        .await;
+    match processed {
+        Ok(settle) => settle,
+        Err(panic) => {
+            let text = panic_text(&*panic);
+            // Even logging may be what panicked.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                tracing::error!(queue = %ctx.policy.queue, panic = %text, "panicked while handling a delivery; giving it back");
+            }));
+            give_back(
+                &ctx,
+                &message,
+                format!("panicked while handling a delivery: {text}"),
+            )
+            .await
+        }
+    }
+}
+
 /// Handles one delivery from decision to acknowledgement, in its span and trace.
 async fn process(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
+    if ctx.unsettled.any() && ctx.unsettled.is_held(MessageKey::of(&message)) {
+        // Failed to settle too often already: keep it, do not run its handler again.
+        return Settle::Hold;
+    }
     let (incoming, from_header) = trace::incoming_trace(&message);
     let span = trace::delivery_span(&message, &incoming);
     let propagate = trace::propagates(ctx.client.config.trace_propagation, from_header, &span);
     let settled = trace::in_trace(
         incoming,
         propagate,
-        handle(&ctx.policy, &ctx.client.publisher, &message),
+        handle(&ctx.policy, &*ctx.client, &message),
     )
     .instrument(span)
     .await;
     match settled {
-        Ok(()) => Settle::Ack,
+        Ok(()) => {
+            if ctx.unsettled.any() {
+                ctx.unsettled.settled(MessageKey::of(&message));
+            }
+            Settle::Ack
+        }
+        // The connection is in trouble: nothing was lost, the broker redelivers it.
+        Err(e) if e.is_transient() => {
+            tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; giving it back");
+            give_back(&ctx, &message, e.to_string()).await
+        }
+        // Not even its dead letter can be sent: keep it rather than lose it or loop.
         Err(e) => {
-            // Nothing was lost: leave it to the broker to redeliver, after a pause against hot loops.
-            tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; requeueing it");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Settle::Requeue
+            ctx.unsettled.hold(MessageKey::of(&message));
+            hold(&ctx, format!("cannot settle a message: {e}"))
         }
     }
+}
+
+/// Gives a delivery back to the broker after a pause; holds it instead once it came back
+/// too often.
+async fn give_back(ctx: &QueueContext, message: &Message, why: String) -> Settle {
+    tokio::time::sleep(GIVE_BACK_PAUSE).await;
+    if ctx.unsettled.gave_back(MessageKey::of(message)) {
+        hold(
+            ctx,
+            format!("holding a message that could not be settled {GIVE_BACK_LIMIT} times: {why}"),
+        )
+    } else {
+        Settle::Requeue
+    }
+}
+
+/// Holds a delivery (left unacknowledged) and says so in health.
+fn hold(ctx: &QueueContext, why: String) -> Settle {
+    ctx.slot.held(ctx.unsettled.held(), why);
+    Settle::Hold
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic payload".to_owned())
 }

@@ -16,3 +16,4 @@ pub(crate) mod retry;
 pub(crate) mod rpc;
 pub(crate) mod topology;
 pub(crate) mod transport;
+pub(crate) mod unsettled;

@@ -1,23 +1,34 @@
-//! Confirmed publishing on one shared channel: concurrent publishes pipeline their confirms.
+//! Confirmed publishing: concurrent publishes pipeline their confirms on one channel per
+//! exchange. A publish the broker refuses closes its channel, failing every publish in
+//! flight on it; with a channel per exchange those are publishes the broker refuses alike
+//! (no such exchange, access refused), never a publish to another exchange, an RPC reply
+//! or a retry. What the broker would refuse for a single message (a name over 255 bytes,
+//! properties larger than a frame, a body over the size limit) is refused here, before
+//! anything is sent.
 
 use super::connection::Connector;
 use super::reopen::Reopen;
 use crate::error::{Error, Result};
 use crate::pipeline::transport::Outgoing;
 use crate::telemetry::metric;
+use crate::wire::limits;
 use lapin::Channel;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use parking_lot::RwLock;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-/// Publishes with confirms, reopening its channel (and the connection) when needed.
+/// Publishes with confirms, reopening its channels (and the connection) when needed.
 pub(crate) struct Publisher {
     connector: Arc<Connector>,
-    channel: Reopen<Channel>,
+    /// One confirm-mode channel per exchange published to.
+    lanes: RwLock<HashMap<Box<str>, Arc<Reopen<Channel>>>>,
     timeout: Duration,
+    max_size: usize,
     created: Instant,
     /// Milliseconds after `created` of the last publish.
     last_used_ms: AtomicU64,
@@ -33,11 +44,12 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(connector: Arc<Connector>, timeout: Duration) -> Self {
+    pub(crate) fn new(connector: Arc<Connector>, timeout: Duration, max_size: usize) -> Self {
         Self {
             connector,
-            channel: Reopen::default(),
+            lanes: RwLock::default(),
             timeout,
+            max_size,
             created: Instant::now(),
             last_used_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -46,13 +58,26 @@ impl Publisher {
         }
     }
 
-    /// The confirm-mode channel, opened if needed.
-    pub(crate) async fn channel(&self, deadline: Instant) -> Result<Arc<Channel>> {
-        if let Some(ch) = self.channel.live() {
+    /// The channel publishes to `exchange` go on.
+    fn lane(&self, exchange: &str) -> Arc<Reopen<Channel>> {
+        if let Some(lane) = self.lanes.read().get(exchange) {
+            return lane.clone();
+        }
+        self.lanes
+            .write()
+            .entry(exchange.into())
+            .or_default()
+            .clone()
+    }
+
+    /// The confirm-mode channel for `exchange`, opened if needed.
+    async fn channel(&self, exchange: &str, deadline: Instant) -> Result<Arc<Channel>> {
+        let lane = self.lane(exchange);
+        if let Some(ch) = lane.live() {
             return Ok(ch);
         }
         // Boxed: opening is rare, and its large future would otherwise inflate every publish.
-        Box::pin(self.channel.get_or_open(|| self.open(deadline))).await
+        Box::pin(lane.get_or_open(|| self.open(deadline))).await
     }
 
     async fn open(&self, deadline: Instant) -> Result<Arc<Channel>> {
@@ -61,6 +86,20 @@ impl Publisher {
             .await
             .map_err(Error::amqp("enabling publisher confirms"))?;
         Ok(Arc::new(ch))
+    }
+
+    /// Refuses what the broker would refuse for this message alone, before sending it.
+    fn check(&self, msg: &Outgoing<'_>) -> Result<()> {
+        limits::check_name("exchange", msg.exchange)?;
+        limits::check_name("routing key", msg.routing_key)?;
+        if msg.body.len() > self.max_size {
+            return Err(Error::TooLarge {
+                what: "message body",
+                size: msg.body.len(),
+                limit: self.max_size,
+            });
+        }
+        limits::check_properties(&msg.properties, self.connector.frame_max())
     }
 
     /// Publishes and waits for the broker's confirm; retries on connection loss until the deadline.
@@ -102,11 +141,25 @@ impl Publisher {
     }
 
     async fn publish_in_span(&self, msg: &Outgoing<'_>) -> Result<()> {
+        self.check(msg)?;
         let ms = self.created.elapsed().as_millis() as u64;
         self.last_used_ms.store(ms, Ordering::Relaxed);
         let deadline = Instant::now() + self.timeout;
         loop {
-            let ch = self.channel(deadline).await?;
+            let ch = match tokio::time::timeout_at(deadline, self.channel(msg.exchange, deadline))
+                .await
+            {
+                Ok(ch) => ch?,
+                Err(_) => {
+                    return Err(Error::Unavailable(
+                        self.timeout,
+                        format!(
+                            "opening a channel to publish to exchange `{}`",
+                            msg.exchange
+                        ),
+                    ));
+                }
+            };
             let attempt = tokio::time::timeout_at(deadline, publish_once(&ch, msg)).await;
             let Ok(attempt) = attempt else {
                 // No confirm in time: never report success, say why.
@@ -146,8 +199,8 @@ impl Publisher {
                             format!("publishing to exchange `{}`", msg.exchange),
                         ));
                     }
-                    // The channel or connection went away (maybe closed by a sibling's
-                    // refused publish): not this message's fault, so send it again.
+                    // The channel or connection went away: not this message's fault, so
+                    // send it again.
                     tracing::debug!(error = %e, "publish interrupted, retrying on a new channel");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -160,18 +213,21 @@ impl Publisher {
         self.created + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
     }
 
-    /// Closes the channel if open; the next publish reopens one.
+    /// Closes the channels if open; the next publish reopens one.
     pub(crate) async fn close(&self) {
-        if let Some(ch) = self.channel.take()
-            && ch.status().connected()
-        {
-            let _ = ch.close(200, "idle".into()).await;
+        let lanes: Vec<_> = self.lanes.write().drain().map(|(_, lane)| lane).collect();
+        for lane in lanes {
+            if let Some(ch) = lane.take()
+                && ch.status().connected()
+            {
+                let _ = ch.close(200, "idle".into()).await;
+            }
         }
     }
 
     /// Whether a channel is open.
     pub(crate) fn is_open(&self) -> bool {
-        self.channel.live().is_some()
+        self.lanes.read().values().any(|lane| lane.live().is_some())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Retries through per-delay wait queues.
+//! Retries through per-delay wait queues, and the dead-letter queue.
 //!
 //! A retry is published to `<queue>.retry.<ms>ms`, a queue with a message TTL whose
 //! dead-letter target is the default exchange with the consumed queue's name as routing
@@ -6,31 +6,66 @@
 //! through the exchange it first came from. The original is acknowledged only after the
 //! broker confirmed the retry (or the dead letter), so a crash in between duplicates a
 //! message but never loses it.
+//!
+//! Wait queues are declared once each (on a channel of their own, so a declaration the
+//! broker refuses closes nothing else) and declared again when a retry finds one gone.
 
+use super::connection::Connector;
 use super::publisher::Publisher;
 use crate::error::{Error, Result};
-use crate::handler::context::Message;
-use crate::pipeline::failure::retry_properties;
 use crate::pipeline::transport::Outgoing;
+use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use parking_lot::Mutex;
+use std::collections::HashSet;
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// How many times a retry or a dead letter is tried before it is given up.
+const ATTEMPTS: u32 = 3;
+
+/// The pause before the second attempt; doubled for each further one.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long a declaration may take.
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The name of the wait queue for `delay` in front of `queue`.
 pub(crate) fn retry_queue_name(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}ms", delay.as_millis())
 }
 
-/// Schedules `message` to come back to its queue after `delay`, counted as retry `retry`.
-pub(crate) async fn schedule_retry(
-    publisher: &Publisher,
-    message: &Message,
-    retry: u32,
-    delay: Duration,
-    durable: bool,
-    error: &str,
-) -> Result<()> {
-    let wait_queue = retry_queue_name(&message.queue, delay);
+/// The wait and dead-letter queues known to exist.
+#[derive(Debug, Default)]
+pub(crate) struct Declared(Mutex<HashSet<String>>);
+
+impl Declared {
+    fn has(&self, queue: &str) -> bool {
+        self.0.lock().contains(queue)
+    }
+
+    pub(crate) fn add(&self, queue: &str) {
+        self.0.lock().insert(queue.to_owned());
+    }
+
+    fn forget(&self, queue: &str) {
+        self.0.lock().remove(queue);
+    }
+}
+
+/// A queue to send a message to, and how to declare it when it is missing.
+pub(crate) struct Target<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) durable: bool,
+    pub(crate) arguments: FieldTable,
+    /// What the queue is, for errors (`retry queue`, `dead-letter queue`).
+    pub(crate) what: &'static str,
+}
+
+/// The wait queue for a retry of a message of `queue` after `delay`.
+pub(crate) fn wait_queue(queue: &str, delay: Duration) -> (String, FieldTable) {
+    let name = retry_queue_name(queue, delay);
     let ttl = delay.as_millis().min(i32::MAX as u128) as i64;
     let mut args = FieldTable::default();
     args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
@@ -40,31 +75,92 @@ pub(crate) async fn schedule_retry(
     );
     args.insert(
         "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(&*message.queue)),
+        AMQPValue::LongString(LongString::from(queue)),
     );
     // Gone once unused for a minute after its last message expired.
     args.insert("x-expires".into(), AMQPValue::LongLongInt(ttl + 60_000));
-    let ch = publisher
-        .channel(tokio::time::Instant::now() + Duration::from_secs(30))
-        .await?;
-    ch.queue_declare(
-        wait_queue.as_str().into(),
-        QueueDeclareOptions {
-            durable,
-            ..QueueDeclareOptions::default()
-        },
-        args,
-    )
-    .await
-    .map_err(Error::amqp(format!("declaring retry queue `{wait_queue}`")))?;
+    (name, args)
+}
 
-    publisher
+/// Sends `body` to `target` through the default exchange (mandatory, confirmed),
+/// declaring the queue first if it is not known to exist. Tried up to [`ATTEMPTS`] times,
+/// with a pause between, while the broker refuses it; a connection that stays away fails
+/// it at the publish deadline.
+pub(crate) async fn send_to_queue(
+    connector: &Connector,
+    publisher: &Publisher,
+    declared: &Declared,
+    target: Target<'_>,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<()> {
+    let mut pause = FIRST_PAUSE;
+    let mut attempt = 1;
+    loop {
+        let sent = send_once(connector, publisher, declared, &target, body, &properties).await;
+        match sent {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() || attempt >= ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(queue = target.queue, attempt, error = %e, "could not send to {}; trying again", target.what);
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn send_once(
+    connector: &Connector,
+    publisher: &Publisher,
+    declared: &Declared,
+    target: &Target<'_>,
+    body: &[u8],
+    properties: &BasicProperties,
+) -> Result<()> {
+    if !declared.has(target.queue) {
+        declare(connector, target).await?;
+        declared.add(target.queue);
+    }
+    let sent = publisher
         .publish(Outgoing {
             exchange: "",
-            routing_key: &wait_queue,
-            body: &message.body,
-            properties: retry_properties(message, retry, error),
+            routing_key: target.queue,
+            body,
+            properties: properties.clone(),
             mandatory: true,
         })
+        .await;
+    if let Err(Error::Unroutable { .. }) = &sent {
+        // The queue is gone (an unused wait queue expires): declare it next time.
+        declared.forget(target.queue);
+    }
+    sent
+}
+
+async fn declare(connector: &Connector, target: &Target<'_>) -> Result<()> {
+    let what = format!("declaring {} `{}`", target.what, target.queue);
+    let deadline = Instant::now() + DECLARE_TIMEOUT;
+    let op = what.clone();
+    let declaring = connector.with_channel(deadline, &what, |ch| async move {
+        ch.queue_declare(
+            target.queue.into(),
+            QueueDeclareOptions {
+                durable: target.durable,
+                ..QueueDeclareOptions::default()
+            },
+            target.arguments.clone(),
+        )
         .await
+        .map(|_| ())
+        .map_err(Error::amqp(op))
+    });
+    match tokio::time::timeout_at(deadline, declaring).await {
+        Ok(declared) => declared,
+        Err(_) => Err(Error::Unavailable(
+            DECLARE_TIMEOUT,
+            format!("declaring {} `{}`", target.what, target.queue),
+        )),
+    }
 }

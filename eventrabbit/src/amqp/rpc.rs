@@ -1,18 +1,26 @@
 //! The RPC client: requests carry `reply_to` (RabbitMQ direct reply-to) and a fresh
-//! `correlation_id`; one consumer routes replies to the waiting calls.
+//! `correlation_id`; a consumer on the request's channel routes replies to the waiting
+//! calls.
+//!
+//! Direct reply-to needs the request published on the channel that consumes the
+//! replies. Calls through one exchange share a channel; each exchange has its own, so a
+//! call the broker refuses (no such exchange) closes only the channel of calls the broker
+//! refuses alike. Each channel has its own table of waiting calls, so the end of an old
+//! channel never fails calls made on a new one.
 
 use super::connection::Connector;
-use super::reopen::Reopen;
+use super::reopen::{Live, Reopen};
 use crate::config::TracePropagation;
 use crate::error::{Error, Result};
 use crate::telemetry::{metric, trace};
 use crate::wire::envelope::decode_reply;
+use crate::wire::limits;
 use crate::wire::properties::{new_message_id, properties};
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,11 +33,22 @@ const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 
-/// Calls in flight and the channel their replies come back on.
+/// A channel consuming direct replies, and the calls waiting on it.
+struct ReplyChannel {
+    channel: Channel,
+    pending: Pending,
+}
+
+impl Live for ReplyChannel {
+    fn is_live(&self) -> bool {
+        self.channel.is_live()
+    }
+}
+
+/// Calls in flight, by the exchange they go through.
 pub(crate) struct RpcClient {
     connector: Arc<Connector>,
-    channel: Reopen<Channel>,
-    pending: Pending,
+    lanes: RwLock<HashMap<Box<str>, Arc<Reopen<ReplyChannel>>>>,
     trace_propagation: TracePropagation,
 }
 
@@ -42,12 +61,12 @@ impl std::fmt::Debug for RpcClient {
 /// Removes the pending entry when a call ends, however it ends.
 struct PendingGuard<'a> {
     pending: &'a Pending,
-    id: String,
+    id: &'a str,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending.lock().remove(&self.id);
+        self.pending.lock().remove(self.id);
     }
 }
 
@@ -56,17 +75,31 @@ impl RpcClient {
         Self {
             trace_propagation,
             connector,
-            channel: Reopen::default(),
-            pending: Arc::default(),
+            lanes: RwLock::default(),
         }
     }
 
-    /// The channel consuming direct replies, opened on first use and after a drop.
-    async fn channel(&self, deadline: Instant) -> Result<Arc<Channel>> {
-        self.channel.get_or_open(|| self.open(deadline)).await
+    fn lane(&self, exchange: &str) -> Arc<Reopen<ReplyChannel>> {
+        if let Some(lane) = self.lanes.read().get(exchange) {
+            return lane.clone();
+        }
+        self.lanes
+            .write()
+            .entry(exchange.into())
+            .or_default()
+            .clone()
     }
 
-    async fn open(&self, deadline: Instant) -> Result<Arc<Channel>> {
+    /// The reply channel for calls through `exchange`, opened on first use and after a drop.
+    async fn channel(&self, exchange: &str, deadline: Instant) -> Result<Arc<ReplyChannel>> {
+        let lane = self.lane(exchange);
+        if let Some(ch) = lane.live() {
+            return Ok(ch);
+        }
+        Box::pin(lane.get_or_open(|| self.open(deadline))).await
+    }
+
+    async fn open(&self, deadline: Instant) -> Result<Arc<ReplyChannel>> {
         let ch = self.connector.channel(Some(deadline), "RPC call").await?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
@@ -83,19 +116,30 @@ impl RpcClient {
             )
             .await
             .map_err(Error::amqp("consuming RPC replies"))?;
+        let pending = Pending::default();
         self.connector
-            .spawn(route_replies(replies, self.pending.clone()));
-        Ok(Arc::new(ch))
+            .spawn(route_replies(replies, pending.clone()));
+        Ok(Arc::new(ReplyChannel {
+            channel: ch,
+            pending,
+        }))
     }
 
     /// Whether calls are waiting for replies.
     pub(crate) fn busy(&self) -> bool {
-        !self.pending.lock().is_empty()
+        self.lanes
+            .read()
+            .values()
+            .filter_map(|lane| lane.live())
+            .any(|ch| !ch.pending.lock().is_empty())
     }
 
-    /// Drops the reply channel (before the connection is closed for idleness).
+    /// Drops the reply channels (before the connection is closed for idleness).
     pub(crate) async fn forget(&self) {
-        self.channel.take_after_opening().await;
+        let lanes: Vec<_> = self.lanes.write().drain().map(|(_, lane)| lane).collect();
+        for lane in lanes {
+            lane.take_after_opening().await;
+        }
     }
 
     /// Publishes `action`/`data` to `routing_key` on `exchange` and waits for the reply.
@@ -107,6 +151,8 @@ impl RpcClient {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<R> {
+        limits::check_name("exchange", exchange)?;
+        limits::check_name("routing key", routing_key)?;
         let target = if exchange.is_empty() {
             routing_key
         } else {
@@ -124,18 +170,19 @@ impl RpcClient {
             source,
         };
         let id = new_message_id();
-        let (tx, rx) = oneshot::channel();
         let work = async {
-            let ch = self.channel(deadline).await?;
-            self.pending.lock().insert(id.clone(), tx);
+            let ch = self.channel(exchange, deadline).await?;
+            let (tx, rx) = oneshot::channel();
+            ch.pending.lock().insert(id.clone(), tx);
             let _guard = PendingGuard {
-                pending: &self.pending,
-                id: id.clone(),
+                pending: &ch.pending,
+                id: &id,
             };
             let props = properties(trace::outgoing_trace(self.trace_propagation))
                 .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
                 .with_correlation_id(ShortString::from(id.as_str()));
             let confirm = ch
+                .channel
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),
@@ -184,7 +231,7 @@ impl RpcClient {
 }
 
 /// Hands each reply on `replies` to the call waiting for it, until the channel is gone;
-/// then fails every waiting call at once rather than at its timeout.
+/// then fails every call still waiting on that channel at once rather than at its timeout.
 async fn route_replies(mut replies: lapin::Consumer, pending: Pending) {
     while let Some(Ok(delivery)) = replies.next().await {
         let Some(id) = delivery.properties.correlation_id().as_ref() else {

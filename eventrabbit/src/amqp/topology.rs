@@ -1,6 +1,6 @@
 //! Declaring what a consumed queue needs: exchange, queue, binding, dead-letter queue, QoS.
 
-use crate::config::{ConsumeChannel, ExchangeKind, Resolved};
+use crate::config::{ConsumeChannel, Resolved};
 use crate::error::{Error, Result};
 use lapin::Channel;
 use lapin::options::{
@@ -31,7 +31,7 @@ pub(crate) async fn declare(
     .await
     .map_err(Error::amqp(format!("declaring queue `{queue}`")))?;
     declare_dead_letter_queue(ch, &settings.dead_letter_queue, settings.durable).await?;
-    if let Some(b) = &spec.binding {
+    for b in &spec.bindings {
         let exchange = b.exchange.as_str();
         ch.exchange_declare(
             exchange.into(),
@@ -44,15 +44,10 @@ pub(crate) async fn declare(
         )
         .await
         .map_err(Error::amqp(format!("declaring exchange `{exchange}`")))?;
-        let key = if b.routing_key.is_empty() && b.kind == ExchangeKind::Direct {
-            queue
-        } else {
-            b.routing_key.as_str()
-        };
         ch.queue_bind(
             queue.into(),
             exchange.into(),
-            key.into(),
+            b.key_for(queue).into(),
             QueueBindOptions::default(),
             b.arguments.clone(),
         )

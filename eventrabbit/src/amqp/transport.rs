@@ -1,18 +1,23 @@
 //! The broker as a [`Transport`]: publishing with confirms, retries through wait queues,
 //! dead letters to the dead-letter queue.
 
-use super::publisher::Publisher;
-use super::retry;
+use super::client::Client;
+use super::retry::{Target, send_to_queue, wait_queue};
 use crate::error::Result;
 use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
-use crate::pipeline::failure::dead_letter_properties;
+use crate::pipeline::failure::{dead_letter_properties, retry_properties};
 use crate::pipeline::transport::{Outgoing, Transport};
+use lapin::types::FieldTable;
 use std::time::Duration;
 
-impl Transport for Publisher {
+impl Transport for Client {
     fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
-        Publisher::publish(self, msg)
+        self.publisher.publish(msg)
+    }
+
+    fn frame_max(&self) -> usize {
+        self.connector.frame_max()
     }
 
     async fn schedule_retry(
@@ -23,7 +28,23 @@ impl Transport for Publisher {
         durable: bool,
         error: &str,
     ) -> Result<()> {
-        retry::schedule_retry(self, message, retry, delay, durable, error).await
+        let (queue, arguments) = wait_queue(&message.queue, delay);
+        let target = Target {
+            queue: &queue,
+            durable,
+            arguments,
+            what: "retry queue",
+        };
+        let properties = retry_properties(message, retry, error);
+        send_to_queue(
+            &self.connector,
+            &self.publisher,
+            &self.declared,
+            target,
+            &message.body,
+            properties,
+        )
+        .await
     }
 
     async fn dead_letter(
@@ -31,14 +52,23 @@ impl Transport for Publisher {
         message: &Message,
         dead_letter_queue: &str,
         reason: &DeadReason,
+        durable: bool,
     ) -> Result<()> {
-        self.publish(Outgoing {
-            exchange: "",
-            routing_key: dead_letter_queue,
-            body: &message.body,
-            properties: dead_letter_properties(message, reason),
-            mandatory: true,
-        })
+        let target = Target {
+            queue: dead_letter_queue,
+            durable,
+            arguments: FieldTable::default(),
+            what: "dead-letter queue",
+        };
+        let properties = dead_letter_properties(message, reason, self.frame_max());
+        send_to_queue(
+            &self.connector,
+            &self.publisher,
+            &self.declared,
+            target,
+            &message.body,
+            properties,
+        )
         .await
     }
 }

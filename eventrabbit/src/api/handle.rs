@@ -4,7 +4,11 @@ use crate::amqp::client::Client;
 use crate::amqp::{consumer, redrive};
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
+use crate::handler::registry;
+use crate::pipeline::policy::QueuePolicy;
+use crate::pipeline::redrive::{Redrive, RedriveReport};
 use crate::telemetry::health::Health;
+use crate::wire::limits;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,17 +58,48 @@ impl Handle {
 
     /// The connection's and every consumer's state, for readiness probes.
     pub async fn health(&self) -> Health {
-        Health {
-            connected: self.shared.connector.is_connected(),
-            blocked: self.shared.connector.blocked(),
-            consumers: self.shared.consumer_health(),
+        Health::new(
+            self.shared.connector.is_connected(),
+            self.shared.connector.blocked(),
+            self.shared.consumer_health(),
+        )
+    }
+
+    /// Moves up to `max` dead-lettered messages of `queue` back to it (at most those in
+    /// the dead-letter queue when it starts). Returns how many moved; fails if it had to
+    /// stop before moving all it was asked to (what it could not move stays dead-lettered).
+    pub async fn redrive_dead_letters(&self, queue: &str, max: usize) -> Result<usize> {
+        let report = self.redrive(queue, Redrive::new().max(max)).await?;
+        match report.error {
+            None => Ok(report.moved),
+            Some(error) => Err(Error::Redrive {
+                queue: queue.to_owned(),
+                moved: report.moved,
+                error,
+            }),
         }
     }
 
-    /// Moves up to `max` dead-lettered messages of `queue` back to it. Returns how many moved.
-    pub async fn redrive_dead_letters(&self, queue: &str, max: usize) -> Result<usize> {
-        let dlq = format!("{queue}{}", self.shared.config.queue.dead_letter_suffix);
-        redrive::redrive(&self.shared.publisher, &dlq, queue, max).await
+    /// Moves `queue`'s dead letters back to it, or in a dry run says which of them today's
+    /// handlers would take, grouped by dead-letter code and action.
+    ///
+    /// ```no_run
+    /// # async fn run(handle: eventrabbit::Handle) -> eventrabbit::Result<()> {
+    /// use eventrabbit::Redrive;
+    /// let report = handle.redrive("orders", Redrive::new().dry_run(true)).await?;
+    /// for group in &report.groups {
+    ///     println!("{} {:?}: {} of {} would pass", group.code, group.action, group.would_pass, group.count);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn redrive(&self, queue: &str, how: Redrive) -> Result<RedriveReport> {
+        limits::check_name("queue", queue)?;
+        let dlq = self.dead_letter_queue(queue);
+        limits::check_name("dead-letter queue", &dlq)?;
+        let settings = ConsumeChannel::new(queue)
+            .resolve(&self.shared.config.queue, &self.shared.config.retry);
+        let policy = QueuePolicy::new(queue, registry::routes(queue, None)?, settings);
+        redrive::redrive(&self.shared.connector, &policy, &dlq, how).await
     }
 
     /// The name of the dead-letter queue of `queue`.

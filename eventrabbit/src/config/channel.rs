@@ -1,56 +1,26 @@
 //! [`ConsumeChannel`]: which queue to consume, and how it is declared and bound.
 
+use super::binding::{Binding, ExchangeKind};
 use super::{QueueConfig, RetryConfig, UnknownAction};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use crate::error::Result;
+use crate::wire::limits::check_name;
 
-/// The kind of an exchange, deciding how it routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ExchangeKind {
-    /// Routes by exact routing key.
-    Direct,
-    /// Routes to every bound queue.
-    Fanout,
-    /// Routes by routing-key pattern (`*` one word, `#` any words).
-    Topic,
-    /// Routes by header values (binding arguments).
-    Headers,
-}
-
-impl ExchangeKind {
-    pub(crate) fn to_lapin(self) -> lapin::ExchangeKind {
-        match self {
-            ExchangeKind::Direct => lapin::ExchangeKind::Direct,
-            ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
-            ExchangeKind::Topic => lapin::ExchangeKind::Topic,
-            ExchangeKind::Headers => lapin::ExchangeKind::Headers,
-        }
-    }
-}
-
-/// An exchange the queue is bound to.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Binding {
-    pub(crate) exchange: String,
-    pub(crate) kind: ExchangeKind,
-    pub(crate) routing_key: String,
-    pub(crate) arguments: FieldTable,
-}
-
-/// One queue to consume. Without an exchange it consumes from the queue alone (fed
-/// through the default exchange); with one, the exchange is declared and the queue bound.
+/// One queue to consume. Without a binding it consumes from the queue alone (fed
+/// through the default exchange); with bindings, each exchange is declared and the queue
+/// bound to it.
 ///
 /// ```
-/// use eventrabbit::{ConsumeChannel, ExchangeKind};
+/// use eventrabbit::{Binding, ConsumeChannel, ExchangeKind};
 /// let channel = ConsumeChannel::new("calendar_user_sync")
 ///     .exchange("PROFILE_FANOUT_EXCHANGE", ExchangeKind::Fanout)
+///     .bind(Binding::topic("calendar", "event.#"))
 ///     .prefetch(20);
 /// # let _ = channel;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumeChannel {
     pub(crate) queue: String,
-    pub(crate) binding: Option<Binding>,
+    pub(crate) bindings: Vec<Binding>,
     pub(crate) prefetch: Option<u16>,
     pub(crate) durable: Option<bool>,
     pub(crate) exclusive: bool,
@@ -67,7 +37,7 @@ impl ConsumeChannel {
     pub fn new(queue: impl Into<String>) -> Self {
         Self {
             queue: queue.into(),
-            binding: None,
+            bindings: Vec::new(),
             prefetch: None,
             durable: None,
             exclusive: false,
@@ -79,47 +49,20 @@ impl ConsumeChannel {
         }
     }
 
-    /// Declares `exchange` of `kind` and binds the queue to it.
+    /// Declares `exchange` of `kind` and binds the queue to it with routing key `""`
+    /// (for a direct exchange: the queue's name). Shorthand for
+    /// `.bind(Binding::new(exchange, kind))`.
     #[must_use]
-    pub fn exchange(mut self, exchange: impl Into<String>, kind: ExchangeKind) -> Self {
-        self.binding = Some(Binding {
-            exchange: exchange.into(),
-            kind,
-            routing_key: String::new(),
-            arguments: FieldTable::default(),
-        });
-        self
+    pub fn exchange(self, exchange: impl Into<String>, kind: ExchangeKind) -> Self {
+        self.bind(Binding::new(exchange, kind))
     }
 
-    /// The binding's routing key (or pattern, for topic exchanges). Defaults to `""`;
-    /// with a direct exchange and no key, the queue's name is used.
+    /// Declares the binding's exchange and binds the queue to it; a queue may have several
+    /// bindings (to several exchanges, or to one under several keys), all declared and
+    /// recovered together.
     #[must_use]
-    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
-        if let Some(b) = self.binding.as_mut() {
-            b.routing_key = key.into();
-        }
-        self
-    }
-
-    /// Adds a header to match, for headers exchanges (all must match unless [`Self::match_any`]).
-    #[must_use]
-    pub fn bind_header(mut self, key: &str, value: impl Into<String>) -> Self {
-        if let Some(b) = self.binding.as_mut() {
-            b.arguments.insert(
-                ShortString::from(key),
-                AMQPValue::LongString(value.into().into()),
-            );
-        }
-        self
-    }
-
-    /// For headers exchanges: route when any one header matches instead of all.
-    #[must_use]
-    pub fn match_any(mut self) -> Self {
-        if let Some(b) = self.binding.as_mut() {
-            b.arguments
-                .insert("x-match".into(), AMQPValue::LongString("any".into()));
-        }
+    pub fn bind(mut self, binding: Binding) -> Self {
+        self.bindings.push(binding);
         self
     }
 
@@ -189,15 +132,47 @@ impl ConsumeChannel {
         &self.queue
     }
 
+    /// The exchanges and keys the queue is bound with.
+    #[must_use]
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
     pub(crate) fn resolve(&self, defaults: &QueueConfig, retry: &RetryConfig) -> Resolved {
         Resolved {
-            prefetch: self.prefetch.unwrap_or(defaults.prefetch),
+            // 0 would mean "unlimited" to the broker: never, whatever the configuration says.
+            prefetch: self.prefetch.unwrap_or(defaults.prefetch).max(1),
             durable: self.durable.unwrap_or(defaults.durable),
             max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
             unknown_action: self.unknown_action.unwrap_or(defaults.unknown_action),
             retry: self.retry.clone().unwrap_or_else(|| retry.clone()),
             dead_letter_queue: format!("{}{}", self.queue, defaults.dead_letter_suffix),
         }
+    }
+}
+
+impl ConsumeChannel {
+    /// Fails unless every name this queue needs fits in AMQP's 255 bytes: the queue, its
+    /// dead-letter queue, its longest retry wait queue, each exchange, key and header.
+    pub(crate) fn check_names(&self, settings: &Resolved) -> Result<()> {
+        check_name("queue", &self.queue)?;
+        check_name("dead-letter queue", &settings.dead_letter_queue)?;
+        check_name(
+            "retry wait queue",
+            &format!(
+                "{}.retry.{}ms",
+                self.queue,
+                settings.retry.delay_for(u32::MAX).as_millis()
+            ),
+        )?;
+        for b in &self.bindings {
+            check_name("exchange", &b.exchange)?;
+            check_name("binding key", &b.routing_key)?;
+            for key in b.arguments.inner().keys() {
+                check_name("binding header", key.as_str())?;
+            }
+        }
+        Ok(())
     }
 }
 

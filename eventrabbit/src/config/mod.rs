@@ -1,12 +1,14 @@
 //! What eventrabbit is told to do: the connection-wide [`Config`], the retry policy, the
 //! queue defaults and each consumed queue's [`ConsumeChannel`]. Plain data, no I/O.
 
+mod binding;
 mod channel;
 mod queue;
 mod retry;
 
+pub use binding::{Binding, ExchangeKind};
+pub use channel::ConsumeChannel;
 pub(crate) use channel::Resolved;
-pub use channel::{ConsumeChannel, ExchangeKind};
 pub use queue::{QueueConfig, UnknownAction};
 pub use retry::RetryConfig;
 
@@ -55,6 +57,10 @@ pub struct Config {
     pub tls_ca_pem: Option<String>,
     /// When published messages carry a `traceparent` header.
     pub trace_propagation: TracePropagation,
+    /// The largest message body published; a larger one fails at once with
+    /// [`Error::TooLarge`](crate::Error::TooLarge) instead of being refused by the broker.
+    /// Set it to the broker's `max_message_size` if that is lower than RabbitMQ's default.
+    pub max_publish_size: usize,
 }
 
 impl Config {
@@ -68,6 +74,8 @@ impl Config {
     pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
     /// Default limit of one connection attempt.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default largest body published: RabbitMQ's default `max_message_size` (128 MiB).
+    pub const DEFAULT_MAX_PUBLISH_SIZE: usize = 128 * 1024 * 1024;
 
     /// Sets the idle timeout (`None` never closes an idle connection).
     #[must_use]
@@ -132,6 +140,13 @@ impl Config {
         self
     }
 
+    /// Sets the largest message body published.
+    #[must_use]
+    pub fn with_max_publish_size(mut self, bytes: usize) -> Self {
+        self.max_publish_size = bytes;
+        self
+    }
+
     /// Sets the connection name.
     #[must_use]
     pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
@@ -153,6 +168,7 @@ impl Default for Config {
             connection_name: "eventrabbit".to_owned(),
             tls_ca_pem: None,
             trace_propagation: TracePropagation::default(),
+            max_publish_size: Self::DEFAULT_MAX_PUBLISH_SIZE,
         }
     }
 }

@@ -6,7 +6,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use std::sync::Arc;
 
 /// One delivery as received, shared between the runner and the handler.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Message {
     pub(crate) queue: Arc<str>,
     pub(crate) exchange: ShortString,

@@ -10,6 +10,9 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Failure>> + S
 /// A registered handler's entry point.
 pub type HandlerFn = fn(Input) -> HandlerFuture;
 
+/// Checks that a message's `data` fits a handler's parameters, without running it.
+pub type ValidateFn = fn(&Input) -> Result<(), Failure>;
+
 /// Where a `#[function]` publishes its result.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplyTarget {
@@ -36,32 +39,31 @@ pub struct Registration {
     pub(crate) name: &'static str,
     pub(crate) publish: Option<ReplyTarget>,
     pub(crate) call: HandlerFn,
+    pub(crate) validate: ValidateFn,
 }
 
 impl Registration {
-    /// A `#[consumer]`.
-    pub const fn consumer(action: &'static str, name: &'static str, call: HandlerFn) -> Self {
+    /// The handler `call` of `action`, named `name`; `validate` checks `data` alone.
+    pub const fn new(
+        action: &'static str,
+        name: &'static str,
+        call: HandlerFn,
+        validate: ValidateFn,
+    ) -> Self {
         Self {
             action,
             name,
             publish: None,
             call,
+            validate,
         }
     }
 
-    /// A `#[function]`: its result is also published to `publish`.
-    pub const fn function(
-        action: &'static str,
-        name: &'static str,
-        publish: ReplyTarget,
-        call: HandlerFn,
-    ) -> Self {
-        Self {
-            action,
-            name,
-            publish: Some(publish),
-            call,
-        }
+    /// A `#[function]`: its result is also published to `target`.
+    #[must_use]
+    pub const fn publishing(mut self, target: ReplyTarget) -> Self {
+        self.publish = Some(target);
+        self
     }
 
     /// The action this handler serves.

@@ -100,9 +100,13 @@ mod tests {
         Box::pin(async { Err::<Reply, _>(Failure::Failed("unused".into())) })
     }
 
-    static A: Registration = Registration::consumer("A", "a", never);
-    static B: Registration = Registration::consumer("B_LONGER", "b", never);
-    static C: Registration = Registration::consumer("C", "c", never);
+    fn fits(_: &Input) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    static A: Registration = Registration::new("A", "a", never, fits);
+    static B: Registration = Registration::new("B_LONGER", "b", never, fits);
+    static C: Registration = Registration::new("C", "c", never, fits);
 
     #[test]
     fn finds_every_action_and_only_those() {

@@ -1,6 +1,12 @@
-//! Why a message leaves its queue for the dead-letter queue.
+//! Why a message leaves its queue for the dead-letter queue. Every text a reason quotes
+//! from a message or a handler (an action, a field path, an error) is bounded, so a reason
+//! always fits in a header.
 
 use crate::wire::envelope::EnvelopeError;
+use crate::wire::limits::{MAX_HEADER_TEXT, MAX_QUOTED, cap};
+
+/// The most bytes of a detail or an error a reason quotes.
+const MAX_DETAIL: usize = MAX_HEADER_TEXT - 2 * MAX_QUOTED;
 
 /// Why a message went to the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +26,19 @@ pub(crate) enum DeadReason {
         attempts: u32,
         error: String,
     },
+    /// The handler failed and its retry could not be sent (the wait queue is refused).
+    RetryUnpublishable {
+        action: String,
+        attempts: u32,
+        error: String,
+        cause: String,
+    },
+    /// The message cannot be sent on as it is (its headers leave no room in a frame): its
+    /// own headers are dropped from the dead letter.
+    Unpublishable {
+        first: Box<DeadReason>,
+        detail: String,
+    },
 }
 
 impl DeadReason {
@@ -27,6 +46,7 @@ impl DeadReason {
     pub(crate) fn code(&self) -> &'static str {
         match self {
             DeadReason::TooLarge { .. } => "too-large",
+            DeadReason::Envelope(EnvelopeError::NotUtf8(_)) => "not-utf8",
             DeadReason::Envelope(EnvelopeError::NotJson(_)) => "not-json",
             DeadReason::Envelope(EnvelopeError::NotObject) => "not-object",
             DeadReason::Envelope(EnvelopeError::DuplicateKey(_)) => "duplicate-key",
@@ -35,6 +55,29 @@ impl DeadReason {
             DeadReason::UnknownAction(_) => "unknown-action",
             DeadReason::InvalidData { .. } => "invalid-data",
             DeadReason::RetriesExhausted { .. } => "retries-exhausted",
+            DeadReason::RetryUnpublishable { .. } => "retry-unpublishable",
+            DeadReason::Unpublishable { .. } => "unpublishable",
+        }
+    }
+
+    /// How many times a handler ran on the message.
+    pub(crate) fn attempts(&self) -> u32 {
+        match self {
+            DeadReason::RetriesExhausted { attempts, .. }
+            | DeadReason::RetryUnpublishable { attempts, .. } => *attempts,
+            DeadReason::InvalidData { .. } => 1,
+            DeadReason::Unpublishable { first, .. } => first.attempts(),
+            _ => 0,
+        }
+    }
+
+    /// The last handler error, if a handler failed.
+    pub(crate) fn last_error(&self) -> Option<&str> {
+        match self {
+            DeadReason::RetriesExhausted { error, .. }
+            | DeadReason::RetryUnpublishable { error, .. } => Some(error),
+            DeadReason::Unpublishable { first, .. } => first.last_error(),
+            _ => None,
         }
     }
 }
@@ -48,30 +91,83 @@ impl std::fmt::Display for DeadReason {
                     "message of {size} bytes exceeds the limit of {limit} bytes"
                 )
             }
-            DeadReason::Envelope(e) => e.fmt(f),
-            DeadReason::UnknownAction(a) => write!(f, "no handler for action `{a}` on this queue"),
-            DeadReason::InvalidData { action, detail } => write!(f, "action `{action}`: {detail}"),
+            DeadReason::Envelope(e) => write!(f, "{}", cap(&e.to_string(), MAX_DETAIL)),
+            DeadReason::UnknownAction(a) => write!(
+                f,
+                "no handler for action `{}` on this queue",
+                cap(a, MAX_QUOTED)
+            ),
+            DeadReason::InvalidData { action, detail } => write!(
+                f,
+                "action `{}`: {}",
+                cap(action, MAX_QUOTED),
+                cap(detail, MAX_DETAIL)
+            ),
             DeadReason::RetriesExhausted {
                 action,
                 attempts,
                 error,
-            } => {
-                write!(
-                    f,
-                    "action `{action}` failed {attempts} times; last error: {error}"
-                )
-            }
+            } => write!(
+                f,
+                "action `{}` failed {attempts} times; last error: {}",
+                cap(action, MAX_QUOTED),
+                cap(error, MAX_DETAIL)
+            ),
+            DeadReason::RetryUnpublishable {
+                action,
+                attempts,
+                error,
+                cause,
+            } => write!(
+                f,
+                "action `{}` failed (attempt {attempts}: {}) and its retry could not be sent: {}",
+                cap(action, MAX_QUOTED),
+                cap(error, MAX_DETAIL / 2),
+                cap(cause, MAX_DETAIL / 2)
+            ),
+            DeadReason::Unpublishable { first, detail } => write!(
+                f,
+                "{}; the message's own headers were dropped: {}",
+                cap(&first.to_string(), MAX_DETAIL / 2),
+                cap(detail, MAX_QUOTED)
+            ),
         }
     }
 }
 
-impl DeadReason {
-    /// How many times a handler ran on the message.
-    pub(crate) fn attempts(&self) -> u32 {
-        match self {
-            DeadReason::RetriesExhausted { attempts, .. } => *attempts,
-            DeadReason::InvalidData { .. } => 1,
-            _ => 0,
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_quoting_huge_texts_stay_bounded() {
+        let huge = "x".repeat(200_000);
+        for reason in [
+            DeadReason::UnknownAction(huge.clone()),
+            DeadReason::InvalidData {
+                action: huge.clone(),
+                detail: huge.clone(),
+            },
+            DeadReason::RetriesExhausted {
+                action: huge.clone(),
+                attempts: 3,
+                error: huge.clone(),
+            },
+            DeadReason::RetryUnpublishable {
+                action: huge.clone(),
+                attempts: 1,
+                error: huge.clone(),
+                cause: huge.clone(),
+            },
+            DeadReason::Envelope(EnvelopeError::NotJson(huge.clone())),
+        ] {
+            let text = reason.to_string();
+            assert!(
+                text.len() <= MAX_HEADER_TEXT,
+                "{}: {}",
+                reason.code(),
+                text.len()
+            );
         }
     }
 }

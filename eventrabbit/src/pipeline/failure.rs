@@ -8,10 +8,18 @@ use crate::wire::headers::{
     ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER,
     REASON_CODE_HEADER, REASON_HEADER, RETRY_COUNT_HEADER,
 };
+use crate::wire::limits::{self, MAX_HEADER_TEXT, cap};
 use crate::wire::properties::republished;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The headers kept when a message's own headers are dropped from its dead letter.
+const KEPT_WHEN_DROPPING: [&str; 3] = [
+    ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    FIRST_FAILURE_HEADER,
+];
 
 fn long(s: impl Into<String>) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.into()))
@@ -24,10 +32,22 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The headers of a message leaving `message` after a failure: originals kept, failure
-/// bookkeeping added once.
-fn failure_headers(message: &Message) -> FieldTable {
+/// The headers of a message leaving `message` after a failure: the originals (if kept),
+/// failure bookkeeping added once.
+fn failure_headers(message: &Message, keep_originals: bool) -> FieldTable {
     let mut headers = message.headers().cloned().unwrap_or_default();
+    if !keep_originals {
+        // Only the small bookkeeping headers an earlier failure wrote are kept.
+        headers = headers
+            .inner()
+            .iter()
+            .filter(|(k, v)| {
+                KEPT_WHEN_DROPPING.contains(&k.as_str()) && limits::value_size(v) <= 512
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into();
+    }
     let has = |h: &FieldTable, k: &str| h.inner().contains_key(k);
     if !has(&headers, ORIGINAL_EXCHANGE_HEADER) {
         headers.insert(
@@ -49,26 +69,63 @@ fn failure_headers(message: &Message) -> FieldTable {
     headers
 }
 
-/// The properties of `message` sent back as retry number `retry` after `error`.
+/// The properties of `message` sent back as retry number `retry` after `error` (capped).
 pub(crate) fn retry_properties(message: &Message, retry: u32, error: &str) -> BasicProperties {
-    let mut headers = failure_headers(message);
+    let mut headers = failure_headers(message, true);
     headers.insert(
         RETRY_COUNT_HEADER.into(),
         AMQPValue::LongLongInt(retry.into()),
     );
-    headers.insert(LAST_ERROR_HEADER.into(), long(error));
+    headers.insert(
+        LAST_ERROR_HEADER.into(),
+        long(cap(error, MAX_HEADER_TEXT).into_owned()),
+    );
     republished(&message.properties, headers)
 }
 
-/// The properties of `message` as dead-lettered for `reason`.
-pub(crate) fn dead_letter_properties(message: &Message, reason: &DeadReason) -> BasicProperties {
-    let mut headers = failure_headers(message);
-    headers.insert(REASON_HEADER.into(), long(reason.to_string()));
+/// The properties of `message` as dead-lettered for `reason`, fitting in a frame of
+/// `frame_max` bytes: if the message's own headers leave no room for ours, they are
+/// dropped and the reason says so (`unpublishable`).
+pub(crate) fn dead_letter_properties(
+    message: &Message,
+    reason: &DeadReason,
+    frame_max: usize,
+) -> BasicProperties {
+    let props = dead_letter_properties_with(message, reason, true);
+    match limits::check_properties(&props, frame_max) {
+        Ok(()) => props,
+        Err(e) => {
+            let reason = DeadReason::Unpublishable {
+                first: Box::new(reason.clone()),
+                detail: e.to_string(),
+            };
+            dead_letter_properties_with(message, &reason, false)
+        }
+    }
+}
+
+fn dead_letter_properties_with(
+    message: &Message,
+    reason: &DeadReason,
+    keep_originals: bool,
+) -> BasicProperties {
+    let mut headers = failure_headers(message, keep_originals);
+    headers.insert(
+        REASON_HEADER.into(),
+        long(cap(&reason.to_string(), MAX_HEADER_TEXT).into_owned()),
+    );
     headers.insert(REASON_CODE_HEADER.into(), long(reason.code()));
     headers.insert(
         ATTEMPTS_HEADER.into(),
         AMQPValue::LongLongInt(reason.attempts().into()),
     );
+    if let Some(error) = reason.last_error() {
+        // The final attempt's error (a retry carries the one before it).
+        headers.insert(
+            LAST_ERROR_HEADER.into(),
+            long(cap(error, MAX_HEADER_TEXT).into_owned()),
+        );
+    }
     republished(&message.properties, headers)
 }
 

@@ -6,12 +6,13 @@ use super::dead_reason::DeadReason;
 use super::decide::{Decision, decide};
 use super::policy::QueuePolicy;
 use super::transport::{Outgoing, Transport};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::handler::context::Message;
 use crate::handler::input::{Failure, Input, Reply};
 use crate::handler::registry::Route;
 use crate::telemetry::{metric, trace};
 use crate::wire::envelope;
+use crate::wire::limits::{MAX_HEADER_TEXT, cap};
 use crate::wire::properties::properties;
 use futures_util::FutureExt;
 use lapin::types::ShortString;
@@ -133,21 +134,36 @@ async fn retry_or_fail<T: Transport>(
 ) -> Result<()> {
     let reg = route.reg;
     let retries = message.retry_count();
+    let attempt = retries.saturating_add(1);
     let retry = &policy.settings.retry;
-    if retry.allows(retries) {
-        let delay = retry.delay_for(retries + 1);
-        tracing::warn!(queue = %policy.queue, action = reg.action, retry = retries + 1, ?delay, "handler failed, retrying: {error}");
-        policy.metrics(route).retried();
-        transport
-            .schedule_retry(message, retries + 1, delay, policy.settings.durable, &error)
-            .await
-    } else {
+    if !retry.allows(retries) {
         let reason = DeadReason::RetriesExhausted {
             action: reg.action.to_owned(),
-            attempts: retries + 1,
+            attempts: attempt,
             error,
         };
-        fail_for_good(policy, transport, Some(reg.action), message, reason).await
+        return fail_for_good(policy, transport, Some(reg.action), message, reason).await;
+    }
+    let delay = retry.delay_for(attempt);
+    tracing::warn!(queue = %policy.queue, action = reg.action, retry = attempt, ?delay, "handler failed, retrying: {}", cap(&error, MAX_HEADER_TEXT));
+    policy.metrics(route).retried();
+    let scheduled = transport
+        .schedule_retry(message, attempt, delay, policy.settings.durable, &error)
+        .await;
+    match scheduled {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_transient() => Err(e),
+        // Refused for good (a wait queue declared otherwise, headers that leave no room):
+        // dead-letter it rather than run the handler again and again.
+        Err(e) => {
+            let reason = DeadReason::RetryUnpublishable {
+                action: reg.action.to_owned(),
+                attempts: attempt,
+                error,
+                cause: e.to_string(),
+            };
+            fail_for_good(policy, transport, Some(reg.action), message, reason).await
+        }
     }
 }
 
@@ -162,7 +178,12 @@ async fn fail_for_good<T: Transport>(
     tracing::warn!(queue = %policy.queue, code = reason.code(), "dead-lettering message: {reason}");
     metric::dead_lettered(&policy.queue, action, reason.code());
     transport
-        .dead_letter(message, &policy.settings.dead_letter_queue, &reason)
+        .dead_letter(
+            message,
+            &policy.settings.dead_letter_queue,
+            &reason,
+            policy.settings.durable,
+        )
         .await?;
     reply(
         transport,
@@ -192,7 +213,7 @@ async fn reply<T: Transport>(transport: &T, message: &Message, body: &[u8]) -> R
         .await;
     match sent {
         Ok(()) => Ok(()),
-        Err(e @ Error::Unavailable(..)) => Err(e),
+        Err(e) if e.is_transient() => Err(e),
         Err(e) => {
             tracing::warn!(reply_to = %reply_to, error = %e, "could not send RPC reply");
             Ok(())

@@ -7,4 +7,5 @@ pub(crate) mod decide;
 pub(crate) mod failure;
 pub(crate) mod handle;
 pub(crate) mod policy;
+pub(crate) mod redrive;
 pub(crate) mod transport;

@@ -19,9 +19,16 @@ pub(crate) struct Outgoing<'a> {
 }
 
 /// What carries messages: publishing, scheduling a retry, dead-lettering.
+///
+/// An error that is [transient](crate::error::Error::is_transient) gives the message back
+/// to its queue; any other error from `schedule_retry` dead-letters the message instead,
+/// and one from `dead_letter` leaves it unsettled (the consumer holds it and says why).
 pub(crate) trait Transport: Send + Sync {
     /// Publishes and returns once the message is safely accepted.
     fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The largest frame a message's properties and headers must fit in.
+    fn frame_max(&self) -> usize;
 
     /// Makes `message` come back to its queue after `delay`, counted as retry `retry`.
     fn schedule_retry(
@@ -33,11 +40,13 @@ pub(crate) trait Transport: Send + Sync {
         error: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Moves `message` to `dead_letter_queue`, saying why.
+    /// Moves `message` to `dead_letter_queue` (declared `durable` if it must be
+    /// declared again), saying why.
     fn dead_letter(
         &self,
         message: &Message,
         dead_letter_queue: &str,
         reason: &DeadReason,
+        durable: bool,
     ) -> impl Future<Output = Result<()>> + Send;
 }

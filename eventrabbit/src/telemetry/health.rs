@@ -1,7 +1,7 @@
 //! Health: the connection and each consumer, for readiness probes.
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use tokio_util::task::TaskTracker;
 
 /// What a consumer loop is doing.
@@ -12,14 +12,58 @@ pub enum ConsumerState {
     Starting,
     /// Consuming.
     Running,
-    /// Lost its channel or connection; reconnecting.
+    /// Consuming, but holding messages it cannot settle (not even dead-letter): they stay
+    /// unacknowledged, their handlers are not run again; `last_error` says why.
+    Stuck,
+    /// Lost its channel or connection; reconnecting. `last_error` says why.
     Recovering,
-    /// Returned (shut down or failed for good).
+    /// Returned after a shutdown.
     Stopped,
+    /// Returned on an error reconnecting cannot fix (a refused topology, a bad handler
+    /// set); `last_error` says which.
+    Failed,
+    /// Its task ended without returning: it panicked, or its future was dropped.
+    Dead,
+}
+
+impl ConsumerState {
+    fn code(self) -> u8 {
+        match self {
+            ConsumerState::Starting => 0,
+            ConsumerState::Running => 1,
+            ConsumerState::Stuck => 2,
+            ConsumerState::Recovering => 3,
+            ConsumerState::Stopped => 4,
+            ConsumerState::Failed => 5,
+            ConsumerState::Dead => 6,
+        }
+    }
+
+    fn from_code(n: u8) -> Self {
+        match n {
+            0 => ConsumerState::Starting,
+            1 => ConsumerState::Running,
+            2 => ConsumerState::Stuck,
+            3 => ConsumerState::Recovering,
+            4 => ConsumerState::Stopped,
+            5 => ConsumerState::Failed,
+            _ => ConsumerState::Dead,
+        }
+    }
+
+    /// Whether the consumer loop has ended (stopped, failed or dead).
+    #[must_use]
+    pub fn is_over(self) -> bool {
+        matches!(
+            self,
+            ConsumerState::Stopped | ConsumerState::Failed | ConsumerState::Dead
+        )
+    }
 }
 
 /// One consumer's health.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConsumerHealth {
     /// The queue it consumes.
     pub queue: String,
@@ -27,12 +71,15 @@ pub struct ConsumerHealth {
     pub state: ConsumerState,
     /// Deliveries being handled now.
     pub in_flight: usize,
-    /// Why it last had to recover, if it ever did.
+    /// Messages it holds because it cannot settle them.
+    pub held: usize,
+    /// What last went wrong, if anything ever did.
     pub last_error: Option<String>,
 }
 
 /// A snapshot of the connection and every consumer started by one [`Handle`](crate::Handle).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Health {
     /// Whether the connection is open.
     pub connected: bool,
@@ -43,7 +90,20 @@ pub struct Health {
 }
 
 impl Health {
-    /// Ready to serve: connected, not blocked, and every consumer running.
+    pub(crate) fn new(
+        connected: bool,
+        blocked: Option<String>,
+        consumers: Vec<ConsumerHealth>,
+    ) -> Self {
+        Self {
+            connected,
+            blocked,
+            consumers,
+        }
+    }
+
+    /// Ready to serve: connected, not blocked, and every consumer running (none stuck,
+    /// recovering, failed or dead).
     #[must_use]
     pub fn is_ready(&self) -> bool {
         self.connected
@@ -60,6 +120,7 @@ impl Health {
 pub(crate) struct ConsumerSlot {
     pub(crate) queue: String,
     state: AtomicU8,
+    held: AtomicUsize,
     pub(crate) tracker: TaskTracker,
     last_error: Mutex<Option<String>>,
 }
@@ -68,39 +129,68 @@ impl ConsumerSlot {
     pub(crate) fn new(queue: String) -> Self {
         Self {
             queue,
-            state: AtomicU8::new(0),
+            state: AtomicU8::new(ConsumerState::Starting.code()),
+            held: AtomicUsize::new(0),
             tracker: TaskTracker::new(),
             last_error: Mutex::new(None),
         }
     }
 
-    pub(crate) fn set(&self, state: ConsumerState) {
-        let n = match state {
-            ConsumerState::Starting => 0,
-            ConsumerState::Running => 1,
-            ConsumerState::Recovering => 2,
-            ConsumerState::Stopped => 3,
-        };
-        self.state.store(n, Ordering::Relaxed);
+    pub(crate) fn state(&self) -> ConsumerState {
+        ConsumerState::from_code(self.state.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn failed(&self, error: &crate::error::Error) {
+    /// Consuming: `Running`, or `Stuck` while it holds messages.
+    pub(crate) fn running(&self) {
+        let state = match self.held.load(Ordering::Relaxed) {
+            0 => ConsumerState::Running,
+            _ => ConsumerState::Stuck,
+        };
+        self.set(state);
+    }
+
+    pub(crate) fn set(&self, state: ConsumerState) {
+        self.state.store(state.code(), Ordering::Relaxed);
+    }
+
+    /// Records what went wrong, and the state it leaves the consumer in.
+    pub(crate) fn error(&self, state: ConsumerState, error: impl std::fmt::Display) {
         *self.last_error.lock() = Some(error.to_string());
-        self.set(ConsumerState::Recovering);
+        self.set(state);
+    }
+
+    /// The consumer holds `count` messages it cannot settle, the last for `why`.
+    pub(crate) fn held(&self, count: usize, why: String) {
+        self.held.store(count, Ordering::Relaxed);
+        if count > 0 {
+            self.error(ConsumerState::Stuck, why);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> ConsumerHealth {
-        let state = match self.state.load(Ordering::Relaxed) {
-            0 => ConsumerState::Starting,
-            1 => ConsumerState::Running,
-            2 => ConsumerState::Recovering,
-            _ => ConsumerState::Stopped,
-        };
         ConsumerHealth {
             queue: self.queue.clone(),
-            state,
+            state: self.state(),
             in_flight: self.tracker.len(),
+            held: self.held.load(Ordering::Relaxed),
             last_error: self.last_error.lock().clone(),
+        }
+    }
+}
+
+/// Marks the consumer `Dead` if its loop ends without saying how (a panic unwinding
+/// through it, or its future dropped).
+#[derive(Debug)]
+pub(crate) struct EndGuard<'a>(pub(crate) &'a ConsumerSlot);
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        if !self.0.state().is_over() {
+            let why = match std::thread::panicking() {
+                true => "the consumer's task panicked",
+                false => "the consumer's task was dropped before it returned",
+            };
+            self.0.error(ConsumerState::Dead, why);
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::handler::registry;
 use crate::pipeline::failure::without_failure_headers;
 use crate::pipeline::handle::handle;
 use crate::pipeline::policy::QueuePolicy;
+use crate::pipeline::redrive::{Redrive, RedriveReport, Verdict, action_of, verdict};
 use crate::telemetry::trace;
 use crate::wire::envelope;
 use crate::wire::properties::properties;
@@ -73,6 +74,7 @@ impl TestBroker {
     pub fn consume(&self, channel: ConsumeChannel) -> Result<()> {
         let routes = registry::routes(&channel.queue, channel.actions.as_deref())?;
         let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
+        channel.check_names(&settings)?;
         let policy = Arc::new(QueuePolicy::new(&channel.queue, routes, settings));
         let mut state = self.state();
         state.queues.insert(
@@ -82,17 +84,12 @@ impl TestBroker {
                 messages: VecDeque::new(),
             },
         );
-        if let Some(b) = &channel.binding {
+        for b in &channel.bindings {
             state.exchanges.insert(b.exchange.clone(), b.kind);
-            let routing_key = if b.routing_key.is_empty() && b.kind == ExchangeKind::Direct {
-                channel.queue.clone()
-            } else {
-                b.routing_key.clone()
-            };
             state.bindings.push(Binding {
                 exchange: b.exchange.clone(),
                 queue: channel.queue.clone(),
-                routing_key,
+                routing_key: b.key_for(&channel.queue).to_owned(),
                 arguments: b.arguments.clone(),
             });
         }
@@ -215,25 +212,62 @@ impl TestBroker {
 
     /// Moves `queue`'s dead letters back to it, as `Handle::redrive_dead_letters` does.
     pub fn redrive_dead_letters(&self, queue: &str) -> usize {
+        self.redrive(queue, Redrive::new()).moved
+    }
+
+    /// Moves `queue`'s dead letters back to it, or in a dry run says which of them today's
+    /// handlers would take, as `Handle::redrive` does.
+    pub fn redrive(&self, queue: &str, how: Redrive) -> RedriveReport {
         let dlq = format!("{queue}{}", self.inner.config.queue.dead_letter_suffix);
         let mut state = self.state();
         let letters = state.dead_letters.remove(&dlq).unwrap_or_default();
-        let n = letters.len();
-        if let Some(q) = state.queues.get_mut(queue) {
-            for (message, _) in letters {
-                let mut props = message.properties.clone();
-                props = props.with_headers(without_failure_headers(
-                    message.headers().cloned().unwrap_or_default(),
-                ));
-                q.messages.push_back(Arc::new(Message {
-                    properties: props,
-                    exchange: "".into(),
-                    routing_key: queue.into(),
-                    ..message
-                }));
+        let mut report = RedriveReport {
+            found: letters.len(),
+            ..RedriveReport::default()
+        };
+        let policy = state.queues.get(queue).map(|q| q.policy.clone());
+        let mut kept = Vec::new();
+        for (i, (message, letter)) in letters.into_iter().enumerate() {
+            if i >= how.max {
+                kept.push((message, letter));
+                continue;
+            }
+            let message = Arc::new(message);
+            let verdict = match &policy {
+                Some(policy) => verdict(policy, &message),
+                None => Verdict::Fail(format!("queue `{queue}` is not consumed")),
+            };
+            report.add(letter.code.clone(), action_of(&message.body), verdict);
+            let target = state.queues.get_mut(queue).filter(|_| !how.dry_run);
+            match target {
+                Some(q) => {
+                    let props = message
+                        .properties
+                        .clone()
+                        .with_headers(without_failure_headers(
+                            message.headers().cloned().unwrap_or_default(),
+                        ));
+                    q.messages.push_back(Arc::new(Message {
+                        queue: message.queue.clone(),
+                        exchange: "".into(),
+                        routing_key: queue.into(),
+                        redelivered: false,
+                        properties: props,
+                        body: message.body.clone(),
+                    }));
+                    report.moved += 1;
+                }
+                None => kept.push((Arc::unwrap_or_clone(message), letter)),
             }
         }
-        n
+        if !kept.is_empty() {
+            state
+                .dead_letters
+                .entry(dlq)
+                .or_default()
+                .splice(0..0, kept);
+        }
+        report
     }
 
     /// Everything published to `exchange` (`""`: the default exchange), oldest first.

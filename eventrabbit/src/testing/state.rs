@@ -8,6 +8,7 @@ use crate::handler::producers::{ProducerSink, PublishFuture};
 use crate::pipeline::policy::QueuePolicy;
 use crate::telemetry::trace;
 use crate::wire::envelope;
+use crate::wire::limits;
 use crate::wire::properties::properties;
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
@@ -95,6 +96,9 @@ pub(super) fn route(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<()> {
+    limits::check_name("exchange", exchange)?;
+    limits::check_name("routing key", routing_key)?;
+    limits::check_properties(&properties, limits::DEFAULT_FRAME_MAX)?;
     let mut state = inner.state();
     let (action, data) = match envelope::decode(body) {
         Ok(env) => (

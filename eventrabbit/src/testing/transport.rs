@@ -8,6 +8,7 @@ use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
 use crate::pipeline::failure::{dead_letter_properties, retry_properties};
 use crate::pipeline::transport::{Outgoing, Transport};
+use crate::wire::limits::{self, DEFAULT_FRAME_MAX};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,10 @@ use std::time::Duration;
 pub(super) struct TestTransport<'a>(pub(super) &'a Arc<Inner>);
 
 impl Transport for TestTransport<'_> {
+    fn frame_max(&self) -> usize {
+        DEFAULT_FRAME_MAX
+    }
+
     async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
         // Like RabbitMQ: publishing to a missing exchange fails; a message no queue takes does not.
         route(
@@ -34,6 +39,8 @@ impl Transport for TestTransport<'_> {
         _durable: bool,
         error: &str,
     ) -> Result<()> {
+        let properties = retry_properties(message, retry, error);
+        limits::check_properties(&properties, DEFAULT_FRAME_MAX)?;
         let mut state = self.0.state();
         state.retry_delays.push((message.queue.to_string(), delay));
         if let Some(q) = state.queues.get_mut(&*message.queue) {
@@ -42,7 +49,7 @@ impl Transport for TestTransport<'_> {
                 exchange: "".into(),
                 routing_key: message.queue.as_ref().into(),
                 redelivered: false,
-                properties: retry_properties(message, retry, error),
+                properties,
                 body: message.body.clone(),
             }));
         }
@@ -54,8 +61,9 @@ impl Transport for TestTransport<'_> {
         message: &Message,
         dead_letter_queue: &str,
         reason: &DeadReason,
+        _durable: bool,
     ) -> Result<()> {
-        let properties = dead_letter_properties(message, reason);
+        let properties = dead_letter_properties(message, reason, DEFAULT_FRAME_MAX);
         let letter = DeadLetter {
             code: reason.code().to_owned(),
             reason: reason.to_string(),

@@ -9,6 +9,7 @@ use std::ops::Range;
 /// Why an incoming body is not a valid envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum EnvelopeError {
+    NotUtf8(String),
     NotJson(String),
     NotObject,
     /// An object naming `action` or `data` twice (which one wins is anybody's guess).
@@ -20,7 +21,8 @@ pub(crate) enum EnvelopeError {
 impl std::fmt::Display for EnvelopeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EnvelopeError::NotJson(e) => write!(f, "body is not UTF-8 JSON: {e}"),
+            EnvelopeError::NotUtf8(e) => write!(f, "body is not UTF-8: {e}"),
+            EnvelopeError::NotJson(e) => write!(f, "body is not JSON: {e}"),
             EnvelopeError::NotObject => f.write_str("body is not a JSON object"),
             EnvelopeError::DuplicateKey(e) => write!(f, "body is ambiguous: {e}"),
             EnvelopeError::MissingAction => f.write_str("body has no string `action`"),
@@ -56,6 +58,11 @@ struct RawEnvelope<'a> {
 
 /// Parses an envelope without copying `data`.
 pub(crate) fn decode(body: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
+    // serde_json does not check the UTF-8 of what it skips (keys other than `action` and
+    // `data`), and the wire contract is UTF-8 JSON: check the whole body first.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(EnvelopeError::NotUtf8(e.to_string()));
+    }
     if let Ok(usual) = serde_json::from_slice::<Usual<'_>>(body)
         && usual.data.get().starts_with('{')
     {
@@ -251,6 +258,20 @@ mod tests {
     #[test]
     fn classifies_bad_bodies() {
         assert!(matches!(decode(b"nope"), Err(EnvelopeError::NotJson(_))));
+        assert!(matches!(
+            decode(b"\xff\xfe"),
+            Err(EnvelopeError::NotUtf8(_))
+        ));
+        // Invalid UTF-8 where serde_json would not look (a key it skips) or where it
+        // would (in `data`) is the same error, never a duplicate key or a handled message.
+        assert!(matches!(
+            decode(b"{\"action\":\"A\",\"data\":{},\"x\":\"\xff\"}"),
+            Err(EnvelopeError::NotUtf8(_))
+        ));
+        assert!(matches!(
+            decode(b"{\"action\":\"A\",\"data\":{\"x\":\"\xff\"}}"),
+            Err(EnvelopeError::NotUtf8(_))
+        ));
         assert_eq!(decode(b"[1]").unwrap_err(), EnvelopeError::NotObject);
         assert_eq!(
             decode(br#"{"data":{}}"#).unwrap_err(),
@@ -294,7 +315,6 @@ mod tests {
             br#"{"action":["A"],"data":{}}"#,
             br#"{"action":"A","data":{"x":1}"#,
             br#"{"action":"A","data":{}} trailing"#,
-            b"\xff",
             b"",
             b"null",
         ];

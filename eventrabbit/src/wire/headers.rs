@@ -33,9 +33,9 @@ pub(crate) const FAILURE_HEADERS: [&str; 6] = [
     FIRST_FAILURE_HEADER,
 ];
 
-/// An integer header value as a `u32`, when it is one (or a string holding one).
-pub(crate) fn header_u32(v: &AMQPValue) -> Option<u32> {
-    let n: i128 = match v {
+/// An integer header value, of whatever integer type (or a string holding one).
+pub(crate) fn header_int(v: &AMQPValue) -> Option<i128> {
+    Some(match v {
         AMQPValue::ShortShortInt(n) => (*n).into(),
         AMQPValue::ShortShortUInt(n) => (*n).into(),
         AMQPValue::ShortInt(n) => (*n).into(),
@@ -44,11 +44,14 @@ pub(crate) fn header_u32(v: &AMQPValue) -> Option<u32> {
         AMQPValue::LongUInt(n) => (*n).into(),
         AMQPValue::LongLongInt(n) => (*n).into(),
         AMQPValue::Timestamp(n) => (*n).into(),
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok()?.parse().ok()?,
-        AMQPValue::ShortString(s) => s.as_str().parse().ok()?,
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?,
+        AMQPValue::ShortString(s) => s.as_str().trim().parse().ok()?,
         _ => return None,
-    };
-    u32::try_from(n).ok()
+    })
 }
 
 /// A header value as text, when it is a string, a boolean or an integer.
@@ -57,14 +60,57 @@ pub(crate) fn header_text(v: &AMQPValue) -> Option<String> {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.to_string()),
         AMQPValue::Boolean(b) => Some(b.to_string()),
-        other => header_u32(other).map(|n| n.to_string()),
+        other => header_int(other).map(|n| n.to_string()),
     }
+}
+
+/// A count carried in a header, read saturating: negative counts are 0, counts beyond
+/// `u32::MAX` are `u32::MAX`; a float counts as its whole part; anything else is `None`.
+pub(crate) fn header_count(v: &AMQPValue) -> Option<u32> {
+    let n = match v {
+        AMQPValue::Float(f) => f64::from(*f).trunc() as i128,
+        AMQPValue::Double(f) => f.trunc() as i128,
+        other => header_int(other)?,
+    };
+    Some(n.clamp(0, i128::from(u32::MAX)) as u32)
 }
 
 /// The retry count a message carries (0 when absent or unreadable).
 pub(crate) fn retry_count(headers: Option<&FieldTable>) -> u32 {
     headers
         .and_then(|h| h.inner().get(RETRY_COUNT_HEADER))
-        .and_then(header_u32)
+        .and_then(header_count)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::LongString;
+
+    #[test]
+    fn counts_of_any_type_and_value_are_read_saturating() {
+        let count = |v: AMQPValue| {
+            let mut h = FieldTable::default();
+            h.insert(RETRY_COUNT_HEADER.into(), v);
+            retry_count(Some(&h))
+        };
+        assert_eq!(count(AMQPValue::LongUInt(u32::MAX)), u32::MAX);
+        assert_eq!(count(AMQPValue::LongLongInt(i64::MAX)), u32::MAX);
+        assert_eq!(count(AMQPValue::LongLongInt(-5)), 0);
+        assert_eq!(count(AMQPValue::ShortShortInt(-1)), 0);
+        assert_eq!(count(AMQPValue::Double(3.9)), 3);
+        assert_eq!(count(AMQPValue::Double(f64::NAN)), 0);
+        assert_eq!(count(AMQPValue::Double(1e300)), u32::MAX);
+        assert_eq!(count(AMQPValue::LongString(LongString::from("7"))), 7);
+        assert_eq!(
+            count(AMQPValue::LongString(LongString::from(
+                "99999999999999999999"
+            ))),
+            u32::MAX
+        );
+        assert_eq!(count(AMQPValue::LongString(LongString::from("x"))), 0);
+        assert_eq!(count(AMQPValue::Boolean(true)), 0);
+        assert_eq!(retry_count(None), 0);
+    }
 }

@@ -3,5 +3,6 @@
 
 pub(crate) mod envelope;
 pub(crate) mod headers;
+pub(crate) mod limits;
 pub(crate) mod properties;
 pub(crate) mod trace_context;

@@ -1,0 +1,129 @@
+//! [`Binding`]: an exchange a queue is bound to, and how.
+
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+
+/// The kind of an exchange, deciding how it routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExchangeKind {
+    /// Routes by exact routing key.
+    Direct,
+    /// Routes to every bound queue.
+    Fanout,
+    /// Routes by routing-key pattern (`*` one word, `#` any words).
+    Topic,
+    /// Routes by header values (binding arguments).
+    Headers,
+}
+
+impl ExchangeKind {
+    pub(crate) fn to_lapin(self) -> lapin::ExchangeKind {
+        match self {
+            ExchangeKind::Direct => lapin::ExchangeKind::Direct,
+            ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
+            ExchangeKind::Topic => lapin::ExchangeKind::Topic,
+            ExchangeKind::Headers => lapin::ExchangeKind::Headers,
+        }
+    }
+}
+
+/// An exchange a queue is bound to, declared with it: the exchange's kind and the
+/// binding's routing key (a pattern for topic exchanges) or header arguments. One value,
+/// so a key can never be given to a binding that does not exist yet.
+///
+/// ```
+/// use eventrabbit::{Binding, ConsumeChannel};
+/// let channel = ConsumeChannel::new("audit")
+///     .bind(Binding::topic("users", "user.*.created"))
+///     .bind(Binding::topic("users", "user.*.deleted"))
+///     .bind(Binding::headers("billing").header("region", "eu").match_any());
+/// # let _ = channel;
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub(crate) exchange: String,
+    pub(crate) kind: ExchangeKind,
+    pub(crate) routing_key: String,
+    pub(crate) arguments: FieldTable,
+}
+
+impl Binding {
+    /// A binding to `exchange` of `kind` with routing key `""` (for a direct exchange,
+    /// the queue's name is used instead).
+    #[must_use]
+    pub fn new(exchange: impl Into<String>, kind: ExchangeKind) -> Self {
+        Self {
+            exchange: exchange.into(),
+            kind,
+            routing_key: String::new(),
+            arguments: FieldTable::default(),
+        }
+    }
+
+    /// A fanout exchange: every message.
+    #[must_use]
+    pub fn fanout(exchange: impl Into<String>) -> Self {
+        Self::new(exchange, ExchangeKind::Fanout)
+    }
+
+    /// A direct exchange: messages published with routing key `key`.
+    #[must_use]
+    pub fn direct(exchange: impl Into<String>, key: impl Into<String>) -> Self {
+        Self::new(exchange, ExchangeKind::Direct).routing_key(key)
+    }
+
+    /// A topic exchange: messages whose routing key matches `pattern` (`*` one word,
+    /// `#` any number of words).
+    #[must_use]
+    pub fn topic(exchange: impl Into<String>, pattern: impl Into<String>) -> Self {
+        Self::new(exchange, ExchangeKind::Topic).routing_key(pattern)
+    }
+
+    /// A headers exchange: messages whose headers match those given with
+    /// [`Binding::header`] (all of them, or any with [`Binding::match_any`]).
+    #[must_use]
+    pub fn headers(exchange: impl Into<String>) -> Self {
+        Self::new(exchange, ExchangeKind::Headers)
+    }
+
+    /// The binding's routing key (or pattern, for topic exchanges).
+    #[must_use]
+    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
+        self.routing_key = key.into();
+        self
+    }
+
+    /// A header to match, for headers exchanges.
+    #[must_use]
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.arguments.insert(
+            ShortString::from(key.into()),
+            AMQPValue::LongString(value.into().into()),
+        );
+        self
+    }
+
+    /// For headers exchanges: route when any one header matches instead of all.
+    #[must_use]
+    pub fn match_any(mut self) -> Self {
+        self.arguments
+            .insert("x-match".into(), AMQPValue::LongString("any".into()));
+        self
+    }
+
+    /// The exchange's name.
+    #[must_use]
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+
+    /// The routing key the queue is bound with (the queue's name for a direct exchange
+    /// given none).
+    pub(crate) fn key_for<'a>(&'a self, queue: &'a str) -> &'a str {
+        if self.routing_key.is_empty() && self.kind == ExchangeKind::Direct {
+            queue
+        } else {
+            &self.routing_key
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! A TCP proxy in front of the broker, for fault tests: connections through it can be
+//! frozen (bytes are swallowed both ways while the sockets stay open, as when a NAT entry
+//! is dropped) or cut, while new connections pass.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// One proxied connection's switches.
+#[derive(Debug, Default)]
+struct Switches {
+    frozen: AtomicBool,
+    cut: AtomicBool,
+    cut_now: Notify,
+}
+
+/// A proxy listening on a free local port, forwarding to the broker.
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    connections: Arc<std::sync::Mutex<Vec<Arc<Switches>>>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts a proxy to the broker of `AMQP_ADDR`.
+    pub async fn start() -> Self {
+        let upstream = upstream_addr();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("local addr").port();
+        let connections: Arc<std::sync::Mutex<Vec<Arc<Switches>>>> = Arc::default();
+        let registry = connections.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let switches = Arc::new(Switches::default());
+                registry.lock().unwrap().push(switches.clone());
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, switches.clone()));
+                tokio::spawn(pump(sr, cw, switches));
+            }
+        });
+        Self {
+            port,
+            connections,
+            accepting,
+        }
+    }
+
+    /// The AMQP URL through the proxy.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// How many connections went through the proxy so far.
+    pub fn connections(&self) -> usize {
+        self.connections.lock().unwrap().len()
+    }
+
+    /// Every connection open now goes silent: what either side sends is swallowed, and
+    /// neither side learns that anything is wrong. Later connections pass.
+    pub fn freeze_existing(&self) {
+        for c in self.connections.lock().unwrap().iter() {
+            c.frozen.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Closes every connection open now. Later connections pass.
+    pub fn cut_existing(&self) {
+        for c in self.connections.lock().unwrap().iter() {
+            c.cut.store(true, Ordering::SeqCst);
+            c.cut_now.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut_existing();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    switches: Arc<Switches>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if switches.cut.load(Ordering::SeqCst) {
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            () = switches.cut_now.notified() => return,
+        };
+        if switches.frozen.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `host:port` of the broker in `AMQP_ADDR`.
+fn upstream_addr() -> String {
+    let url = crate::amqp_addr();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:5672")
+    }
+}
