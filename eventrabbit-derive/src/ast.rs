@@ -31,7 +31,7 @@ impl MacroKind {
         match self {
             MacroKind::Consumer => &["action", "crate"],
             MacroKind::Function => &["action", "exchange", "action_reply", "key", "crate"],
-            MacroKind::Producer => &["exchange", "action", "key", "crate"],
+            MacroKind::Producer => &["exchange", "action", "key", "mandatory", "crate"],
         }
     }
 }
@@ -68,6 +68,8 @@ pub(crate) struct Attr {
     pub(crate) exchange: Option<StrArg>,
     pub(crate) action_reply: Option<StrArg>,
     pub(crate) key: Option<StrArg>,
+    /// `mandatory = true`: a publish no queue receives is an error.
+    pub(crate) mandatory: Option<syn::LitBool>,
     /// `crate = "path"`: where the generated code finds eventrabbit.
     pub(crate) krate: Option<syn::Path>,
     /// The keys given, valid or not (a key given with a bad value is not also missing).
@@ -86,6 +88,7 @@ impl Attr {
             exchange: None,
             action_reply: None,
             key: None,
+            mandatory: None,
             krate: None,
             given: Vec::new(),
             complete: true,
@@ -131,6 +134,15 @@ impl Attr {
             return;
         }
         self.given.push(name.clone());
+        if name == "mandatory" {
+            match value {
+                Expr::Lit(syn::ExprLit {
+                    lit: Lit::Bool(b), ..
+                }) => self.mandatory = Some(b),
+                other => errors.push(other.span(), "`mandatory` takes `true` or `false`"),
+            }
+            return;
+        }
         if name == "crate" {
             match crate_path(&value) {
                 Ok(path) => self.krate = Some(path),

@@ -157,8 +157,12 @@ pub(crate) fn producer(mut func: ImplItemFn, spec: &Producer) -> TokenStream {
         .as_ref()
         .map(|k| quote!(#k))
         .unwrap_or_else(|| quote!(""));
+    let mandatory = spec.mandatory;
     let publish = quote! {
-        #krate::__private::publish_produced(#exchange, #key, #action, &__eventrabbit_value).await
+        #krate::__private::publish_produced(
+            #exchange, #key, #action, &__eventrabbit_value, #mandatory,
+        )
+        .await
     };
     let (ret_ty, new_body) = match &spec.returns {
         Returns::Result(ty) => {

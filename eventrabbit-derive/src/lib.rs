@@ -60,6 +60,9 @@ pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// // becomes: async fn create_user(..) -> eventrabbit::Result<UserCreated>
 /// ```
 ///
+/// With `mandatory = true`, a publish no queue receives fails with `Error::Unroutable`
+/// (otherwise `Config::mandatory` decides).
+///
 /// A function returning `T` becomes one returning `eventrabbit::Result<T>`. One returning
 /// `Result<T, E>` keeps its type, publishes only `Ok` values, and needs
 /// `E: From<eventrabbit::Error>`. Works on free functions and on methods.

@@ -46,6 +46,7 @@ pub(crate) struct Producer {
     pub(crate) exchange: StrArg,
     pub(crate) action: StrArg,
     pub(crate) key: Option<StrArg>,
+    pub(crate) mandatory: bool,
     pub(crate) returns: Returns,
 }
 
@@ -116,6 +117,7 @@ pub(crate) fn producer(attr: Attr, func: &ImplItemFn, errors: &mut Errors) -> Op
         exchange: exchange?,
         action: action?,
         key: attr.key.clone(),
+        mandatory: attr.mandatory.as_ref().is_some_and(|b| b.value),
         returns,
     })
 }

@@ -131,6 +131,15 @@ pub enum Error {
         /// The action called.
         action: String,
     },
+    /// The broker cancelled a consumer: its queue was deleted, or the queue's node went
+    /// away. The consumer declares its topology again and resumes.
+    #[error(
+        "the broker cancelled the consumer of queue `{queue}` (the queue was deleted, or its node is gone)"
+    )]
+    Cancelled {
+        /// The queue.
+        queue: String,
+    },
     /// The service is shutting down.
     #[error("eventrabbit is shut down")]
     Shutdown,
@@ -208,6 +217,7 @@ impl Error {
             | Error::Blocked { .. }
             | Error::Timeout { .. }
             | Error::ReplyLost { .. }
+            | Error::Cancelled { .. }
             | Error::Shutdown => ErrorKind::Transient,
             Error::Nacked { .. } | Error::Unroutable { .. } | Error::NoSuchExchange(_) => {
                 ErrorKind::Refused

@@ -266,6 +266,19 @@ pub async fn queue_len(ch: &Channel, queue: &str) -> u32 {
     .unwrap_or(0)
 }
 
+/// Runs `rabbitmqctl` with `args`; panics with its output if it fails.
+pub fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How many messages of `queue` are delivered and not yet acknowledged, as `rabbitmqctl`
 /// reports it (panics if `rabbitmqctl` cannot tell).
 pub fn unacked(queue: &str) -> u64 {

@@ -52,18 +52,6 @@ impl Drop for RestartGuard {
     }
 }
 
-fn rabbitmqctl(args: &[&str]) {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 static SEEN: Mutex<Option<HashMap<u64, u32>>> = Mutex::new(None);
 
 #[consumer(action = "T_FAULT")]

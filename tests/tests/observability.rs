@@ -369,3 +369,76 @@ async fn while_spans_are_recorded_a_publish_starts_a_trace_by_default() {
     assert_eq!(tp.len(), 55, "{tp}");
     cleanup(&[&queue], &[]).await;
 }
+
+#[derive(Debug, serde::Serialize)]
+struct Lonely {
+    n: u32,
+}
+
+#[eventrabbit::producer(
+    exchange = "",
+    key = "eventrabbit-nobody-listens",
+    action = "T_OBS_LONELY",
+    mandatory = true
+)]
+async fn lonely(n: u32) -> Lonely {
+    Lonely { n }
+}
+
+/// An event no queue receives: by default `Ok` with a warning and a count in
+/// `eventrabbit_publish_unroutable_total`; an `Error::Unroutable` for a mandatory publish
+/// (per publish, per producer, or by configuration), counted as well.
+#[tokio::test]
+async fn unroutable_events_are_counted_and_errors_when_mandatory() {
+    let _serial = SERIAL.lock().await;
+    let (_, metrics) = install();
+    let _ = Metrics::take(metrics);
+    let exchange = unique("x-obs-unbound");
+    let (_c, ch) = raw_channel().await;
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Fanout,
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (events, _handle) = deps(Config::default()).await;
+    events
+        .publish(&exchange, "", "T_OBS_NOWHERE", &json!({"n": 1}))
+        .await
+        .expect("not mandatory by default");
+    let e = events
+        .publish_mandatory(&exchange, "", "T_OBS_NOWHERE", &json!({"n": 2}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, eventrabbit::Error::Unroutable { .. }), "{e}");
+    let e = lonely(3).await.unwrap_err();
+    assert!(matches!(e, eventrabbit::Error::Unroutable { .. }), "{e}");
+    let (strict, _strict_handle) = deps(Config::default().with_mandatory(true)).await;
+    let e = strict
+        .publish(&exchange, "", "T_OBS_NOWHERE", &json!({"n": 4}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, eventrabbit::Error::Unroutable { .. }), "{e}");
+    let m = Metrics::take(metrics);
+    assert_eq!(
+        counter(
+            &m,
+            "eventrabbit_publish_unroutable_total",
+            &[("exchange", &exchange)]
+        ),
+        3,
+        "every unroutable publish is counted"
+    );
+    assert_eq!(
+        counter(
+            &m,
+            "eventrabbit_publish_unroutable_total",
+            &[("exchange", "")]
+        ),
+        1,
+        "the producer's"
+    );
+    cleanup(&[], &[&exchange]).await;
+}

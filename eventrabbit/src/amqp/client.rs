@@ -27,6 +27,9 @@ pub(crate) struct Client {
     pub(crate) rpc: RpcClient,
     pub(crate) config: Config,
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when a shutdown's deadline passed: consumers return without waiting for
+    /// their handlers (whose deliveries the broker then redelivers).
+    pub(crate) abort: CancellationToken,
     consumers: watch::Sender<usize>,
     slots: Mutex<Vec<Arc<ConsumerSlot>>>,
 }
@@ -62,6 +65,7 @@ impl Client {
             connector,
             config,
             shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
             consumers: watch::channel(0).0,
             slots: Mutex::default(),
         }
@@ -97,12 +101,14 @@ impl Client {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
-    /// Publishes an encoded envelope with confirms.
+    /// Publishes an encoded envelope with confirms; with `mandatory` (or
+    /// `Config::mandatory`), no queue receiving it is an error.
     pub(crate) async fn publish_envelope(
         &self,
         exchange: &str,
         routing_key: &str,
         body: &[u8],
+        mandatory: bool,
     ) -> Result<()> {
         self.publisher
             .publish(Outgoing {
@@ -110,7 +116,7 @@ impl Client {
                 routing_key,
                 body,
                 properties: properties(trace::outgoing_trace(self.config.trace_propagation)),
-                mandatory: false,
+                mandatory: mandatory || self.config.mandatory,
             })
             .await
     }
@@ -126,7 +132,10 @@ impl ProducerSink for Client {
         exchange: &'a str,
         routing_key: &'a str,
         body: Vec<u8>,
+        mandatory: bool,
     ) -> PublishFuture<'a> {
-        Box::pin(async move { Client::publish_envelope(self, exchange, routing_key, &body).await })
+        Box::pin(async move {
+            Client::publish_envelope(self, exchange, routing_key, &body, mandatory).await
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! The shared broker connection: opened lazily, reopened with backoff when it drops.
+//! The shared broker connection: opened lazily, reopened with backoff when it drops, to
+//! the broker's nodes in turn.
 
 use super::reopen::Reopen;
 use crate::config::Config;
@@ -6,23 +7,34 @@ use crate::error::{Error, Result};
 use crate::telemetry::metric;
 use crate::wire::limits::DEFAULT_FRAME_MAX;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties};
 use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-/// Owns the AMQP URL (never printed) and the one connection every channel comes from.
+/// One node of the broker: its URL, parsed (never printed), and how it is shown.
+struct Endpoint {
+    uri: AMQPUri,
+    redacted: String,
+}
+
+/// Owns the broker's URLs (never printed) and the one connection every channel comes from.
 ///
 /// The connection and the connector's tasks live on the runtime the connector was made on,
 /// whichever runtime asks for a channel: a connection bound to a caller's runtime would go
 /// dead with it (its socket registered with that runtime's driver).
 pub(crate) struct Connector {
-    url: String,
-    redacted: String,
+    /// The nodes, in a random order; attempts go to them in turn.
+    endpoints: Vec<Endpoint>,
+    /// The node the next attempt goes to.
+    next: AtomicUsize,
+    /// The node of the live connection.
+    node: Mutex<Option<String>>,
     name: String,
     tls_ca_pem: Option<String>,
     max_delay: Duration,
@@ -37,19 +49,43 @@ pub(crate) struct Connector {
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self.endpoints.iter().map(|e| e.redacted.as_str()).collect();
         f.debug_struct("Connector")
-            .field("url", &self.redacted)
+            .field("urls", &urls)
             .finish_non_exhaustive()
     }
 }
 
 impl Connector {
-    pub(crate) fn new(url: &str, config: &Config, runtime: Handle) -> Result<Self> {
-        url.parse::<lapin::uri::AMQPUri>()
-            .map_err(|e| Error::InvalidUrl(super::redact::redact_text(&e, url)))?;
+    /// A connector to the nodes in `urls` (comma-separated), each connection requesting
+    /// `config.heartbeat` unless its URL sets one.
+    pub(crate) fn new(urls: &str, config: &Config, runtime: Handle) -> Result<Self> {
+        let mut endpoints = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|url| {
+                let mut uri = url
+                    .parse::<AMQPUri>()
+                    .map_err(|e| Error::InvalidUrl(super::redact::redact_text(&e, url)))?;
+                if uri.query.heartbeat.is_none() {
+                    let secs = config.heartbeat.as_secs().clamp(1, u64::from(u16::MAX));
+                    uri.query.heartbeat = Some(secs as u16);
+                }
+                Ok(Endpoint {
+                    uri,
+                    redacted: super::redact::redact(url),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::InvalidUrl("no broker URL given".to_owned()));
+        }
+        fastrand::shuffle(&mut endpoints);
         Ok(Self {
-            url: url.to_owned(),
-            redacted: super::redact::redact(url),
+            endpoints,
+            next: AtomicUsize::new(0),
+            node: Mutex::new(None),
             name: config.connection_name.clone(),
             tls_ca_pem: config.tls_ca_pem.clone(),
             max_delay: config.max_reconnect_delay,
@@ -67,51 +103,56 @@ impl Connector {
         self.runtime.spawn(task);
     }
 
-    /// The live connection, opening one if there is none; one attempt, bounded by the
-    /// connect timeout.
-    pub(crate) async fn connect_once(&self) -> Result<Arc<Connection>> {
-        self.connection.get_or_open(|| self.open()).await
+    /// The live connection, opening one if there is none: one attempt, to the next node,
+    /// given up after `timeout`.
+    pub(crate) async fn connect_once(&self, timeout: Duration) -> Result<Arc<Connection>> {
+        self.connection.get_or_open(|| self.open(timeout)).await
     }
 
-    async fn open(&self) -> Result<Arc<Connection>> {
+    async fn open(&self, timeout: Duration) -> Result<Arc<Connection>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let endpoint = &self.endpoints[n];
         let props = ConnectionProperties::default().with_connection_name(self.name.clone().into());
         let tls = lapin::tcp::OwnedTLSConfig {
             identity: None,
             cert_chain: self.tls_ca_pem.clone(),
         };
         let runtime = async_rs::Runtime::tokio_with_handle(self.runtime.clone());
-        let connecting = Connection::connect_with_config(&self.url, props, tls, runtime);
-        let conn = match tokio::time::timeout(self.connect_timeout, connecting).await {
+        let connecting =
+            Connection::connect_uri_with_config(endpoint.uri.clone(), props, tls, runtime);
+        let url = &endpoint.redacted;
+        let conn = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                tracing::warn!(url = %self.redacted, error = %e, "cannot connect to the broker");
+                tracing::warn!(%url, error = %e, "cannot connect to the broker");
                 return Err(Error::Connection(e));
             }
             Err(_) => {
-                let timeout = self.connect_timeout;
-                tracing::warn!(url = %self.redacted, ?timeout, "connecting to the broker timed out");
+                tracing::warn!(%url, ?timeout, "connecting to the broker timed out");
                 return Err(Error::Unavailable(
                     timeout,
-                    "connecting to the broker".to_owned(),
+                    format!("connecting to the broker at {url}"),
                 ));
             }
         };
-        let n = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
-        if n > 1 {
+        // The next attempt, after this connection is lost, goes to another node first.
+        let opened = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        if opened > 1 {
             metric::reconnected();
         }
-        tracing::info!(url = %self.redacted, connections = n, "connected to the broker");
+        tracing::info!(%url, connections = opened, "connected to the broker");
         let frame_max = conn.configuration().frame_max();
         if frame_max > 0 {
             self.frame_max.store(frame_max, Ordering::Relaxed);
         }
         let conn = Arc::new(conn);
         *self.blocked.lock() = None;
+        *self.node.lock() = Some(url.clone());
         self.spawn(watch_events(
             conn.events_listener(),
             Arc::downgrade(&conn),
             self.blocked.clone(),
-            self.redacted.clone(),
+            url.clone(),
         ));
         Ok(conn)
     }
@@ -130,7 +171,23 @@ impl Connector {
             .build();
         let started = Instant::now();
         loop {
-            match self.connect_once().await {
+            // An attempt never outlives the caller's deadline (nor waits past it for
+            // another caller's attempt).
+            let attempt = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Unavailable(started.elapsed(), what.to_owned()));
+                    }
+                    tokio::time::timeout(left, self.connect_once(self.connect_timeout.min(left)))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::Unavailable(started.elapsed(), what.to_owned()))
+                        })
+                }
+                None => self.connect_once(self.connect_timeout).await,
+            };
+            match attempt {
                 Ok(conn) => return Ok(conn),
                 Err(e) => {
                     let delay = delays.next().unwrap_or(self.max_delay);
@@ -183,9 +240,10 @@ impl Connector {
         let ch = self.channel(Some(deadline), what).await?;
         let result = op(ch.clone()).await;
         if ch.status().connected() {
-            self.spawn(async move {
-                let _ = ch.close(200, "done".into()).await;
-            });
+            // Closed before returning: what the operation left unacknowledged is back in
+            // its queue when the caller goes on.
+            let closing = ch.close(200, "done".into());
+            let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
         }
         result
     }
@@ -210,11 +268,17 @@ impl Connector {
         self.connection.live().is_some()
     }
 
+    /// The node the live connection goes to, if there is one.
+    pub(crate) fn node(&self) -> Option<String> {
+        self.connection.live()?;
+        self.node.lock().clone()
+    }
+
     /// Drops `conn` without waiting on the broker (it stopped answering), if it is still
     /// the current connection; the next use opens a new one.
     pub(crate) fn abandon(&self, conn: &Arc<Connection>) {
         if let Some(conn) = self.connection.take_if(conn) {
-            tracing::warn!(url = %self.redacted, "abandoning an unresponsive connection");
+            tracing::warn!(node = ?self.node.lock(), "abandoning an unresponsive connection");
             self.spawn(async move {
                 let close = conn.close(320, "eventrabbit: connection unresponsive".into());
                 let _ = tokio::time::timeout(Duration::from_secs(2), close).await;

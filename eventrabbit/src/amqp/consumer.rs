@@ -47,6 +47,7 @@ fn prepare(
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
     spec.check_names(&settings)?;
     Ok(Arc::new(QueueContext {
+        spec: spec.clone(),
         policy: QueuePolicy::new(&spec.queue, routes, settings),
         client: shared.clone(),
         slot: slot.clone(),
@@ -87,7 +88,12 @@ async fn consume(
         }
     };
     tracker.close();
-    tracker.wait().await;
+    tokio::select! {
+        () = tracker.wait() => {}
+        () = shared.abort.cancelled() => {
+            tracing::warn!(queue = %spec.queue, running = tracker.len(), "shutdown deadline passed; not waiting for the handlers still running");
+        }
+    }
     result
 }
 
@@ -133,8 +139,14 @@ async fn session(
     if result.is_ok() {
         // Shutdown: let in-flight handlers finish and their acks go out before closing.
         tracker.close();
-        acks.finish().await;
-        tracker.wait().await;
+        let finishing = async {
+            acks.finish().await;
+            tracker.wait().await;
+        };
+        tokio::select! {
+            () = finishing => {}
+            () = shared.abort.cancelled() => {}
+        }
         tracker.reopen();
         let _ = ch.close(200, "shutdown".into()).await;
         tracing::info!(queue = %spec.queue, "consumer stopped");

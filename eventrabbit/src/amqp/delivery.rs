@@ -3,6 +3,7 @@
 
 use super::ack::{self, Settle, Settlements};
 use super::client::Client;
+use super::topology;
 use super::unsettled::{GIVE_BACK_LIMIT, MessageKey, Unsettled};
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
@@ -16,6 +17,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicCancelOptions;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -26,6 +28,7 @@ pub(super) const CONSUMER_TAG: &str = "eventrabbit";
 
 /// What each delivery task of one queue shares.
 pub(super) struct QueueContext {
+    pub(super) spec: ConsumeChannel,
     pub(super) policy: QueuePolicy,
     pub(super) client: Arc<Client>,
     pub(super) slot: Arc<ConsumerSlot>,
@@ -54,12 +57,30 @@ pub(super) async fn deliver(
     // unregister a waiter under the token's lock for every delivery.
     let cancelled = shared.shutdown.cancelled();
     tokio::pin!(cancelled);
+    let check_every = shared
+        .config
+        .topology_check_interval
+        .filter(|_| !spec.bindings.is_empty());
+    let mut topology_check =
+        tokio::time::interval(check_every.unwrap_or(Duration::from_secs(86_400)));
+    topology_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    topology_check.reset();
+    let checking = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             biased;
             () = &mut cancelled => {
-                let _ = ch.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default()).await;
+                let cancel = ch.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default());
+                tokio::select! {
+                    _ = cancel => {}
+                    () = shared.abort.cancelled() => {}
+                }
                 return Ok(());
+            }
+            _ = topology_check.tick(), if check_every.is_some() => {
+                if !checking.swap(true, Ordering::AcqRel) {
+                    shared.connector.spawn(check_topology(ctx.clone(), checking.clone()));
+                }
             }
             Some((delivery_tag, how)) = acks.reported() => acks.settle(delivery_tag, how),
             next = consumer.next() => match next {
@@ -80,9 +101,7 @@ pub(super) async fn deliver(
                 }
                 // The channel or connection failed while consuming: reconnect, never give up.
                 Some(Err(e)) => return Err(Error::Connection(e)),
-                None => {
-                    return Err(Error::Unavailable(Duration::ZERO, format!("consumer of queue `{}` was cancelled by the broker", spec.queue)));
-                }
+                None => return Err(Error::Cancelled { queue: spec.queue.clone() }),
             },
             () = &mut ack_timer, if timer_armed => acks.flush_all(),
         }
@@ -95,6 +114,27 @@ pub(super) async fn deliver(
                 .reset(tokio::time::Instant::now() + ack::ACK_DELAY);
         }
     }
+}
+
+/// Declares the queue's exchanges and bindings again, on a channel of its own: an exchange
+/// deleted and re-created by someone else (which drops its bindings) delivers again.
+async fn check_topology(ctx: Arc<QueueContext>, checking: Arc<AtomicBool>) {
+    let queue = &ctx.spec.queue;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let what = format!("checking the bindings of queue `{queue}`");
+    let checked = ctx.client.connector.with_channel(deadline, &what, |ch| {
+        let ctx = ctx.clone();
+        async move { topology::bind(&ch, &ctx.spec, &ctx.policy.settings).await }
+    });
+    match tokio::time::timeout_at(deadline, checked).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(queue = %queue, error = %e, "could not re-assert the queue's bindings");
+            ctx.slot.note(format!("re-asserting the bindings: {e}"));
+        }
+        Err(_) => tracing::warn!(queue = %queue, "re-asserting the queue's bindings timed out"),
+    }
+    checking.store(false, Ordering::Release);
 }
 
 /// A delivery as the handlers see it.

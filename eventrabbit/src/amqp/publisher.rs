@@ -251,8 +251,10 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
         .basic_publish(
             msg.exchange.into(),
             msg.routing_key.into(),
+            // Always asked for on the wire, so that an unroutable message is seen (and
+            // counted) whether or not this publish treats it as an error.
             BasicPublishOptions {
-                mandatory: msg.mandatory,
+                mandatory: true,
                 immediate: false,
             },
             msg.body,
@@ -270,11 +272,20 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
         }));
     }
     if let Some(returned) = confirm.take_message() {
-        return Err(PublishError::Final(Error::Unroutable {
-            exchange: msg.exchange.to_owned(),
-            routing_key: msg.routing_key.to_owned(),
-            reply_text: returned.reply_text.to_string(),
-        }));
+        metric::unroutable(msg.exchange);
+        if msg.mandatory {
+            return Err(PublishError::Final(Error::Unroutable {
+                exchange: msg.exchange.to_owned(),
+                routing_key: msg.routing_key.to_owned(),
+                reply_text: returned.reply_text.to_string(),
+            }));
+        }
+        tracing::warn!(
+            exchange = msg.exchange,
+            routing_key = msg.routing_key,
+            "no queue received the message ({})",
+            returned.reply_text
+        );
     }
     Ok(())
 }

@@ -31,13 +31,20 @@ pub(crate) async fn declare(
     .await
     .map_err(Error::amqp(format!("declaring queue `{queue}`")))?;
     declare_dead_letter_queue(ch, &settings.dead_letter_queue, settings.durable).await?;
+    bind(ch, spec, settings).await
+}
+
+/// Declares each exchange `spec` is bound to and binds the queue to it. Idempotent: run
+/// again to re-assert bindings someone removed (an exchange deleted and re-created).
+pub(crate) async fn bind(ch: &Channel, spec: &ConsumeChannel, settings: &Resolved) -> Result<()> {
+    let queue = spec.queue.as_str();
     for b in &spec.bindings {
         let exchange = b.exchange.as_str();
         ch.exchange_declare(
             exchange.into(),
             b.kind.to_lapin(),
             ExchangeDeclareOptions {
-                durable: settings.durable,
+                durable: b.durable.unwrap_or(settings.exchange_durable),
                 ..ExchangeDeclareOptions::default()
             },
             FieldTable::default(),

@@ -20,6 +20,10 @@ impl Transport for Client {
         self.connector.frame_max()
     }
 
+    fn mandatory(&self) -> bool {
+        self.config.mandatory
+    }
+
     async fn schedule_retry(
         &self,
         message: &Message,

@@ -30,7 +30,22 @@ impl Events {
     ) -> Result<()> {
         let body = encode_envelope(action, data)?;
         self.shared
-            .publish_envelope(exchange, routing_key, &body)
+            .publish_envelope(exchange, routing_key, &body, false)
+            .await
+    }
+
+    /// Like [`Events::publish`], but a message no queue receives is an
+    /// [`Error::Unroutable`](crate::Error::Unroutable), whatever `Config::mandatory` says.
+    pub async fn publish_mandatory<T: Serialize + ?Sized>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+    ) -> Result<()> {
+        let body = encode_envelope(action, data)?;
+        self.shared
+            .publish_envelope(exchange, routing_key, &body, true)
             .await
     }
 

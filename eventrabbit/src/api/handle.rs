@@ -45,21 +45,30 @@ impl Handle {
         self.shared.connector.close().await;
     }
 
-    /// Like [`Handle::shutdown`], but gives up waiting for handlers after `deadline`.
+    /// Like [`Handle::shutdown`], but gives up waiting for handlers after `deadline`:
+    /// then every `consume()` returns at once (the deliveries of handlers still running
+    /// are redelivered by the broker) and the connection closes.
     pub async fn shutdown_within(&self, deadline: Duration) {
         if tokio::time::timeout(deadline, self.shutdown())
             .await
             .is_err()
         {
             tracing::warn!(?deadline, "shutdown deadline passed; closing anyway");
-            self.shared.connector.close().await;
+            self.shared.abort.cancel();
+            let closing = async {
+                self.shared.consumers_stopped().await;
+                self.shared.publisher.close().await;
+                self.shared.connector.close().await;
+            };
+            // Closing politely is bounded too: a broker that does not answer is left.
+            let _ = tokio::time::timeout(Duration::from_secs(2), closing).await;
         }
     }
 
     /// The connection's and every consumer's state, for readiness probes.
     pub async fn health(&self) -> Health {
         Health::new(
-            self.shared.connector.is_connected(),
+            self.shared.connector.node(),
             self.shared.connector.blocked(),
             self.shared.consumer_health(),
         )

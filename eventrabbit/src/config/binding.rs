@@ -45,6 +45,7 @@ pub struct Binding {
     pub(crate) kind: ExchangeKind,
     pub(crate) routing_key: String,
     pub(crate) arguments: FieldTable,
+    pub(crate) durable: Option<bool>,
 }
 
 impl Binding {
@@ -57,6 +58,7 @@ impl Binding {
             kind,
             routing_key: String::new(),
             arguments: FieldTable::default(),
+            durable: None,
         }
     }
 
@@ -108,6 +110,14 @@ impl Binding {
     pub fn match_any(mut self) -> Self {
         self.arguments
             .insert("x-match".into(), AMQPValue::LongString("any".into()));
+        self
+    }
+
+    /// Whether the exchange is declared durable (by default as the consumed queue's
+    /// exchanges are: see [`ConsumeChannel::exchange_durable`](crate::ConsumeChannel::exchange_durable)).
+    #[must_use]
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = Some(durable);
         self
     }
 

@@ -23,6 +23,7 @@ pub struct ConsumeChannel {
     pub(crate) bindings: Vec<Binding>,
     pub(crate) prefetch: Option<u16>,
     pub(crate) durable: Option<bool>,
+    pub(crate) exchange_durable: Option<bool>,
     pub(crate) exclusive: bool,
     pub(crate) auto_delete: bool,
     pub(crate) actions: Option<Vec<String>>,
@@ -40,6 +41,7 @@ impl ConsumeChannel {
             bindings: Vec::new(),
             prefetch: None,
             durable: None,
+            exchange_durable: None,
             exclusive: false,
             auto_delete: false,
             actions: None,
@@ -73,10 +75,20 @@ impl ConsumeChannel {
         self
     }
 
-    /// Whether the queue (and exchange) survive a broker restart.
+    /// Whether the queue (with its dead-letter and retry wait queues) survives a broker
+    /// restart; its exchanges too, unless [`exchange_durable`](Self::exchange_durable)
+    /// says otherwise.
     #[must_use]
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = Some(durable);
+        self
+    }
+
+    /// Whether the exchanges this queue is bound to are declared durable, apart from the
+    /// queue (a [`Binding::durable`] says it for one exchange).
+    #[must_use]
+    pub fn exchange_durable(mut self, durable: bool) -> Self {
+        self.exchange_durable = Some(durable);
         self
     }
 
@@ -139,10 +151,15 @@ impl ConsumeChannel {
     }
 
     pub(crate) fn resolve(&self, defaults: &QueueConfig, retry: &RetryConfig) -> Resolved {
+        let durable = self.durable.unwrap_or(defaults.durable);
         Resolved {
             // 0 would mean "unlimited" to the broker: never, whatever the configuration says.
             prefetch: self.prefetch.unwrap_or(defaults.prefetch).max(1),
-            durable: self.durable.unwrap_or(defaults.durable),
+            durable,
+            exchange_durable: self
+                .exchange_durable
+                .or(defaults.exchange_durable)
+                .unwrap_or(durable),
             max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
             unknown_action: self.unknown_action.unwrap_or(defaults.unknown_action),
             retry: self.retry.clone().unwrap_or_else(|| retry.clone()),
@@ -181,6 +198,7 @@ impl ConsumeChannel {
 pub(crate) struct Resolved {
     pub(crate) prefetch: u16,
     pub(crate) durable: bool,
+    pub(crate) exchange_durable: bool,
     pub(crate) max_message_size: usize,
     pub(crate) unknown_action: UnknownAction,
     pub(crate) retry: RetryConfig,

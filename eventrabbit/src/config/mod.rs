@@ -57,6 +57,18 @@ pub struct Config {
     pub tls_ca_pem: Option<String>,
     /// When published messages carry a `traceparent` header.
     pub trace_propagation: TracePropagation,
+    /// How often each side checks that the connection is alive: a connection that goes
+    /// silent (no FIN/RST, e.g. a dropped NAT entry) is noticed after about twice this.
+    /// Used unless the URL sets `heartbeat` itself.
+    pub heartbeat: Duration,
+    /// How often a consumer declares its exchanges and bindings again, so that an exchange
+    /// deleted and re-created by someone else delivers to it again (`None`: only when it
+    /// reconnects or the broker cancels it).
+    pub topology_check_interval: Option<Duration>,
+    /// Whether a publish no queue receives fails with
+    /// [`Error::Unroutable`](crate::Error::Unroutable) (`true`), or succeeds with a warning
+    /// and a count in `eventrabbit_publish_unroutable_total` (`false`, the default).
+    pub mandatory: bool,
     /// The largest message body published; a larger one fails at once with
     /// [`Error::TooLarge`](crate::Error::TooLarge) instead of being refused by the broker.
     /// Set it to the broker's `max_message_size` if that is lower than RabbitMQ's default.
@@ -74,6 +86,10 @@ impl Config {
     pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
     /// Default limit of one connection attempt.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default heartbeat: a silent connection is noticed within about 20 to 25 seconds.
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+    /// Default interval between checks of a consumer's exchanges and bindings.
+    pub const DEFAULT_TOPOLOGY_CHECK_INTERVAL: Duration = Duration::from_secs(30);
     /// Default largest body published: RabbitMQ's default `max_message_size` (128 MiB).
     pub const DEFAULT_MAX_PUBLISH_SIZE: usize = 128 * 1024 * 1024;
 
@@ -140,6 +156,29 @@ impl Config {
         self
     }
 
+    /// Sets the heartbeat interval (at least 1 s; a connection silent for about twice this
+    /// is closed and opened again).
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Sets how often consumers declare their exchanges and bindings again (`None`: never
+    /// but on reconnection or cancellation).
+    #[must_use]
+    pub fn with_topology_check_interval(mut self, interval: Option<Duration>) -> Self {
+        self.topology_check_interval = interval;
+        self
+    }
+
+    /// Sets whether every publish that no queue receives is an error.
+    #[must_use]
+    pub fn with_mandatory(mut self, mandatory: bool) -> Self {
+        self.mandatory = mandatory;
+        self
+    }
+
     /// Sets the largest message body published.
     #[must_use]
     pub fn with_max_publish_size(mut self, bytes: usize) -> Self {
@@ -169,6 +208,9 @@ impl Default for Config {
             tls_ca_pem: None,
             trace_propagation: TracePropagation::default(),
             max_publish_size: Self::DEFAULT_MAX_PUBLISH_SIZE,
+            heartbeat: Self::DEFAULT_HEARTBEAT,
+            topology_check_interval: Some(Self::DEFAULT_TOPOLOGY_CHECK_INTERVAL),
+            mandatory: false,
         }
     }
 }

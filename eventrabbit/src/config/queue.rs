@@ -16,8 +16,12 @@ pub enum UnknownAction {
 pub struct QueueConfig {
     /// Deliveries in flight (and handlers running) at once per queue.
     pub prefetch: u16,
-    /// Whether queues and exchanges survive a broker restart.
+    /// Whether queues (with their dead-letter and retry wait queues) survive a broker
+    /// restart.
     pub durable: bool,
+    /// Whether exchanges survive a broker restart; `None`: as the queue. (Python
+    /// eventrabbit declares its exchanges non-durable and its queues durable.)
+    pub exchange_durable: Option<bool>,
     /// Bodies larger than this many bytes are dead-lettered unread.
     pub max_message_size: usize,
     /// What to do with unknown actions.
@@ -41,10 +45,18 @@ impl QueueConfig {
         self
     }
 
-    /// Sets whether queues and exchanges are durable.
+    /// Sets whether queues are durable (and exchanges too, unless
+    /// [`with_exchange_durable`](Self::with_exchange_durable) says otherwise).
     #[must_use]
     pub fn with_durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Sets whether exchanges are durable, apart from queues.
+    #[must_use]
+    pub fn with_exchange_durable(mut self, durable: bool) -> Self {
+        self.exchange_durable = Some(durable);
         self
     }
 
@@ -68,6 +80,7 @@ impl Default for QueueConfig {
         Self {
             prefetch: Self::DEFAULT_PREFETCH,
             durable: true,
+            exchange_durable: None,
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
             unknown_action: UnknownAction::default(),
             dead_letter_suffix: Self::DEFAULT_DEAD_LETTER_SUFFIX.to_owned(),

@@ -21,12 +21,14 @@ pub(crate) trait ProducerSink: Send + Sync {
     /// Whether it still takes publishes (it is not shut down).
     fn is_live(&self) -> bool;
 
-    /// Publishes an encoded envelope to `exchange` with `routing_key`.
+    /// Publishes an encoded envelope to `exchange` with `routing_key`; with `mandatory`
+    /// (or the sink's own configuration saying so), no queue receiving it is an error.
     fn publish_envelope<'a>(
         &'a self,
         exchange: &'a str,
         routing_key: &'a str,
         body: Vec<u8>,
+        mandatory: bool,
     ) -> PublishFuture<'a>;
 }
 
@@ -79,14 +81,17 @@ fn current() -> Option<Arc<dyn ProducerSink>> {
     newest(true).or_else(|| newest(false))
 }
 
-/// Publishes a `#[producer]`'s result through the current sink.
+/// Publishes a `#[producer]`'s result through the current sink (`mandatory` if the
+/// attribute says so).
 pub async fn publish_produced<T: serde::Serialize + ?Sized>(
     exchange: &str,
     routing_key: &str,
     action: &str,
     data: &T,
+    mandatory: bool,
 ) -> Result<()> {
     let body = crate::wire::envelope::encode_envelope(action, data)?;
     let sink = current().ok_or_else(|| Error::NotInitialized(action.to_owned()))?;
-    sink.publish_envelope(exchange, routing_key, body).await
+    sink.publish_envelope(exchange, routing_key, body, mandatory)
+        .await
 }

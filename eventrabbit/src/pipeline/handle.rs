@@ -97,7 +97,7 @@ async fn settle<T: Transport>(
                         routing_key: target.key,
                         body: &body,
                         properties: properties(trace::handler_trace()),
-                        mandatory: false,
+                        mandatory: transport.mandatory(),
                     })
                     .await;
                 if let Err(e) = published {

@@ -15,6 +15,10 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) routing_key: &'a str,
     pub(crate) body: &'a [u8],
     pub(crate) properties: BasicProperties,
+    /// Whether no queue receiving it is an error ([`Error::Unroutable`]); otherwise it is
+    /// counted and logged.
+    ///
+    /// [`Error::Unroutable`]: crate::error::Error::Unroutable
     pub(crate) mandatory: bool,
 }
 
@@ -29,6 +33,9 @@ pub(crate) trait Transport: Send + Sync {
 
     /// The largest frame a message's properties and headers must fit in.
     fn frame_max(&self) -> usize;
+
+    /// Whether what handlers publish is mandatory by default (`Config::mandatory`).
+    fn mandatory(&self) -> bool;
 
     /// Makes `message` come back to its queue after `delay`, counted as retry `retry`.
     fn schedule_retry(

@@ -83,6 +83,8 @@ pub struct ConsumerHealth {
 pub struct Health {
     /// Whether the connection is open.
     pub connected: bool,
+    /// The node the connection goes to (its URL without the password), when connected.
+    pub node: Option<String>,
     /// Why the broker blocks publishing, if it does.
     pub blocked: Option<String>,
     /// Every consumer, in the order they were started.
@@ -91,12 +93,13 @@ pub struct Health {
 
 impl Health {
     pub(crate) fn new(
-        connected: bool,
+        node: Option<String>,
         blocked: Option<String>,
         consumers: Vec<ConsumerHealth>,
     ) -> Self {
         Self {
-            connected,
+            connected: node.is_some(),
+            node,
             blocked,
             consumers,
         }
@@ -157,6 +160,11 @@ impl ConsumerSlot {
     pub(crate) fn error(&self, state: ConsumerState, error: impl std::fmt::Display) {
         *self.last_error.lock() = Some(error.to_string());
         self.set(state);
+    }
+
+    /// Records what went wrong without changing the state.
+    pub(crate) fn note(&self, error: impl std::fmt::Display) {
+        *self.last_error.lock() = Some(error.to_string());
     }
 
     /// The consumer holds `count` messages it cannot settle, the last for `why`.

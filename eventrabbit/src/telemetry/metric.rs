@@ -5,7 +5,8 @@
 //! `eventrabbit_messages_retried_total`, `eventrabbit_messages_dead_lettered_total`
 //! (labels `queue`, `action`, and `reason` for dead letters),
 //! `eventrabbit_handler_duration_seconds` (histogram; `queue`, `action`),
-//! `eventrabbit_publish_confirms_total` (no labels), `eventrabbit_publish_nacks_total` (`exchange`),
+//! `eventrabbit_publish_confirms_total` (no labels), `eventrabbit_publish_nacks_total` and
+//! `eventrabbit_publish_unroutable_total` (`exchange`),
 //! `eventrabbit_rpc_duration_seconds` (histogram; `action`, `outcome`) and
 //! `eventrabbit_reconnects_total`.
 
@@ -69,6 +70,11 @@ pub(crate) fn confirms() -> metrics::Counter {
 
 pub(crate) fn nacked(exchange: &str) {
     metrics::counter!("eventrabbit_publish_nacks_total", "exchange" => exchange.to_owned())
+        .increment(1);
+}
+
+pub(crate) fn unroutable(exchange: &str) {
+    metrics::counter!("eventrabbit_publish_unroutable_total", "exchange" => exchange.to_owned())
         .increment(1);
 }
 

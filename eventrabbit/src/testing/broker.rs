@@ -110,12 +110,12 @@ impl TestBroker {
         data: &T,
     ) -> Result<()> {
         let body = envelope::encode_envelope(action, data)?;
-        self.inner.publish_body(exchange, routing_key, &body)
+        self.inner.publish_body(exchange, routing_key, &body, false)
     }
 
     /// Publishes a body as it is (to test poison input).
     pub fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
-        self.inner.publish_body(exchange, routing_key, body)
+        self.inner.publish_body(exchange, routing_key, body, false)
     }
 
     /// Publishes a body with the given properties (headers, reply_to, ...).
@@ -126,7 +126,14 @@ impl TestBroker {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<()> {
-        route(&self.inner, exchange, routing_key, body, properties)
+        route(
+            &self.inner,
+            exchange,
+            routing_key,
+            body,
+            properties,
+            self.inner.config.mandatory,
+        )
     }
 
     /// Handles every queued message, and every message that handling publishes, until

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::handler::context::Message;
 use crate::handler::producers::{ProducerSink, PublishFuture};
 use crate::pipeline::policy::QueuePolicy;
-use crate::telemetry::trace;
+use crate::telemetry::{metric, trace};
 use crate::wire::envelope;
 use crate::wire::limits;
 use crate::wire::properties::properties;
@@ -57,15 +57,25 @@ impl Inner {
         self.state.lock()
     }
 
-    /// Routes an encoded envelope published from outside a handler or by one.
+    /// Routes an encoded envelope published from outside a handler or by one; with
+    /// `mandatory` (or `Config::mandatory`), a message no queue takes is an error.
     pub(super) fn publish_body(
         &self,
         exchange: &str,
         routing_key: &str,
         body: &[u8],
+        mandatory: bool,
     ) -> Result<()> {
         let trace = trace::outgoing_trace(self.config.trace_propagation);
-        route(self, exchange, routing_key, body, properties(trace))
+        let mandatory = mandatory || self.config.mandatory;
+        route(
+            self,
+            exchange,
+            routing_key,
+            body,
+            properties(trace),
+            mandatory,
+        )
     }
 }
 
@@ -79,22 +89,26 @@ impl ProducerSink for Inner {
         exchange: &'a str,
         routing_key: &'a str,
         body: Vec<u8>,
+        mandatory: bool,
     ) -> PublishFuture<'a> {
         Box::pin(std::future::ready(self.publish_body(
             exchange,
             routing_key,
             &body,
+            mandatory,
         )))
     }
 }
 
-/// Routes a message as RabbitMQ would; a message no queue takes is dropped.
+/// Routes a message as RabbitMQ would; a message no queue takes is dropped, or with
+/// `mandatory` refused as [`Error::Unroutable`].
 pub(super) fn route(
     inner: &Inner,
     exchange: &str,
     routing_key: &str,
     body: &[u8],
     properties: BasicProperties,
+    mandatory: bool,
 ) -> Result<()> {
     limits::check_name("exchange", exchange)?;
     limits::check_name("routing key", routing_key)?;
@@ -107,8 +121,23 @@ pub(super) fn route(
         ),
         Err(_) => (None, serde_json::from_slice(body).unwrap_or_default()),
     };
-    if !exchange.is_empty() && !state.exchanges.contains_key(exchange) {
-        return Err(Error::NoSuchExchange(exchange.to_owned()));
+    let targets = match targets(&state, exchange, routing_key, &properties) {
+        Some(targets) => targets,
+        None => return Err(Error::NoSuchExchange(exchange.to_owned())),
+    };
+    let reply = exchange
+        .is_empty()
+        .then(|| routing_key.strip_prefix(REPLY_PREFIX))
+        .flatten();
+    if targets.is_empty() && reply.is_none() {
+        metric::unroutable(exchange);
+        if mandatory {
+            return Err(Error::Unroutable {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
+                reply_text: "NO_ROUTE".to_owned(),
+            });
+        }
     }
     state.published.push(Published {
         exchange: exchange.to_owned(),
@@ -116,42 +145,45 @@ pub(super) fn route(
         action,
         data,
     });
-    if exchange.is_empty() {
-        if let Some(id) = routing_key.strip_prefix(REPLY_PREFIX) {
-            state.replies.insert(id.to_owned(), body.to_vec());
-            return Ok(());
-        }
-        let targets = if state.queues.contains_key(routing_key) {
-            vec![routing_key.to_owned()]
-        } else {
-            Vec::new()
-        };
-        deliver(&mut state, targets, exchange, routing_key, body, properties);
+    if let Some(id) = reply {
+        state.replies.insert(id.to_owned(), body.to_vec());
         return Ok(());
     }
-    let Some(kind) = state.exchanges.get(exchange).copied() else {
-        return Err(Error::NoSuchExchange(exchange.to_owned()));
-    };
-    let headers = properties.headers().clone();
+    deliver(&mut state, targets, exchange, routing_key, body, properties);
+    Ok(())
+}
+
+/// The queues a message goes to; `None` if its exchange does not exist.
+fn targets(
+    state: &State,
+    exchange: &str,
+    routing_key: &str,
+    properties: &BasicProperties,
+) -> Option<Vec<String>> {
+    if exchange.is_empty() {
+        return Some(
+            state
+                .queues
+                .contains_key(routing_key)
+                .then(|| routing_key.to_owned())
+                .into_iter()
+                .collect(),
+        );
+    }
+    let kind = *state.exchanges.get(exchange)?;
+    let headers = properties.headers().as_ref();
     let mut targets: Vec<String> = state
         .bindings
         .iter()
         .filter(|b| b.exchange == exchange)
         .filter(|b| {
-            super::routing::matches(
-                kind,
-                &b.routing_key,
-                &b.arguments,
-                routing_key,
-                headers.as_ref(),
-            )
+            super::routing::matches(kind, &b.routing_key, &b.arguments, routing_key, headers)
         })
         .map(|b| b.queue.clone())
         .collect();
     targets.sort();
     targets.dedup();
-    deliver(&mut state, targets, exchange, routing_key, body, properties);
-    Ok(())
+    Some(targets)
 }
 
 fn deliver(

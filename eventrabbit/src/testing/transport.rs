@@ -20,6 +20,10 @@ impl Transport for TestTransport<'_> {
         DEFAULT_FRAME_MAX
     }
 
+    fn mandatory(&self) -> bool {
+        self.0.config.mandatory
+    }
+
     async fn publish(&self, msg: Outgoing<'_>) -> Result<()> {
         // Like RabbitMQ: publishing to a missing exchange fails; a message no queue takes does not.
         route(
@@ -28,6 +32,7 @@ impl Transport for TestTransport<'_> {
             msg.routing_key,
             msg.body,
             msg.properties,
+            msg.mandatory,
         )
     }
 

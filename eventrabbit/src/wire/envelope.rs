@@ -172,10 +172,11 @@ pub(crate) fn encode(action: &str, data: &RawValue) -> Vec<u8> {
     serde_json::to_vec(&Out { action, data }).expect("strings and raw JSON always serialize")
 }
 
-/// An RPC reply: `{"data": ..}` on success, `{"error": {"message": ..}}` on failure.
+/// An RPC reply: `{"data": ..}` on success, `{"data": null, "error": {"message": ..}}` on
+/// failure (`data` is always there: Python eventrabbit's reply model requires it).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ReplyBody<'a> {
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default)]
     pub(crate) data: Option<&'a RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<ReplyError>,
@@ -347,7 +348,7 @@ mod tests {
         assert_eq!(encode_reply(None), br#"{"data":null}"#);
         assert_eq!(
             encode_error_reply("boom"),
-            br#"{"error":{"message":"boom"}}"#
+            br#"{"data":null,"error":{"message":"boom"}}"#
         );
     }
 }
