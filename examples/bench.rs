@@ -53,14 +53,37 @@ fn persistent() -> BasicProperties {
         .with_content_type("application/json".into())
 }
 
+/// Whether the workloads run on quorum queues (W1q, W2q) rather than classic ones.
+static QUORUM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn quorum() -> bool {
+    QUORUM.load(Ordering::SeqCst)
+}
+
 async fn declare_queue(ch: &Channel, q: &str) {
+    let mut args = FieldTable::default();
+    if quorum() {
+        // As eventrabbit declares a quorum queue, so that both sides use the same one.
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(format!("{q}.dlq").into()),
+        );
+    }
     ch.queue_declare(
         q.into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
         },
-        FieldTable::default(),
+        args,
     )
     .await
     .unwrap();
@@ -124,7 +147,10 @@ async fn w1_eventrabbit(q: &str) -> f64 {
         .await
         .unwrap();
     let h = handle.clone();
-    let channel = ConsumeChannel::new(q).prefetch(100);
+    let mut channel = ConsumeChannel::new(q).prefetch(100);
+    if quorum() {
+        channel = channel.quorum();
+    }
     let start = Instant::now();
     let task = tokio::spawn(async move { h.consume(channel).await });
     done.await;
@@ -621,7 +647,27 @@ async fn main() {
         "| workload | eventrabbit median (min–max) | raw lapin median (min–max) | eventrabbit / lapin, median of paired runs (min–max) | |"
     );
     println!("| --- | --- | --- | --- | --- |");
-    if which == "all" || which == "w1" {
+    for (mode, on_quorum, label, name, cpu_name) in [
+        (
+            "w1",
+            false,
+            "W1",
+            "W1 consume 100k",
+            "W1 client CPU per message",
+        ),
+        (
+            "w1q",
+            true,
+            "W1q",
+            "W1q consume 100k from a quorum queue",
+            "W1q client CPU per message",
+        ),
+    ] {
+        let selected = which == mode || which == "all+quorum" || (which == "all" && !on_quorum);
+        if !selected {
+            continue;
+        }
+        QUORUM.store(on_quorum, Ordering::SeqCst);
         let (mut er, mut rw) = (Vec::new(), Vec::new());
         let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
         for i in 0..runs {
@@ -641,7 +687,7 @@ async fn main() {
                 },
             )
             .await;
-            run_line("W1", i, e.0, r.0, "msg/s");
+            run_line(label, i, e.0, r.0, "msg/s");
             er.push(e.0);
             rw.push(r.0);
             er_cpu.push(e.1 / W1_N as f64 * 1e6);
@@ -649,21 +695,32 @@ async fn main() {
             let (_c, ch) = raw().await;
             delete_queue(&ch, &q).await;
         }
-        row("W1 consume 100k", "msg/s", &er, &rw, true);
-        row("W1 client CPU per message", "µs", &er_cpu, &rw_cpu, false);
+        row(name, "msg/s", &er, &rw, true);
+        row(cpu_name, "µs", &er_cpu, &rw_cpu, false);
     }
-    for (mode, traced, label, name) in [
-        ("w2", false, "W2", "W2 confirmed publish 100k"),
+    QUORUM.store(false, Ordering::SeqCst);
+    for (mode, traced, on_quorum, label, name) in [
+        ("w2", false, false, "W2", "W2 confirmed publish 100k"),
         (
             "w2-traced",
             true,
+            false,
             "W2 traced",
             "W2 with a traceparent on every message",
         ),
+        (
+            "w2q",
+            false,
+            true,
+            "W2q",
+            "W2q confirmed publish 100k to a quorum queue",
+        ),
     ] {
-        if which != "all" && which != mode {
+        let selected = which == mode || which == "all+quorum" || (which == "all" && !on_quorum);
+        if !selected {
             continue;
         }
+        QUORUM.store(on_quorum, Ordering::SeqCst);
         let (mut er, mut rw) = (Vec::new(), Vec::new());
         let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
         for i in 0..runs {
@@ -695,7 +752,8 @@ async fn main() {
             false,
         );
     }
-    if which == "all" || which == "w3" {
+    QUORUM.store(false, Ordering::SeqCst);
+    if which == "all" || which == "all+quorum" || which == "w3" {
         let (mut p50e, mut p99e, mut cpse) = (Vec::new(), Vec::new(), Vec::new());
         let (mut p50r, mut p99r, mut cpsr) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..runs {

@@ -153,6 +153,14 @@ pub enum Error {
         /// Why it stopped.
         error: String,
     },
+    /// A queue cannot be declared as configured (e.g. a quorum queue that is exclusive).
+    #[error("queue `{queue}` cannot be declared as configured: {reason}")]
+    InvalidQueue {
+        /// The queue.
+        queue: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A name longer than AMQP allows (255 bytes): nothing was sent.
     #[error("{what} `{name}` is {len} bytes long; AMQP allows at most 255")]
     InvalidName {
@@ -231,6 +239,7 @@ impl Error {
             | Error::Remote { .. }
             | Error::BadReply { .. }
             | Error::Redrive { .. }
+            | Error::InvalidQueue { .. }
             | Error::InvalidName { .. }
             | Error::TooLarge { .. } => ErrorKind::Permanent,
         }

@@ -69,17 +69,17 @@ pub use api::build::build_event_dependencies;
 pub use api::events::Events;
 pub use api::handle::Handle;
 pub use config::{
-    Binding, Config, ConsumeChannel, ExchangeKind, QueueConfig, RetryConfig, TracePropagation,
-    UnknownAction,
+    Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, ExchangeKind,
+    Overflow, QueueConfig, QueueType, RetryConfig, TracePropagation, UnknownAction,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;
 pub use pipeline::redrive::{Redrive, RedriveGroup, RedriveReport};
 pub use telemetry::health::{ConsumerHealth, ConsumerState, Health};
 pub use wire::headers::{
-    ATTEMPTS_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER,
-    ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_CODE_HEADER, REASON_HEADER,
-    RETRY_COUNT_HEADER, TRACEPARENT_HEADER,
+    ATTEMPTS_HEADER, DELIVERY_COUNT_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER,
+    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER,
+    REASON_CODE_HEADER, REASON_HEADER, RETRY_COUNT_HEADER, TRACEPARENT_HEADER,
 };
 
 #[doc(inline)]

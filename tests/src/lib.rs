@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+pub mod cluster;
 mod proxy;
 pub use proxy::Proxy;
 

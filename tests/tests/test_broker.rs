@@ -367,3 +367,49 @@ async fn publishing_to_a_missing_exchange_fails_and_is_not_recorded() {
     );
     assert!(broker.published_to("tb-nowhere").is_empty());
 }
+
+#[consumer(action = "TB_QUORUM")]
+async fn quorum_handled() {}
+
+#[tokio::test]
+async fn queue_options_are_accepted_and_recorded() {
+    use eventrabbit::QueueType;
+    let broker = TestBroker::new();
+    broker
+        .consume(
+            ConsumeChannel::new("tb-quorum")
+                .queue_type(QueueType::Quorum)
+                .max_length(5)
+                .single_active_consumer()
+                .actions(["TB_QUORUM"]),
+        )
+        .unwrap();
+    let args = broker.queue_arguments("tb-quorum").unwrap();
+    let get = |k: &str| args.inner().get(k).cloned();
+    assert_eq!(
+        get("x-queue-type"),
+        Some(lapin::types::AMQPValue::LongString("quorum".into()))
+    );
+    assert_eq!(
+        get("x-max-length"),
+        Some(lapin::types::AMQPValue::LongLongInt(5))
+    );
+    assert_eq!(
+        get("x-single-active-consumer"),
+        Some(lapin::types::AMQPValue::Boolean(true))
+    );
+    // Messages still flow: the arguments are recorded, not simulated.
+    broker
+        .publish("", "tb-quorum", "TB_QUORUM", &json!({}))
+        .unwrap();
+    assert_eq!(broker.run_until_idle().await.unwrap(), 1);
+    // What RabbitMQ refuses, the test broker refuses alike.
+    let e = broker
+        .consume(
+            ConsumeChannel::new("tb-quorum-excl")
+                .quorum()
+                .exclusive(true),
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidQueue { .. }), "{e}");
+}

@@ -45,7 +45,7 @@ fn prepare(
 ) -> Result<Arc<QueueContext>> {
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
-    spec.check_names(&settings)?;
+    spec.check(&settings)?;
     Ok(Arc::new(QueueContext {
         spec: spec.clone(),
         policy: QueuePolicy::new(&spec.queue, routes, settings),

@@ -12,6 +12,7 @@
 
 use super::connection::Connector;
 use super::publisher::Publisher;
+use crate::config::QueueType;
 use crate::error::{Error, Result};
 use crate::pipeline::transport::Outgoing;
 use lapin::BasicProperties;
@@ -63,8 +64,15 @@ pub(crate) struct Target<'a> {
     pub(crate) what: &'static str,
 }
 
-/// The wait queue for a retry of a message of `queue` after `delay`.
-pub(crate) fn wait_queue(queue: &str, delay: Duration) -> (String, FieldTable) {
+/// The wait queue for a retry of a message of `queue` after `delay`. In front of a quorum
+/// queue it is a quorum queue whose expired messages go back with at-least-once
+/// dead-lettering (a retry cannot be lost on the way back); in front of a classic queue, a
+/// classic queue (at-most-once: see README).
+pub(crate) fn wait_queue(
+    queue: &str,
+    delay: Duration,
+    queue_type: QueueType,
+) -> (String, FieldTable) {
     let name = retry_queue_name(queue, delay);
     let ttl = delay.as_millis().min(i32::MAX as u128) as i64;
     let mut args = FieldTable::default();
@@ -79,7 +87,25 @@ pub(crate) fn wait_queue(queue: &str, delay: Duration) -> (String, FieldTable) {
     );
     // Gone once unused for a minute after its last message expired.
     args.insert("x-expires".into(), AMQPValue::LongLongInt(ttl + 60_000));
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long("quorum"));
+        args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+        args.insert("x-overflow".into(), long("reject-publish"));
+    }
     (name, args)
+}
+
+/// The arguments of a dead-letter queue: of the consumed queue's type.
+pub(crate) fn dead_letter_queue_arguments(queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long("quorum"));
+    }
+    args
+}
+
+fn long(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
 }
 
 /// Sends `body` to `target` through the default exchange (mandatory, confirmed),

@@ -1,5 +1,6 @@
 //! Declaring what a consumed queue needs: exchange, queue, binding, dead-letter queue, QoS.
 
+use super::retry::dead_letter_queue_arguments;
 use crate::config::{ConsumeChannel, Resolved};
 use crate::error::{Error, Result};
 use lapin::Channel;
@@ -26,11 +27,11 @@ pub(crate) async fn declare(
             auto_delete: spec.auto_delete,
             ..QueueDeclareOptions::default()
         },
-        FieldTable::default(),
+        settings.arguments.clone(),
     )
     .await
     .map_err(Error::amqp(format!("declaring queue `{queue}`")))?;
-    declare_dead_letter_queue(ch, &settings.dead_letter_queue, settings.durable).await?;
+    declare_dead_letter_queue(ch, settings).await?;
     bind(ch, spec, settings).await
 }
 
@@ -66,15 +67,16 @@ pub(crate) async fn bind(ch: &Channel, spec: &ConsumeChannel, settings: &Resolve
     Ok(())
 }
 
-/// Declares the dead-letter queue of a consumed queue.
-async fn declare_dead_letter_queue(ch: &Channel, name: &str, durable: bool) -> Result<()> {
+/// Declares the dead-letter queue of a consumed queue, of the same type.
+async fn declare_dead_letter_queue(ch: &Channel, settings: &Resolved) -> Result<()> {
+    let name = settings.dead_letter_queue.as_str();
     ch.queue_declare(
         name.into(),
         QueueDeclareOptions {
-            durable,
+            durable: settings.durable,
             ..QueueDeclareOptions::default()
         },
-        FieldTable::default(),
+        dead_letter_queue_arguments(settings.queue_type),
     )
     .await
     .map(|_| ())

@@ -2,13 +2,13 @@
 //! dead letters to the dead-letter queue.
 
 use super::client::Client;
-use super::retry::{Target, send_to_queue, wait_queue};
+use super::retry::{Target, dead_letter_queue_arguments, send_to_queue, wait_queue};
+use crate::config::Resolved;
 use crate::error::Result;
 use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
 use crate::pipeline::failure::{dead_letter_properties, retry_properties};
 use crate::pipeline::transport::{Outgoing, Transport};
-use lapin::types::FieldTable;
 use std::time::Duration;
 
 impl Transport for Client {
@@ -29,13 +29,13 @@ impl Transport for Client {
         message: &Message,
         retry: u32,
         delay: Duration,
-        durable: bool,
+        queue: &Resolved,
         error: &str,
     ) -> Result<()> {
-        let (queue, arguments) = wait_queue(&message.queue, delay);
+        let (wait, arguments) = wait_queue(&message.queue, delay, queue.queue_type);
         let target = Target {
-            queue: &queue,
-            durable,
+            queue: &wait,
+            durable: queue.durable,
             arguments,
             what: "retry queue",
         };
@@ -54,14 +54,13 @@ impl Transport for Client {
     async fn dead_letter(
         &self,
         message: &Message,
-        dead_letter_queue: &str,
         reason: &DeadReason,
-        durable: bool,
+        queue: &Resolved,
     ) -> Result<()> {
         let target = Target {
-            queue: dead_letter_queue,
-            durable,
-            arguments: FieldTable::default(),
+            queue: &queue.dead_letter_queue,
+            durable: queue.durable,
+            arguments: dead_letter_queue_arguments(queue.queue_type),
             what: "dead-letter queue",
         };
         let properties = dead_letter_properties(message, reason, self.frame_max());

@@ -1,9 +1,12 @@
 //! [`ConsumeChannel`]: which queue to consume, and how it is declared and bound.
 
 use super::binding::{Binding, ExchangeKind};
+use super::queue_kind::{DeadLetterStrategy, Overflow, QueueArguments, QueueType};
 use super::{QueueConfig, RetryConfig, UnknownAction};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::wire::limits::check_name;
+use lapin::types::{AMQPValue, FieldTable};
+use std::time::Duration;
 
 /// One queue to consume. Without a binding it consumes from the queue alone (fed
 /// through the default exchange); with bindings, each exchange is declared and the queue
@@ -30,7 +33,14 @@ pub struct ConsumeChannel {
     pub(crate) retry: Option<RetryConfig>,
     pub(crate) unknown_action: Option<UnknownAction>,
     pub(crate) max_message_size: Option<usize>,
+    pub(crate) queue_type: Option<QueueType>,
+    pub(crate) arguments: QueueArguments,
+    pub(crate) crash_loop_limit: Option<u32>,
 }
+
+/// A quorum queue's default limit of redeliveries before a message is dead-lettered as a
+/// `crash-loop`.
+pub const DEFAULT_CRASH_LOOP_LIMIT: u32 = 10;
 
 impl ConsumeChannel {
     /// Consumes `queue`, declared durable unless told otherwise.
@@ -48,6 +58,9 @@ impl ConsumeChannel {
             retry: None,
             unknown_action: None,
             max_message_size: None,
+            queue_type: None,
+            arguments: QueueArguments::default(),
+            crash_loop_limit: None,
         }
     }
 
@@ -138,6 +151,97 @@ impl ConsumeChannel {
         self
     }
 
+    /// Declares the queue as `queue_type` (classic by default, or as
+    /// [`QueueConfig::queue_type`] says).
+    #[must_use]
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = Some(queue_type);
+        self
+    }
+
+    /// Declares a quorum queue: `.queue_type(QueueType::Quorum)`.
+    #[must_use]
+    pub fn quorum(self) -> Self {
+        self.queue_type(QueueType::Quorum)
+    }
+
+    /// Declares the queue with argument `key` (for what no typed setter covers). A queue
+    /// that exists with another value for it makes `consume` fail, naming the queue and
+    /// the argument.
+    #[must_use]
+    pub fn argument(mut self, key: &str, value: AMQPValue) -> Self {
+        self.arguments.set(key, value);
+        self
+    }
+
+    /// At most `n` messages in the queue (`x-max-length`); see [`overflow`](Self::overflow).
+    #[must_use]
+    pub fn max_length(mut self, n: u64) -> Self {
+        self.arguments.max_length(n);
+        self
+    }
+
+    /// At most `bytes` of message bodies in the queue (`x-max-length-bytes`).
+    #[must_use]
+    pub fn max_length_bytes(mut self, bytes: u64) -> Self {
+        self.arguments.max_length_bytes(bytes);
+        self
+    }
+
+    /// What a full queue does (`x-overflow`).
+    #[must_use]
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.arguments.overflow(overflow);
+        self
+    }
+
+    /// Messages older than `ttl` leave the queue (`x-message-ttl`); on a quorum queue they
+    /// go to the dead-letter queue.
+    #[must_use]
+    pub fn message_ttl(mut self, ttl: Duration) -> Self {
+        self.arguments.message_ttl(ttl);
+        self
+    }
+
+    /// Only one consumer of the queue receives at a time; another takes over when it
+    /// goes (`x-single-active-consumer`): messages handled in order across instances.
+    #[must_use]
+    pub fn single_active_consumer(mut self) -> Self {
+        self.arguments.single_active_consumer();
+        self
+    }
+
+    /// A priority queue with priorities up to `max` (`x-max-priority`, classic queues).
+    #[must_use]
+    pub fn max_priority(mut self, max: u8) -> Self {
+        self.arguments.max_priority(max);
+        self
+    }
+
+    /// The broker's own limit of deliveries of a message (`x-delivery-limit`, quorum
+    /// queues); the crash-loop limit stays below it, so eventrabbit dead-letters first.
+    #[must_use]
+    pub fn delivery_limit(mut self, n: u32) -> Self {
+        self.arguments.delivery_limit(n);
+        self
+    }
+
+    /// How the broker dead-letters from a quorum queue (`x-dead-letter-strategy`).
+    #[must_use]
+    pub fn dead_letter_strategy(mut self, strategy: DeadLetterStrategy) -> Self {
+        self.arguments.dead_letter_strategy(strategy);
+        self
+    }
+
+    /// On a quorum queue, a message delivered more than `n` times (its handler keeps
+    /// crashing the process, so it is never settled) is dead-lettered as `crash-loop`
+    /// instead of being run again. Defaults to [`DEFAULT_CRASH_LOOP_LIMIT`].
+    #[must_use]
+    pub fn crash_loop_limit(mut self, n: u32) -> Self {
+        self.crash_loop_limit = Some(n.max(1));
+        self
+    }
+
     /// The queue's name.
     #[must_use]
     pub fn queue(&self) -> &str {
@@ -152,7 +256,21 @@ impl ConsumeChannel {
 
     pub(crate) fn resolve(&self, defaults: &QueueConfig, retry: &RetryConfig) -> Resolved {
         let durable = self.durable.unwrap_or(defaults.durable);
+        let queue_type = self.queue_type.unwrap_or(defaults.queue_type);
+        let dead_letter_queue = format!("{}{}", self.queue, defaults.dead_letter_suffix);
+        let crash_loop_limit = (queue_type == QueueType::Quorum).then(|| {
+            let limit = self.crash_loop_limit.unwrap_or(DEFAULT_CRASH_LOOP_LIMIT);
+            // Below the broker's own limit, which drops the message to the dead-letter
+            // exchange without saying why.
+            match self.arguments.delivery_limit_value() {
+                Some(broker) => limit.min(broker.saturating_sub(1)).max(1),
+                None => limit,
+            }
+        });
         Resolved {
+            queue_type,
+            arguments: queue_arguments(queue_type, &self.arguments, &dead_letter_queue),
+            crash_loop_limit,
             // 0 would mean "unlimited" to the broker: never, whatever the configuration says.
             prefetch: self.prefetch.unwrap_or(defaults.prefetch).max(1),
             durable,
@@ -163,15 +281,50 @@ impl ConsumeChannel {
             max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
             unknown_action: self.unknown_action.unwrap_or(defaults.unknown_action),
             retry: self.retry.clone().unwrap_or_else(|| retry.clone()),
-            dead_letter_queue: format!("{}{}", self.queue, defaults.dead_letter_suffix),
+            dead_letter_queue,
         }
     }
 }
 
+/// The arguments a queue is declared with: what the user gave, and for a quorum queue its
+/// type and (unless given) a dead-letter target of the queue's dead-letter queue, so that
+/// what the broker drops (expired, over a length limit, over the delivery limit) is kept.
+fn queue_arguments(queue_type: QueueType, given: &QueueArguments, dlq: &str) -> FieldTable {
+    let mut args = given.clone();
+    if queue_type == QueueType::Quorum {
+        args.set("x-queue-type", QueueArguments::long(queue_type.name()));
+        if args.get("x-dead-letter-exchange").is_none() {
+            args.set("x-dead-letter-exchange", QueueArguments::long(""));
+            args.set("x-dead-letter-routing-key", QueueArguments::long(dlq));
+        }
+    }
+    args.0
+}
+
 impl ConsumeChannel {
+    /// Fails unless the queue can be declared as asked: a quorum queue is durable, not
+    /// exclusive, not auto-deleted.
+    pub(crate) fn check(&self, settings: &Resolved) -> Result<()> {
+        self.check_names(settings)?;
+        if settings.queue_type == QueueType::Quorum {
+            let wrong = [
+                (!settings.durable, "non-durable"),
+                (self.exclusive, "exclusive"),
+                (self.auto_delete, "auto-deleted"),
+            ];
+            if let Some((_, what)) = wrong.iter().find(|(bad, _)| *bad) {
+                return Err(Error::InvalidQueue {
+                    queue: self.queue.clone(),
+                    reason: format!("a quorum queue cannot be {what}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Fails unless every name this queue needs fits in AMQP's 255 bytes: the queue, its
     /// dead-letter queue, its longest retry wait queue, each exchange, key and header.
-    pub(crate) fn check_names(&self, settings: &Resolved) -> Result<()> {
+    fn check_names(&self, settings: &Resolved) -> Result<()> {
         check_name("queue", &self.queue)?;
         check_name("dead-letter queue", &settings.dead_letter_queue)?;
         check_name(
@@ -196,6 +349,11 @@ impl ConsumeChannel {
 /// A channel's settings after defaults are applied.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
+    pub(crate) queue_type: QueueType,
+    /// The arguments the queue is declared with.
+    pub(crate) arguments: FieldTable,
+    /// Deliveries after which a message is a crash loop (quorum queues).
+    pub(crate) crash_loop_limit: Option<u32>,
     pub(crate) prefetch: u16,
     pub(crate) durable: bool,
     pub(crate) exchange_durable: bool,

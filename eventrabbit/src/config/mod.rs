@@ -4,12 +4,14 @@
 mod binding;
 mod channel;
 mod queue;
+mod queue_kind;
 mod retry;
 
 pub use binding::{Binding, ExchangeKind};
-pub use channel::ConsumeChannel;
 pub(crate) use channel::Resolved;
+pub use channel::{ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT};
 pub use queue::{QueueConfig, UnknownAction};
+pub use queue_kind::{DeadLetterStrategy, Overflow, QueueType};
 pub use retry::RetryConfig;
 
 use std::time::Duration;

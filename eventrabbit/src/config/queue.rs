@@ -1,5 +1,6 @@
 //! [`QueueConfig`]: defaults of every consumed queue.
 
+use super::queue_kind::QueueType;
 /// What to do with a message whose `action` no handler on the queue serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -28,6 +29,8 @@ pub struct QueueConfig {
     pub unknown_action: UnknownAction,
     /// Suffix of the dead-letter queue: `<queue><suffix>`.
     pub dead_letter_suffix: String,
+    /// The type of consumed queues (classic by default).
+    pub queue_type: QueueType,
 }
 
 impl QueueConfig {
@@ -50,6 +53,13 @@ impl QueueConfig {
     #[must_use]
     pub fn with_durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Sets the type of consumed queues (e.g. all quorum, on a cluster).
+    #[must_use]
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
         self
     }
 
@@ -84,6 +94,7 @@ impl Default for QueueConfig {
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
             unknown_action: UnknownAction::default(),
             dead_letter_suffix: Self::DEFAULT_DEAD_LETTER_SUFFIX.to_owned(),
+            queue_type: QueueType::default(),
         }
     }
 }

@@ -33,6 +33,11 @@ pub(crate) enum DeadReason {
         error: String,
         cause: String,
     },
+    /// A quorum queue delivered the message `deliveries` times without it being settled.
+    CrashLoop {
+        deliveries: u32,
+        limit: u32,
+    },
     /// The message cannot be sent on as it is (its headers leave no room in a frame): its
     /// own headers are dropped from the dead letter.
     Unpublishable {
@@ -57,6 +62,7 @@ impl DeadReason {
             DeadReason::RetriesExhausted { .. } => "retries-exhausted",
             DeadReason::RetryUnpublishable { .. } => "retry-unpublishable",
             DeadReason::Unpublishable { .. } => "unpublishable",
+            DeadReason::CrashLoop { .. } => "crash-loop",
         }
     }
 
@@ -66,6 +72,7 @@ impl DeadReason {
             DeadReason::RetriesExhausted { attempts, .. }
             | DeadReason::RetryUnpublishable { attempts, .. } => *attempts,
             DeadReason::InvalidData { .. } => 1,
+            DeadReason::CrashLoop { deliveries, .. } => *deliveries,
             DeadReason::Unpublishable { first, .. } => first.attempts(),
             _ => 0,
         }
@@ -124,6 +131,10 @@ impl std::fmt::Display for DeadReason {
                 cap(action, MAX_QUOTED),
                 cap(error, MAX_DETAIL / 2),
                 cap(cause, MAX_DETAIL / 2)
+            ),
+            DeadReason::CrashLoop { deliveries, limit } => write!(
+                f,
+                "delivered {deliveries} times without being settled (the limit is {limit}): its handler keeps crashing the process"
             ),
             DeadReason::Unpublishable { first, detail } => write!(
                 f,

@@ -11,9 +11,9 @@ use crate::handler::context::Message;
 use crate::handler::input::{Failure, Input, Reply};
 use crate::handler::registry::Route;
 use crate::telemetry::{metric, trace};
-use crate::wire::envelope;
 use crate::wire::limits::{MAX_HEADER_TEXT, cap};
 use crate::wire::properties::properties;
+use crate::wire::{envelope, headers};
 use futures_util::FutureExt;
 use lapin::types::ShortString;
 use std::panic::AssertUnwindSafe;
@@ -27,6 +27,15 @@ pub(crate) async fn handle<T: Transport>(
     transport: &T,
     message: &Arc<Message>,
 ) -> Result<()> {
+    if let Some(limit) = policy.settings.crash_loop_limit {
+        let deliveries = headers::delivery_count(message.headers());
+        if deliveries >= limit {
+            // Delivered this often and never settled: its handler keeps taking the
+            // process down. Do not run it again.
+            let reason = DeadReason::CrashLoop { deliveries, limit };
+            return Box::pin(fail_for_good(policy, transport, None, message, reason)).await;
+        }
+    }
     let decision = decide(
         &message.body,
         &policy.routes,
@@ -148,7 +157,7 @@ async fn retry_or_fail<T: Transport>(
     tracing::warn!(queue = %policy.queue, action = reg.action, retry = attempt, ?delay, "handler failed, retrying: {}", cap(&error, MAX_HEADER_TEXT));
     policy.metrics(route).retried();
     let scheduled = transport
-        .schedule_retry(message, attempt, delay, policy.settings.durable, &error)
+        .schedule_retry(message, attempt, delay, &policy.settings, &error)
         .await;
     match scheduled {
         Ok(()) => Ok(()),
@@ -178,12 +187,7 @@ async fn fail_for_good<T: Transport>(
     tracing::warn!(queue = %policy.queue, code = reason.code(), "dead-lettering message: {reason}");
     metric::dead_lettered(&policy.queue, action, reason.code());
     transport
-        .dead_letter(
-            message,
-            &policy.settings.dead_letter_queue,
-            &reason,
-            policy.settings.durable,
-        )
+        .dead_letter(message, &reason, &policy.settings)
         .await?;
     reply(
         transport,

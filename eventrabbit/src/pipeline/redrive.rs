@@ -125,11 +125,18 @@ pub(crate) enum Verdict {
 }
 
 /// The dead-letter code a dead letter carries (`""` if none).
+/// The code a dead letter carries: eventrabbit's `x-dead-letter-code`, or for what the
+/// broker dead-lettered itself (a quorum queue's expired or over-limit messages)
+/// `broker-<reason>` from its `x-first-death-reason`; `""` if neither.
 pub(crate) fn dead_letter_code(message: &Message) -> String {
-    message
-        .headers()
-        .and_then(|h| h.inner().get(REASON_CODE_HEADER))
-        .and_then(header_text)
+    let header = |key: &str| {
+        message
+            .headers()
+            .and_then(|h| h.inner().get(key))
+            .and_then(header_text)
+    };
+    header(REASON_CODE_HEADER)
+        .or_else(|| header("x-first-death-reason").map(|r| format!("broker-{r}")))
         .unwrap_or_default()
 }
 

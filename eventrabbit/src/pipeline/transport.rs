@@ -2,6 +2,7 @@
 //! in-memory test broker both implement [`Transport`].
 
 use super::dead_reason::DeadReason;
+use crate::config::Resolved;
 use crate::error::Result;
 use crate::handler::context::Message;
 use lapin::BasicProperties;
@@ -37,23 +38,22 @@ pub(crate) trait Transport: Send + Sync {
     /// Whether what handlers publish is mandatory by default (`Config::mandatory`).
     fn mandatory(&self) -> bool;
 
-    /// Makes `message` come back to its queue after `delay`, counted as retry `retry`.
+    /// Makes `message` come back to its queue (set up as `queue` says) after `delay`,
+    /// counted as retry `retry`.
     fn schedule_retry(
         &self,
         message: &Message,
         retry: u32,
         delay: Duration,
-        durable: bool,
+        queue: &Resolved,
         error: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Moves `message` to `dead_letter_queue` (declared `durable` if it must be
-    /// declared again), saying why.
+    /// Moves `message` to its queue's dead-letter queue, saying why.
     fn dead_letter(
         &self,
         message: &Message,
-        dead_letter_queue: &str,
         reason: &DeadReason,
-        durable: bool,
+        queue: &Resolved,
     ) -> impl Future<Output = Result<()>> + Send;
 }

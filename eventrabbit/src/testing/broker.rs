@@ -74,7 +74,7 @@ impl TestBroker {
     pub fn consume(&self, channel: ConsumeChannel) -> Result<()> {
         let routes = registry::routes(&channel.queue, channel.actions.as_deref())?;
         let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
-        channel.check_names(&settings)?;
+        channel.check(&settings)?;
         let policy = Arc::new(QueuePolicy::new(&channel.queue, routes, settings));
         let mut state = self.state();
         state.queues.insert(
@@ -286,6 +286,17 @@ impl TestBroker {
             .filter(|p| p.exchange == exchange)
             .cloned()
             .collect()
+    }
+
+    /// The arguments `queue` was declared with (`x-queue-type`, `x-max-length`, ...), as
+    /// `Handle::consume` would declare them on RabbitMQ. They are recorded, not simulated:
+    /// the test broker has no length limits, TTLs, priorities or single active consumer.
+    #[must_use]
+    pub fn queue_arguments(&self, queue: &str) -> Option<lapin::types::FieldTable> {
+        self.state()
+            .queues
+            .get(queue)
+            .map(|q| q.policy.settings.arguments.clone())
     }
 
     /// How many messages wait in `queue`.

@@ -3,6 +3,7 @@
 
 use super::records::DeadLetter;
 use super::state::{Inner, route};
+use crate::config::Resolved;
 use crate::error::Result;
 use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
@@ -41,7 +42,7 @@ impl Transport for TestTransport<'_> {
         message: &Message,
         retry: u32,
         delay: Duration,
-        _durable: bool,
+        _queue: &Resolved,
         error: &str,
     ) -> Result<()> {
         let properties = retry_properties(message, retry, error);
@@ -64,10 +65,10 @@ impl Transport for TestTransport<'_> {
     async fn dead_letter(
         &self,
         message: &Message,
-        dead_letter_queue: &str,
         reason: &DeadReason,
-        _durable: bool,
+        queue: &Resolved,
     ) -> Result<()> {
+        let dead_letter_queue = queue.dead_letter_queue.as_str();
         let properties = dead_letter_properties(message, reason, DEFAULT_FRAME_MAX);
         let letter = DeadLetter {
             code: reason.code().to_owned(),

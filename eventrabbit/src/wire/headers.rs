@@ -4,6 +4,8 @@ use lapin::types::{AMQPValue, FieldTable};
 
 /// Header carrying how many times a message has been retried.
 pub const RETRY_COUNT_HEADER: &str = "x-retry-count";
+/// Header a quorum queue sets: how many times the message was delivered before.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 /// Header carrying the W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Header: why the message was dead-lettered (text).
@@ -73,6 +75,15 @@ pub(crate) fn header_count(v: &AMQPValue) -> Option<u32> {
         other => header_int(other)?,
     };
     Some(n.clamp(0, i128::from(u32::MAX)) as u32)
+}
+
+/// How many times a quorum queue delivered a message before without it being settled
+/// (its `x-delivery-count` header; 0 when absent).
+pub(crate) fn delivery_count(headers: Option<&FieldTable>) -> u32 {
+    headers
+        .and_then(|h| h.inner().get(DELIVERY_COUNT_HEADER))
+        .and_then(header_count)
+        .unwrap_or(0)
 }
 
 /// The retry count a message carries (0 when absent or unreadable).
