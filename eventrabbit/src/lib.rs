@@ -70,7 +70,7 @@ pub use api::events::Events;
 pub use api::handle::Handle;
 pub use config::{
     Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, ExchangeKind,
-    Overflow, QueueConfig, QueueType, RetryConfig, TracePropagation, UnknownAction,
+    Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig, TracePropagation, UnknownAction,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;

@@ -545,3 +545,47 @@ impl RoutingCase {
         t
     }
 }
+
+/// The test database: `DATABASE_URL`, or `eventrabbit_test` on the local PostgreSQL,
+/// created if missing. Fails loudly, saying how to start PostgreSQL, when unreachable.
+pub async fn pg_pool() -> sqlx::PgPool {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/eventrabbit_test".into());
+    if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+        return pool;
+    }
+    // The server is there but not the database: create it.
+    let (base, name) = url
+        .rsplit_once('/')
+        .expect("a database URL with a database name");
+    let admin = match sqlx::PgPool::connect(&format!("{base}/postgres")).await {
+        Ok(admin) => admin,
+        Err(e) => panic!(
+            "PostgreSQL is not reachable at {url} ({e}). These tests need a real database: \
+             start PostgreSQL (e.g. `pg_ctlcluster $(ls /etc/postgresql) main start`, or \
+             `docker compose --profile postgres up -d`), or set DATABASE_URL."
+        ),
+    };
+    let _ = sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await;
+    sqlx::PgPool::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// A fresh schema with the outbox and inbox tables, for one test.
+pub async fn pg_schema(pool: &sqlx::PgPool) -> String {
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    eventrabbit_postgres::migrate(pool, &schema)
+        .await
+        .expect("migrate");
+    schema
+}
+
+/// Drops a test's schema.
+pub async fn drop_schema(pool: &sqlx::PgPool, schema: &str) {
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .execute(pool)
+        .await;
+}

@@ -16,24 +16,35 @@ struct Switches {
     cut_now: Notify,
 }
 
-/// A proxy listening on a free local port, forwarding to the broker.
+/// A proxy listening on a free local port, forwarding to the broker (or another server).
 #[derive(Debug)]
 pub struct Proxy {
     port: u16,
     connections: Arc<std::sync::Mutex<Vec<Arc<Switches>>>>,
+    refusing: Arc<AtomicBool>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
     /// Starts a proxy to the broker of `AMQP_ADDR`.
     pub async fn start() -> Self {
-        let upstream = upstream_addr();
+        Self::start_to(upstream_addr()).await
+    }
+
+    /// Starts a proxy to `upstream` (`host:port`).
+    pub async fn start_to(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("local addr").port();
         let connections: Arc<std::sync::Mutex<Vec<Arc<Switches>>>> = Arc::default();
         let registry = connections.clone();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let refuse = refusing.clone();
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refuse.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
@@ -48,6 +59,7 @@ impl Proxy {
         Self {
             port,
             connections,
+            refusing,
             accepting,
         }
     }
@@ -68,6 +80,17 @@ impl Proxy {
         for c in self.connections.lock().unwrap().iter() {
             c.frozen.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// The port the proxy listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// While `true`, new connections are closed as soon as they are accepted (the server
+    /// looks down); those open stay as they are.
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// Closes every connection open now. Later connections pass.

@@ -5,12 +5,13 @@ use super::connection::Connector;
 use super::publisher::Publisher;
 use super::retry::Declared;
 use super::rpc::RpcClient;
-use crate::config::Config;
+use crate::config::{Config, PublishOptions};
 use crate::error::Result;
 use crate::handler::producers::{ProducerSink, PublishFuture};
 use crate::pipeline::transport::Outgoing;
 use crate::telemetry::health::{ConsumerHealth, ConsumerSlot};
 use crate::telemetry::trace;
+use crate::wire::limits::check_name;
 use crate::wire::properties::properties;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -117,6 +118,37 @@ impl Client {
                 body,
                 properties: properties(trace::outgoing_trace(self.config.trace_propagation)),
                 mandatory: mandatory || self.config.mandatory,
+            })
+            .await
+    }
+
+    /// Publishes an encoded envelope as `options` say.
+    pub(crate) async fn publish_envelope_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        options: &PublishOptions,
+    ) -> Result<()> {
+        let mut props = properties(trace::outgoing_trace(self.config.trace_propagation));
+        if let Some(id) = &options.message_id {
+            check_name("message id", id)?;
+            props = props.with_message_id(id.as_str().into());
+        }
+        if let Some(extra) = &options.headers {
+            let mut headers = props.headers().clone().unwrap_or_default();
+            for (k, v) in extra.inner() {
+                headers.insert(k.clone(), v.clone());
+            }
+            props = props.with_headers(headers);
+        }
+        self.publisher
+            .publish(Outgoing {
+                exchange,
+                routing_key,
+                body,
+                properties: props,
+                mandatory: options.mandatory || self.config.mandatory,
             })
             .await
     }

@@ -1,6 +1,7 @@
 //! [`Events`]: publishing and RPC calls.
 
 use crate::amqp::client::Client;
+use crate::config::PublishOptions;
 use crate::error::Result;
 use crate::wire::envelope::encode_envelope;
 use serde::Serialize;
@@ -31,6 +32,23 @@ impl Events {
         let body = encode_envelope(action, data)?;
         self.shared
             .publish_envelope(exchange, routing_key, &body, false)
+            .await
+    }
+
+    /// Like [`Events::publish`], as `options` say: a message id of the caller's (the same
+    /// on every send of one event, so that receivers recognise a repeat), headers,
+    /// mandatory.
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+        options: &PublishOptions,
+    ) -> Result<()> {
+        let body = encode_envelope(action, data)?;
+        self.shared
+            .publish_envelope_with(exchange, routing_key, &body, options)
             .await
     }
 

@@ -3,6 +3,7 @@
 
 mod binding;
 mod channel;
+mod publish;
 mod queue;
 mod queue_kind;
 mod retry;
@@ -10,6 +11,7 @@ mod retry;
 pub use binding::{Binding, ExchangeKind};
 pub(crate) use channel::Resolved;
 pub use channel::{ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT};
+pub use publish::PublishOptions;
 pub use queue::{QueueConfig, UnknownAction};
 pub use queue_kind::{DeadLetterStrategy, Overflow, QueueType};
 pub use retry::RetryConfig;

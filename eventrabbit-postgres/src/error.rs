@@ -1,0 +1,30 @@
+//! The crate's error type.
+
+/// What can go wrong with the outbox, the relay or the inbox.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database refused or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Publishing to RabbitMQ failed.
+    #[error("publishing: {0}")]
+    Publish(#[from] eventrabbit::Error),
+    /// Data did not serialize to, or a stored reply did not decode from, JSON.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `data` must be a JSON object (the envelope's `data`).
+    #[error("data for action `{0}` must serialize to a JSON object")]
+    NotAnObject(String),
+    /// A schema name that is not a plain SQL identifier.
+    #[error(
+        "`{0}` is not a valid schema name (letters, digits and `_`, not starting with a digit)"
+    )]
+    InvalidSchema(String),
+    /// A message without a `message_id` cannot be recognised when it comes again.
+    #[error("the message has no message_id: the inbox cannot recognise it when it comes again")]
+    NoMessageId,
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

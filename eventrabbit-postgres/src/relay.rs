@@ -1,0 +1,471 @@
+//! The relay: sends committed outbox rows to RabbitMQ with publisher confirms, marks them
+//! sent, and cleans up.
+//!
+//! Each round takes a batch of due rows with `FOR UPDATE SKIP LOCKED` (so several relays
+//! share the work without sending a row twice), publishes them (rows of one ordering key
+//! one after another, in id order, which the writers made commit order; other rows
+//! concurrently), and in the same transaction marks each sent, failed, or to be tried
+//! again. A relay that dies between publishing and committing leaves its rows unmarked:
+//! they are sent again (a duplicate on the wire, with the same `message_id`, which an
+//! [`Inbox`](crate::Inbox) absorbs).
+
+use crate::error::Result;
+use crate::schema::Schema;
+use eventrabbit::{ErrorKind, Events, PublishOptions};
+use futures_util::future::join_all;
+use parking_lot::Mutex;
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How a relay works.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    schema: String,
+    batch_size: i64,
+    poll_interval: Duration,
+    retention: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            schema: "public".to_owned(),
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// The schema the outbox lives in (`public` by default).
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Rows taken per round (500 by default).
+    #[must_use]
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// How often the outbox is looked at when no notification wakes the relay (1 s by
+    /// default; a commit wakes it at once through `LISTEN`/`NOTIFY`).
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How long sent rows are kept before they are deleted (7 days by default).
+    #[must_use]
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// The longest wait before a row whose send failed for a passing reason (the broker
+    /// away) is tried again, and between rounds while the database is away (30 s).
+    #[must_use]
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
+}
+
+/// What a relay reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayHealth {
+    /// Whether its loop runs.
+    pub running: bool,
+    /// Whether its last round reached the database and the broker.
+    pub healthy: bool,
+    /// Rows sent (confirmed by RabbitMQ) so far.
+    pub sent: u64,
+    /// Rows RabbitMQ refused for good (marked failed).
+    pub failed: u64,
+    /// What last went wrong, if anything did.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    healthy: bool,
+    last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    events: Events,
+    schema: Schema,
+    config: RelayConfig,
+    running: AtomicBool,
+    sent: AtomicU64,
+    failed: AtomicU64,
+    state: Mutex<State>,
+    stop: Notify,
+    stopped: AtomicBool,
+}
+
+/// Sends committed outbox rows to RabbitMQ. Cheap to clone; run it with
+/// [`Relay::run`] (several relays, in one process or several, may run at once).
+#[derive(Debug, Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+/// One outbox row being sent.
+#[derive(Debug)]
+struct OutboxRow {
+    id: i64,
+    message_id: String,
+    exchange: String,
+    routing_key: String,
+    action: String,
+    data: serde_json::Value,
+    headers: Option<serde_json::Value>,
+    ordering_key: Option<String>,
+    attempts: i32,
+}
+
+/// What became of a row.
+#[derive(Debug)]
+enum Outcome {
+    Sent,
+    /// Refused for good: marked failed.
+    Failed(String),
+    /// A passing failure: tried again later.
+    Later(String),
+    /// Not tried: an earlier row of its key did not go.
+    Skipped,
+}
+
+impl Relay {
+    /// A relay sending the outbox of `config`'s schema through `events`.
+    pub fn new(pool: PgPool, events: Events, config: RelayConfig) -> Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                schema: Schema::new(&config.schema)?,
+                pool,
+                events,
+                config,
+                running: AtomicBool::new(false),
+                sent: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                state: Mutex::default(),
+                stop: Notify::new(),
+                stopped: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// How the relay is doing.
+    #[must_use]
+    pub fn health(&self) -> RelayHealth {
+        let state = self.inner.state.lock();
+        RelayHealth {
+            running: self.inner.running.load(Ordering::SeqCst),
+            healthy: state.healthy,
+            sent: self.inner.sent.load(Ordering::Relaxed),
+            failed: self.inner.failed.load(Ordering::Relaxed),
+            last_error: state.last_error.clone(),
+        }
+    }
+
+    /// Makes [`Relay::run`] return after its current round.
+    pub fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.stop.notify_waiters();
+    }
+
+    /// Sends committed rows until [`Relay::stop`]: woken by each commit (`LISTEN`), by
+    /// the poll interval, and when a scheduled row falls due; the database or the broker
+    /// being away is retried with backoff and reported in [`Relay::health`].
+    pub async fn run(&self) {
+        let inner = &self.inner;
+        inner.running.store(true, Ordering::SeqCst);
+        let mut listener: Option<PgListener> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut last_cleanup = tokio::time::Instant::now();
+        while !inner.stopped.load(Ordering::SeqCst) {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            match self.run_once().await {
+                Ok(n) => {
+                    backoff = Duration::from_millis(100);
+                    if n as i64 >= inner.config.batch_size {
+                        continue; // more waiting: no pause
+                    }
+                }
+                Err(e) => {
+                    self.report(Some(e.to_string()));
+                    tracing::warn!(error = %e, ?backoff, "outbox relay round failed; retrying");
+                    listener = None;
+                    self.pause(backoff).await;
+                    backoff = (backoff * 2).min(inner.config.max_backoff);
+                    continue;
+                }
+            }
+            if last_cleanup.elapsed() >= Duration::from_secs(60) {
+                last_cleanup = tokio::time::Instant::now();
+                if let Err(e) = self.clean_up().await {
+                    tracing::warn!(error = %e, "outbox clean-up failed");
+                }
+            }
+            let wait = self.next_due().await.unwrap_or(inner.config.poll_interval);
+            let wait = wait.min(inner.config.poll_interval);
+            match listener.as_mut() {
+                Some(l) => {
+                    tokio::select! {
+                        notified = l.recv() => if notified.is_err() { listener = None },
+                        () = tokio::time::sleep(wait) => {}
+                        () = inner.stop.notified() => {}
+                    }
+                }
+                None => self.pause(wait).await,
+            }
+        }
+        inner.running.store(false, Ordering::SeqCst);
+    }
+
+    async fn pause(&self, d: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(d) => {}
+            () = self.inner.stop.notified() => {}
+        }
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.inner.pool).await.ok()?;
+        listener.listen(&self.inner.schema.channel()).await.ok()?;
+        Some(listener)
+    }
+
+    fn report(&self, error: Option<String>) {
+        let mut state = self.inner.state.lock();
+        state.healthy = error.is_none();
+        if error.is_some() {
+            state.last_error = error;
+        }
+    }
+
+    /// How long until the earliest scheduled (or backed-off) row is due, if any is.
+    async fn next_due(&self) -> Option<Duration> {
+        let sql = self.inner.schema.sql(
+            "SELECT EXTRACT(EPOCH FROM (MIN(GREATEST(publish_at, next_attempt_at)) - now()))::float8 \
+             FROM {schema}.eventrabbit_outbox WHERE sent_at IS NULL AND failed_at IS NULL \
+             AND (publish_at > now() OR next_attempt_at > now())",
+        );
+        let secs: Option<f64> = sqlx::query_scalar(&sql)
+            .fetch_one(&self.inner.pool)
+            .await
+            .ok()?;
+        secs.map(|s| Duration::from_secs_f64(s.max(0.001)))
+    }
+
+    /// One round: takes a batch of due rows, sends them, marks them. Returns how many
+    /// rows it took.
+    pub async fn run_once(&self) -> Result<usize> {
+        let inner = &self.inner;
+        let mut tx = inner.pool.begin().await?;
+        let rows = self.take(&mut tx).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            self.report(None);
+            return Ok(0);
+        }
+        let outcomes = self.send(&rows).await;
+        self.mark(&mut tx, &rows, &outcomes).await?;
+        tx.commit().await?;
+        let later = outcomes.iter().find_map(|o| match o {
+            Outcome::Later(e) => Some(e.clone()),
+            _ => None,
+        });
+        self.report(later);
+        Ok(rows.len())
+    }
+
+    async fn take(&self, tx: &mut Transaction<'_, Postgres>) -> Result<Vec<OutboxRow>> {
+        let sql = self.inner.schema.sql(
+            "SELECT o.id, o.message_id, o.exchange, o.routing_key, o.action, o.data, o.headers, \
+                    o.ordering_key, o.attempts \
+             FROM {schema}.eventrabbit_outbox o \
+             WHERE o.sent_at IS NULL AND o.failed_at IS NULL \
+               AND (o.publish_at IS NULL OR o.publish_at <= now()) \
+               AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()) \
+               AND (o.ordering_key IS NULL OR NOT EXISTS ( \
+                     SELECT 1 FROM {schema}.eventrabbit_outbox e \
+                     WHERE e.ordering_key = o.ordering_key AND e.id < o.id AND e.sent_at IS NULL \
+                       AND (e.publish_at IS NULL OR e.publish_at <= now()))) \
+             ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(self.inner.config.batch_size)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxRow {
+                    id: r.try_get("id")?,
+                    message_id: r.try_get("message_id")?,
+                    exchange: r.try_get("exchange")?,
+                    routing_key: r.try_get("routing_key")?,
+                    action: r.try_get("action")?,
+                    data: r.try_get("data")?,
+                    headers: r.try_get("headers")?,
+                    ordering_key: r.try_get("ordering_key")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sends the rows: those of one key one after another (a row not sent stops its key),
+    /// the rest concurrently.
+    async fn send(&self, rows: &[OutboxRow]) -> Vec<Outcome> {
+        let mut lanes: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
+        let mut solo = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            match row.ordering_key.as_deref() {
+                Some(key) => lanes.entry(Some(key)).or_default().push(i),
+                None => solo.push(vec![i]),
+            }
+        }
+        let groups = lanes.into_values().chain(solo);
+        let sent = join_all(groups.map(|group| async move {
+            let mut outcomes = Vec::with_capacity(group.len());
+            let mut blocked = false;
+            for i in group {
+                let outcome = if blocked {
+                    Outcome::Skipped
+                } else {
+                    self.send_one(&rows[i]).await
+                };
+                blocked |= !matches!(outcome, Outcome::Sent);
+                outcomes.push((i, outcome));
+            }
+            outcomes
+        }))
+        .await;
+        let mut by_row: Vec<Option<Outcome>> = rows.iter().map(|_| None).collect();
+        for (i, outcome) in sent.into_iter().flatten() {
+            by_row[i] = Some(outcome);
+        }
+        by_row
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::Skipped))
+            .collect()
+    }
+
+    async fn send_one(&self, row: &OutboxRow) -> Outcome {
+        let mut options = PublishOptions::new().message_id(&row.message_id);
+        if let Some(serde_json::Value::Object(headers)) = &row.headers {
+            for (k, v) in headers {
+                if let Some(v) = v.as_str() {
+                    options = options.header(k.as_str(), v);
+                }
+            }
+        }
+        let published = self
+            .inner
+            .events
+            .publish_with(
+                &row.exchange,
+                &row.routing_key,
+                &row.action,
+                &row.data,
+                &options,
+            )
+            .await;
+        match published {
+            Ok(()) => Outcome::Sent,
+            Err(e) if e.kind() == ErrorKind::Transient => Outcome::Later(e.to_string()),
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    async fn mark(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        rows: &[OutboxRow],
+        outcomes: &[Outcome],
+    ) -> Result<()> {
+        let schema = &self.inner.schema;
+        let mut sent = Vec::new();
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Sent => sent.push(row.id),
+                Outcome::Failed(error) => {
+                    tracing::warn!(id = row.id, exchange = %row.exchange, %error, "outbox row refused by the broker; marked failed");
+                    self.inner.failed.fetch_add(1, Ordering::Relaxed);
+                    sqlx::query(&schema.sql(
+                        "UPDATE {schema}.eventrabbit_outbox SET failed_at = now(), last_error = $2, \
+                         attempts = attempts + 1 WHERE id = $1",
+                    ))
+                    .bind(row.id)
+                    .bind(error)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Outcome::Later(error) => {
+                    let secs = self.backoff(row.attempts).as_secs_f64();
+                    sqlx::query(&schema.sql(
+                        "UPDATE {schema}.eventrabbit_outbox SET attempts = attempts + 1, last_error = $2, \
+                         next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                    ))
+                    .bind(row.id)
+                    .bind(error)
+                    .bind(secs)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Outcome::Skipped => {}
+            }
+        }
+        if !sent.is_empty() {
+            sqlx::query(
+                &schema.sql(
+                    "UPDATE {schema}.eventrabbit_outbox SET sent_at = now() WHERE id = ANY($1)",
+                ),
+            )
+            .bind(&sent)
+            .execute(&mut **tx)
+            .await?;
+            self.inner
+                .sent
+                .fetch_add(sent.len() as u64, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn backoff(&self, attempts: i32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.clamp(0, 16) as u32);
+        (Duration::from_millis(200) * factor).min(self.inner.config.max_backoff)
+    }
+
+    /// Deletes sent rows older than the retention period.
+    pub async fn clean_up(&self) -> Result<u64> {
+        let secs = self.inner.config.retention.as_secs_f64();
+        let done = sqlx::query(&self.inner.schema.sql(
+            "DELETE FROM {schema}.eventrabbit_outbox \
+             WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval(secs => $1)",
+        ))
+        .bind(secs)
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

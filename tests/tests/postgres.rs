@@ -1,0 +1,559 @@
+//! The transactional outbox and the inbox on the machine's PostgreSQL and RabbitMQ: a
+//! rollback publishes nothing, a commit exactly one message; scheduled events; a refused
+//! row is marked failed without blocking other keys; a relay killed between publishing
+//! and marking makes a duplicate that the inbox absorbs; 10,000 orders through
+//! connection failures make exactly 10,000 effects; two relays never send a row twice.
+
+use eventrabbit::{Config, ConsumeChannel, Events, Handle, MessageContext, consumer};
+use eventrabbit_postgres::{Claim, Inbox, Outbox, OutboxMessage, Relay, RelayConfig};
+use eventrabbit_tests::*;
+use lapin::BasicProperties;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What a test's handlers need, by the queue they consume.
+struct Projection {
+    inbox: Inbox,
+    schema: String,
+}
+
+static PROJECTIONS: Mutex<Option<HashMap<String, Arc<Projection>>>> = Mutex::new(None);
+/// Every delivery, by queue and message id (duplicates on the wire show here).
+static DELIVERIES: Mutex<Option<HashMap<String, HashMap<String, u32>>>> = Mutex::new(None);
+
+fn projection(queue: &str) -> Arc<Projection> {
+    PROJECTIONS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|p| p.get(queue).cloned())
+        .expect("the test registered its projection")
+}
+
+fn delivered(ctx: &MessageContext) {
+    let mut d = DELIVERIES.lock().unwrap();
+    *d.get_or_insert_with(HashMap::new)
+        .entry(ctx.queue().to_owned())
+        .or_default()
+        .entry(ctx.message_id().unwrap_or("").to_owned())
+        .or_default() += 1;
+}
+
+/// (distinct message ids, deliveries beyond the first of each) seen on `queue`.
+fn deliveries(queue: &str) -> (usize, u32) {
+    let d = DELIVERIES.lock().unwrap();
+    let m = d
+        .as_ref()
+        .and_then(|d| d.get(queue))
+        .cloned()
+        .unwrap_or_default();
+    (m.len(), m.values().map(|n| n - 1).sum())
+}
+
+#[consumer(action = "T_PG_ORDER")]
+async fn project_order(order_id: i64, ctx: MessageContext) -> Result<(), String> {
+    delivered(&ctx);
+    let p = projection(ctx.queue());
+    match p.inbox.begin(&ctx).await.map_err(|e| e.to_string())? {
+        Claim::New(mut tx) => {
+            sqlx::query(&format!(
+                "INSERT INTO {}.effects (order_id, message_id) VALUES ($1, $2)",
+                p.schema
+            ))
+            .bind(order_id)
+            .bind(ctx.message_id())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())
+        }
+        Claim::Done(_) => Ok(()),
+    }
+}
+
+#[consumer(action = "T_PG_RESERVE")]
+async fn reserve(item: String, ctx: MessageContext) -> Result<Value, String> {
+    delivered(&ctx);
+    let p = projection(ctx.queue());
+    match p.inbox.begin(&ctx).await.map_err(|e| e.to_string())? {
+        Claim::New(mut tx) => {
+            sqlx::query(&format!(
+                "INSERT INTO {}.effects (order_id, message_id) VALUES (0, $1)",
+                p.schema
+            ))
+            .bind(ctx.message_id())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+            let reply = json!({"item": item, "reservation": uuid::Uuid::new_v4().to_string()});
+            tx.commit_with_reply(&reply)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(reply)
+        }
+        Claim::Done(reply) => Ok(reply.map(|r| r.json().clone()).unwrap_or(Value::Null)),
+    }
+}
+
+/// A test's database schema, queue and consumer.
+struct Setup {
+    pool: PgPool,
+    schema: String,
+    queue: String,
+    outbox: Outbox,
+    events: Events,
+    handle: Handle,
+}
+
+async fn setup(url: Option<&str>, action: &str) -> Setup {
+    let pool = pg_pool().await;
+    let schema = pg_schema(&pool).await;
+    sqlx::query(&format!(
+        "CREATE TABLE {schema}.effects (order_id BIGINT NOT NULL, message_id TEXT)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let queue = unique("q-pg");
+    let inbox = Inbox::new(pool.clone(), &schema, "projection").unwrap();
+    PROJECTIONS
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .insert(
+            queue.clone(),
+            Arc::new(Projection {
+                inbox,
+                schema: schema.clone(),
+            }),
+        );
+    let config = Config::default().with_max_reconnect_delay(Duration::from_millis(300));
+    let (events, handle) = match url {
+        Some(url) => deps_at(url, config).await,
+        None => deps(config).await,
+    };
+    start(
+        &handle,
+        ConsumeChannel::new(&queue).prefetch(50).actions([action]),
+    )
+    .await;
+    Setup {
+        outbox: Outbox::new(&schema).unwrap(),
+        pool,
+        schema,
+        queue,
+        events,
+        handle,
+    }
+}
+
+impl Setup {
+    fn relay(&self, config: RelayConfig) -> Relay {
+        Relay::new(
+            self.pool.clone(),
+            self.events.clone(),
+            config.schema(&self.schema),
+        )
+        .unwrap()
+    }
+
+    async fn effects(&self) -> (i64, i64) {
+        sqlx::query_as(&format!(
+            "SELECT count(*), count(DISTINCT order_id) FROM {}.effects",
+            self.schema
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    async fn outbox_row(&self, message_id: &str) -> (Option<String>, bool, bool) {
+        let row: (Option<String>, bool, bool) = sqlx::query_as(&format!(
+            "SELECT last_error, sent_at IS NOT NULL, failed_at IS NOT NULL \
+             FROM {}.eventrabbit_outbox WHERE message_id = $1",
+            self.schema
+        ))
+        .bind(message_id)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        row
+    }
+
+    async fn order(&self, id: i64) -> String {
+        let mut tx = self.pool.begin().await.unwrap();
+        let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": id}))
+            .unwrap()
+            .routing_key(&self.queue);
+        let message_id = self.outbox.publish(&mut tx, message).await.unwrap();
+        tx.commit().await.unwrap();
+        message_id
+    }
+
+    async fn finish(self) {
+        self.handle.shutdown_within(Duration::from_secs(5)).await;
+        drop_schema(&self.pool, &self.schema).await;
+        cleanup(&[&self.queue], &[]).await;
+    }
+}
+
+fn spawn_relay(relay: &Relay) -> tokio::task::JoinHandle<()> {
+    let relay = relay.clone();
+    tokio::spawn(async move { relay.run().await })
+}
+
+/// A transaction that rolls back publishes nothing; one that commits publishes exactly
+/// one message, with the message id the outbox gave it.
+#[tokio::test]
+async fn a_rollback_publishes_nothing_and_a_commit_exactly_one_message() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let relay = s.relay(RelayConfig::default());
+    let running = spawn_relay(&relay);
+    let mut tx = s.pool.begin().await.unwrap();
+    s.outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": 1}))
+                .unwrap()
+                .routing_key(&s.queue),
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let committed = s.order(2).await;
+    wait_until!(WAIT, s.effects().await.0 >= 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.effects().await,
+        (1, 1),
+        "exactly one message, the committed one"
+    );
+    let (distinct, duplicates) = deliveries(&s.queue);
+    assert_eq!((distinct, duplicates), (1, 0));
+    assert!(
+        DELIVERIES.lock().unwrap().as_ref().unwrap()[&s.queue].contains_key(&committed),
+        "sent with the outbox's message id"
+    );
+    let rolled_back: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.eventrabbit_outbox",
+        s.schema
+    ))
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(rolled_back, 1, "the rolled-back row does not exist");
+    relay.stop();
+    running.await.unwrap();
+    assert_eq!(relay.health().sent, 1);
+    s.finish().await;
+}
+
+/// A scheduled event is not sent before its time, and is sent when due.
+#[tokio::test]
+async fn a_scheduled_event_is_sent_when_due() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let relay = s.relay(RelayConfig::default().poll_interval(Duration::from_millis(200)));
+    let running = spawn_relay(&relay);
+    let due = SystemTime::now() + Duration::from_secs(2);
+    let mut tx = s.pool.begin().await.unwrap();
+    s.outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": 7}))
+                .unwrap()
+                .routing_key(&s.queue)
+                .publish_at(due),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.effects().await.0, 0, "not before its time");
+    wait_until!(WAIT, s.effects().await.0 == 1);
+    assert_eq!(s.effects().await.0, 1, "sent once due");
+    assert!(SystemTime::now() >= due);
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+}
+
+/// A row RabbitMQ refuses (its exchange does not exist) is marked failed with the reason,
+/// and the rows of other keys behind it are sent.
+#[tokio::test]
+async fn a_refused_row_is_marked_failed_and_other_keys_go_on() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let missing = unique("x-pg-missing");
+    let mut tx = s.pool.begin().await.unwrap();
+    let refused = s
+        .outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new(&missing, "T_PG_ORDER", &json!({"order_id": 1}))
+                .unwrap()
+                .ordering_key("k1"),
+        )
+        .await
+        .unwrap();
+    for (id, key) in [(2, "k2"), (3, "k2")] {
+        s.outbox
+            .publish(
+                &mut tx,
+                OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": id}))
+                    .unwrap()
+                    .routing_key(&s.queue)
+                    .ordering_key(key),
+            )
+            .await
+            .unwrap();
+    }
+    s.outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": 4}))
+                .unwrap()
+                .routing_key(&s.queue),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let relay = s.relay(RelayConfig::default());
+    let running = spawn_relay(&relay);
+    wait_until!(WAIT, s.effects().await.0 >= 3);
+    assert_eq!(s.effects().await, (3, 3), "orders 2, 3 and 4 went");
+    let (error, sent, failed) = s.outbox_row(&refused).await;
+    assert!(failed && !sent, "marked failed");
+    assert!(error.unwrap().contains(&missing), "with the reason");
+    assert_eq!(relay.health().failed, 1);
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+}
+
+/// While the database is unreachable the relay retries with backoff and says so in its
+/// health; once it is back, the rows go.
+#[tokio::test]
+async fn an_unreachable_database_is_retried_and_reported() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let proxy = Proxy::start_to("127.0.0.1:5432".into()).await;
+    let db_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/eventrabbit_test".into());
+    let through_proxy = db_url.replacen(":5432/", &format!(":{}/", proxy.port()), 1);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&through_proxy)
+        .unwrap();
+    let relay = Relay::new(
+        pool,
+        s.events.clone(),
+        RelayConfig::default()
+            .schema(&s.schema)
+            .max_backoff(Duration::from_millis(500)),
+    )
+    .unwrap();
+    proxy.refuse(true);
+    let running = spawn_relay(&relay);
+    wait_until!(WAIT, relay.health().last_error.is_some());
+    let health = relay.health();
+    assert!(health.running && !health.healthy, "{health:?}");
+    s.order(11).await; // written directly, while the relay cannot reach the database
+    proxy.refuse(false);
+    wait_until!(WAIT, s.effects().await.0 == 1);
+    assert_eq!(s.effects().await.0, 1, "sent once the database is back");
+    wait_until!(WAIT, relay.health().healthy);
+    assert!(relay.health().healthy);
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+}
+
+/// A relay process killed (`kill -9`) after publishing a batch and before marking it
+/// sent: the next relay sends those rows again (duplicates on the wire, with the same
+/// message ids), and the inbox makes each order's effect happen exactly once.
+#[tokio::test]
+async fn a_relay_killed_between_publish_and_mark_makes_duplicates_the_inbox_absorbs() {
+    const N: i64 = 2_000;
+    let s = setup(None, "T_PG_ORDER").await;
+    let mut tx = s.pool.begin().await.unwrap();
+    for id in 0..N {
+        s.outbox
+            .publish(
+                &mut tx,
+                OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": id}))
+                    .unwrap()
+                    .routing_key(&s.queue),
+            )
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // One batch of all of them: it is marked only after every one is confirmed.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_outbox_relay"))
+        .arg(&s.schema)
+        .arg(N.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the relay process starts");
+    wait_until!(WAIT, deliveries(&s.queue).0 >= 1);
+    child.kill().await.expect("kill -9");
+    let sent_before: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.eventrabbit_outbox WHERE sent_at IS NOT NULL",
+        s.schema
+    ))
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(sent_before, 0, "killed before marking anything sent");
+    let relay = s.relay(RelayConfig::default());
+    let running = spawn_relay(&relay);
+    wait_until!(Duration::from_secs(60), s.effects().await.0 >= N);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (effects, distinct_orders) = s.effects().await;
+    let (distinct, duplicates) = deliveries(&s.queue);
+    println!(
+        "outbox kill -9 test: {distinct} distinct messages, {duplicates} duplicates on the wire, {effects} effects"
+    );
+    assert!(duplicates >= 1, "the killed relay's sends came again");
+    assert_eq!(
+        (effects, distinct_orders),
+        (N, N),
+        "exactly one effect per order"
+    );
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+}
+
+/// 10,000 orders, each written with its event in one transaction, consumed by an inbox
+/// handler writing a row per event, while every AMQP connection is cut three times:
+/// exactly 10,000 rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_orders_through_three_connection_cuts_make_ten_thousand_rows() {
+    const N: i64 = 10_000;
+    let proxy = Proxy::start().await;
+    let s = setup(Some(&proxy.url()), "T_PG_ORDER").await;
+    let relay = s.relay(RelayConfig::default());
+    let running = spawn_relay(&relay);
+    let writing = {
+        let pool = s.pool.clone();
+        let outbox = s.outbox.clone();
+        let queue = s.queue.clone();
+        tokio::spawn(async move {
+            for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+                let writes = chunk.iter().map(|id| {
+                    let (pool, outbox, queue) = (pool.clone(), outbox.clone(), queue.clone());
+                    async move {
+                        let mut tx = pool.begin().await.unwrap();
+                        sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+                        outbox
+                            .publish(
+                                &mut tx,
+                                OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": id}))
+                                    .unwrap()
+                                    .routing_key(&queue),
+                            )
+                            .await
+                            .unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                });
+                futures_util::future::join_all(writes).await;
+            }
+        })
+    };
+    for cut in 1..=3 {
+        wait_until!(WAIT, s.effects().await.0 >= cut * N / 4);
+        proxy.cut_existing();
+    }
+    writing.await.unwrap();
+    wait_until!(Duration::from_secs(120), s.effects().await.0 >= N);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (effects, distinct_orders) = s.effects().await;
+    let (distinct, duplicates) = deliveries(&s.queue);
+    println!(
+        "outbox end-to-end: {effects} effect rows, {distinct} distinct messages, {duplicates} duplicates absorbed, {} AMQP connections",
+        s.events.connections_opened()
+    );
+    assert!(
+        s.events.connections_opened() >= 4,
+        "the connections were cut"
+    );
+    assert_eq!((effects, distinct_orders), (N, N), "exactly 10,000 rows");
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+}
+
+/// Two relays on one outbox at once: each row is sent by one of them, never both.
+#[tokio::test]
+async fn two_relays_at_once_send_no_row_twice() {
+    const N: i64 = 2_000;
+    let s = setup(None, "T_PG_ORDER").await;
+    let config = RelayConfig::default().batch_size(100);
+    let (a, b) = (s.relay(config.clone()), s.relay(config));
+    let (ra, rb) = (spawn_relay(&a), spawn_relay(&b));
+    for chunk in (0..N).collect::<Vec<_>>().chunks(50) {
+        let mut tx = s.pool.begin().await.unwrap();
+        for id in chunk {
+            s.outbox
+                .publish(
+                    &mut tx,
+                    OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": id}))
+                        .unwrap()
+                        .routing_key(&s.queue),
+                )
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    wait_until!(
+        Duration::from_secs(60),
+        deliveries(&s.queue).0 >= N as usize
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (distinct, duplicates) = deliveries(&s.queue);
+    let (sent_a, sent_b) = (a.health().sent, b.health().sent);
+    println!("two relays: {sent_a} + {sent_b} sent, {distinct} distinct, {duplicates} duplicates");
+    assert_eq!((distinct, duplicates), (N as usize, 0), "no row sent twice");
+    assert_eq!(sent_a + sent_b, N as u64);
+    a.stop();
+    b.stop();
+    ra.await.unwrap();
+    rb.await.unwrap();
+    s.finish().await;
+}
+
+/// An RPC request handled through the inbox and sent twice (a redelivery) runs its
+/// effect once, and the repeat is answered with the stored reply.
+#[tokio::test]
+async fn a_repeated_rpc_request_is_answered_from_the_stored_reply() {
+    let s = setup(None, "T_PG_RESERVE").await;
+    let (_c, ch) = raw_channel().await;
+    let replies = unique("q-pg-replies");
+    declare_queue(&ch, &replies, false).await;
+    let props = BasicProperties::default()
+        .with_reply_to(replies.as_str().into())
+        .with_correlation_id("c1".into())
+        .with_message_id("reserve-1".into());
+    let body = br#"{"action":"T_PG_RESERVE","data":{"item":"book"}}"#;
+    publish_raw(&ch, "", &s.queue, body, props.clone()).await;
+    let first = get_message(&ch, &replies, WAIT).await.expect("a reply");
+    publish_raw(&ch, "", &s.queue, body, props).await;
+    let second = get_message(&ch, &replies, WAIT)
+        .await
+        .expect("a second reply");
+    let (first, second): (Value, Value) = (
+        serde_json::from_slice(&first.delivery.data).unwrap(),
+        serde_json::from_slice(&second.delivery.data).unwrap(),
+    );
+    assert_eq!(first, second, "the same answer");
+    assert!(first["data"]["reservation"].is_string(), "{first}");
+    assert_eq!(s.effects().await.0, 1, "one effect");
+    s.finish().await;
+    cleanup(&[&replies], &[]).await;
+}
