@@ -140,6 +140,10 @@ pub enum Error {
         /// The queue.
         queue: String,
     },
+    /// The stream protocol failed (the `rabbitmq_stream` plugin unreachable, a connection
+    /// lost while reading a log).
+    #[error("stream: {0}")]
+    Stream(String),
     /// The service is shutting down.
     #[error("eventrabbit is shut down")]
     Shutdown,
@@ -226,6 +230,7 @@ impl Error {
             | Error::Timeout { .. }
             | Error::ReplyLost { .. }
             | Error::Cancelled { .. }
+            | Error::Stream(_)
             | Error::Shutdown => ErrorKind::Transient,
             Error::Nacked { .. } | Error::Unroutable { .. } | Error::NoSuchExchange(_) => {
                 ErrorKind::Refused

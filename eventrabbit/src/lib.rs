@@ -61,6 +61,7 @@ mod config;
 mod error;
 mod handler;
 mod pipeline;
+mod stream;
 mod telemetry;
 pub mod testing;
 mod wire;
@@ -69,8 +70,9 @@ pub use api::build::build_event_dependencies;
 pub use api::events::Events;
 pub use api::handle::Handle;
 pub use config::{
-    Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, ExchangeKind,
-    Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig, TracePropagation, UnknownAction,
+    Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, EventLog,
+    ExchangeKind, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig, StartAt,
+    StreamConsumer, TracePropagation, UnknownAction,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;

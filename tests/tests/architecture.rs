@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("pipeline", 5),
     ("amqp", 6),
     ("testing", 6),
+    ("stream", 6),
     ("api", 7),
 ];
 

@@ -413,3 +413,131 @@ async fn queue_options_are_accepted_and_recorded() {
         .unwrap_err();
     assert!(matches!(e, Error::InvalidQueue { .. }), "{e}");
 }
+
+/// A projection: users and how many e-mails each was sent, rebuilt from a log.
+static PROJECTION: Mutex<Vec<(String, u64, u64)>> = Mutex::new(Vec::new());
+
+#[consumer(action = "TB_LOG_EVENT")]
+async fn log_event(user: String, ctx: MessageContext) -> Result<(), String> {
+    let offset = ctx.stream_offset().expect("a log event has an offset");
+    let attempt = ctx.retry_count();
+    PROJECTION
+        .lock()
+        .unwrap()
+        .push((user.clone(), offset, u64::from(attempt)));
+    match user.as_str() {
+        "flaky" if attempt < 1 => Err("first attempt fails".into()),
+        "broken" => Err("never works".into()),
+        _ => Ok(()),
+    }
+}
+
+fn projected(from: usize) -> Vec<(String, u64, u64)> {
+    PROJECTION.lock().unwrap()[from..].to_vec()
+}
+
+/// The test broker keeps a log and replays it with RabbitMQ's offset rules: first, last,
+/// next, an offset, a time; a named consumer goes on after its stored position; failing
+/// handlers are retried in place, then dead-lettered to `<log>.<name>.dlq`.
+#[tokio::test]
+async fn the_test_broker_keeps_and_replays_a_log() {
+    use eventrabbit::{Binding, EventLog, StartAt, StreamConsumer};
+    let broker = TestBroker::new();
+    broker
+        .declare_log(&EventLog::new("tb-log").bind(Binding::fanout("tb-log-x")))
+        .unwrap();
+    let publish = |user: &str| {
+        broker
+            .publish("tb-log-x", "", "TB_LOG_EVENT", &json!({"user": user}))
+            .unwrap();
+    };
+    for user in ["ann", "bob", "cy"] {
+        publish(user);
+    }
+    assert_eq!(broker.log_len("tb-log"), 3);
+    let users =
+        |v: Vec<(String, u64, u64)>| v.into_iter().map(|(u, o, _)| (u, o)).collect::<Vec<_>>();
+    let pair = |u: &str, o: u64| (u.to_owned(), o);
+
+    // A named consumer reads from the first, then goes on after its stored position.
+    let named = || {
+        StreamConsumer::new("tb-log")
+            .name("counts")
+            .actions(["TB_LOG_EVENT"])
+    };
+    let start = PROJECTION.lock().unwrap().len();
+    assert_eq!(broker.replay(named()).await.unwrap(), 3);
+    assert_eq!(
+        users(projected(start)),
+        [pair("ann", 0), pair("bob", 1), pair("cy", 2)]
+    );
+    publish("dee");
+    let start = PROJECTION.lock().unwrap().len();
+    assert_eq!(
+        broker.replay(named()).await.unwrap(),
+        1,
+        "only what came since"
+    );
+    assert_eq!(users(projected(start)), [pair("dee", 3)]);
+
+    // Unnamed consumers start where they are told, every time.
+    let from = |at: StartAt| {
+        StreamConsumer::new("tb-log")
+            .start_at(at)
+            .actions(["TB_LOG_EVENT"])
+    };
+    assert_eq!(broker.replay(from(StartAt::Offset(2))).await.unwrap(), 2);
+    assert_eq!(broker.replay(from(StartAt::Last)).await.unwrap(), 1);
+    assert_eq!(broker.replay(from(StartAt::Next)).await.unwrap(), 0);
+    assert_eq!(broker.replay(from(StartAt::First)).await.unwrap(), 4);
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    assert_eq!(
+        broker
+            .replay(from(StartAt::Timestamp(later)))
+            .await
+            .unwrap(),
+        0
+    );
+    let earlier = std::time::SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(
+        broker
+            .replay(from(StartAt::Timestamp(earlier)))
+            .await
+            .unwrap(),
+        4
+    );
+
+    // Failures: retried in place (in order), then a copy dead-lettered and the log goes on.
+    publish("flaky");
+    publish("broken");
+    publish("eve");
+    let start = PROJECTION.lock().unwrap().len();
+    let retrying = named().retry(RetryConfig::default().with_max_retries(2));
+    assert_eq!(broker.replay(retrying.clone()).await.unwrap(), 3);
+    let attempts: Vec<(String, u64)> = projected(start)
+        .into_iter()
+        .map(|(u, _, a)| (u, a))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            pair("flaky", 0),
+            pair("flaky", 1),
+            pair("broken", 0),
+            pair("broken", 1),
+            pair("broken", 2),
+            pair("eve", 0)
+        ]
+    );
+    let dead = broker.stream_dead_letters(&retrying);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].code, "retries-exhausted");
+    assert_eq!(broker.retry_delays("tb-log#counts").len(), 3);
+
+    // A log nobody declared is an error naming it.
+    let err = broker
+        .replay(StreamConsumer::new("tb-no-log"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tb-no-log"), "{err}");
+}

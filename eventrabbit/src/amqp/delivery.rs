@@ -152,6 +152,7 @@ fn received(queue: &Arc<str>, delivery: Delivery) -> Arc<Message> {
         exchange,
         routing_key,
         redelivered,
+        offset: None,
         properties,
         body: data,
     })

@@ -90,6 +90,7 @@ async fn run(
             exchange: delivery.exchange.clone(),
             routing_key: delivery.routing_key.clone(),
             redelivered: delivery.redelivered,
+            offset: None,
             properties: delivery.properties.clone(),
             body: delivery.data.clone(),
         });

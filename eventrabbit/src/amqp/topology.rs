@@ -1,7 +1,7 @@
 //! Declaring what a consumed queue needs: exchange, queue, binding, dead-letter queue, QoS.
 
 use super::retry::dead_letter_queue_arguments;
-use crate::config::{ConsumeChannel, Resolved};
+use crate::config::{Binding, ConsumeChannel, EventLog, Resolved};
 use crate::error::{Error, Result};
 use lapin::Channel;
 use lapin::options::{
@@ -38,14 +38,32 @@ pub(crate) async fn declare(
 /// Declares each exchange `spec` is bound to and binds the queue to it. Idempotent: run
 /// again to re-assert bindings someone removed (an exchange deleted and re-created).
 pub(crate) async fn bind(ch: &Channel, spec: &ConsumeChannel, settings: &Resolved) -> Result<()> {
-    let queue = spec.queue.as_str();
-    for b in &spec.bindings {
+    bind_all(
+        ch,
+        "queue",
+        &spec.queue,
+        &spec.bindings,
+        settings.exchange_durable,
+    )
+    .await
+}
+
+/// Declares each exchange of `bindings` and binds `queue` (a `what`: queue or event log)
+/// to it.
+async fn bind_all(
+    ch: &Channel,
+    what: &str,
+    queue: &str,
+    bindings: &[Binding],
+    exchange_durable: bool,
+) -> Result<()> {
+    for b in bindings {
         let exchange = b.exchange.as_str();
         ch.exchange_declare(
             exchange.into(),
             b.kind.to_lapin(),
             ExchangeDeclareOptions {
-                durable: b.durable.unwrap_or(settings.exchange_durable),
+                durable: b.durable.unwrap_or(exchange_durable),
                 ..ExchangeDeclareOptions::default()
             },
             FieldTable::default(),
@@ -61,14 +79,15 @@ pub(crate) async fn bind(ch: &Channel, spec: &ConsumeChannel, settings: &Resolve
         )
         .await
         .map_err(Error::amqp(format!(
-            "binding queue `{queue}` to exchange `{exchange}`"
+            "binding {what} `{queue}` to exchange `{exchange}`"
         )))?;
     }
     Ok(())
 }
 
-/// Declares the dead-letter queue of a consumed queue, of the same type.
-async fn declare_dead_letter_queue(ch: &Channel, settings: &Resolved) -> Result<()> {
+/// Declares the dead-letter queue of a consumed queue (or stream consumer), of the
+/// same type.
+pub(crate) async fn declare_dead_letter_queue(ch: &Channel, settings: &Resolved) -> Result<()> {
     let name = settings.dead_letter_queue.as_str();
     ch.queue_declare(
         name.into(),
@@ -81,4 +100,24 @@ async fn declare_dead_letter_queue(ch: &Channel, settings: &Resolved) -> Result<
     .await
     .map(|_| ())
     .map_err(Error::amqp(format!("declaring dead-letter queue `{name}`")))
+}
+
+/// Declares an event log (a stream with its retention) and binds it to its exchanges.
+pub(crate) async fn declare_log(
+    ch: &Channel,
+    log: &EventLog,
+    exchange_durable: bool,
+) -> Result<()> {
+    let name = log.name.as_str();
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        log.arguments(),
+    )
+    .await
+    .map_err(Error::amqp(format!("declaring event log `{name}`")))?;
+    bind_all(ch, "event log", name, &log.bindings, exchange_durable).await
 }

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handler::producers::{self, ProducerSink};
 use crate::handler::registry;
+use crate::stream::connect::Streams;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -41,7 +42,8 @@ pub async fn build_event_dependencies(
             .connector
             .spawn(close_when_idle(Arc::downgrade(&shared), idle));
     }
-    Ok((Events::new(shared.clone()), Handle::new(shared)))
+    let streams = Arc::new(Streams::new(url.as_ref(), &shared.config)?);
+    Ok((Events::new(shared.clone()), Handle::new(shared, streams)))
 }
 
 /// Closes the publishing channel, and the connection when nothing consumes, once idle.

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::handler::registry;
 use crate::pipeline::policy::QueuePolicy;
 use crate::pipeline::redrive::{Redrive, RedriveReport};
+use crate::stream::connect::Streams;
 use crate::telemetry::health::Health;
 use crate::wire::limits;
 use std::sync::Arc;
@@ -15,12 +16,13 @@ use std::time::Duration;
 /// Runs consumers. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    shared: Arc<Client>,
+    pub(super) shared: Arc<Client>,
+    pub(super) streams: Arc<Streams>,
 }
 
 impl Handle {
-    pub(crate) fn new(shared: Arc<Client>) -> Self {
-        Self { shared }
+    pub(crate) fn new(shared: Arc<Client>, streams: Arc<Streams>) -> Self {
+        Self { shared, streams }
     }
 
     /// Declares and consumes `channel` until [`Handle::shutdown`]; reconnects by itself

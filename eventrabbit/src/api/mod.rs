@@ -4,3 +4,4 @@
 pub(crate) mod build;
 pub(crate) mod events;
 pub(crate) mod handle;
+pub(crate) mod replay;

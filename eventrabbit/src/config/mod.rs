@@ -7,6 +7,7 @@ mod publish;
 mod queue;
 mod queue_kind;
 mod retry;
+mod stream;
 
 pub use binding::{Binding, ExchangeKind};
 pub(crate) use channel::Resolved;
@@ -15,6 +16,7 @@ pub use publish::PublishOptions;
 pub use queue::{QueueConfig, UnknownAction};
 pub use queue_kind::{DeadLetterStrategy, Overflow, QueueType};
 pub use retry::RetryConfig;
+pub use stream::{EventLog, StartAt, StreamConsumer};
 
 use std::time::Duration;
 
@@ -61,6 +63,9 @@ pub struct Config {
     pub tls_ca_pem: Option<String>,
     /// When published messages carry a `traceparent` header.
     pub trace_propagation: TracePropagation,
+    /// The port of the stream protocol (`rabbitmq_stream` plugin), used by stream
+    /// consumers on the broker's host (5552 by default).
+    pub stream_port: u16,
     /// How often each side checks that the connection is alive: a connection that goes
     /// silent (no FIN/RST, e.g. a dropped NAT entry) is noticed after about twice this.
     /// Used unless the URL sets `heartbeat` itself.
@@ -90,6 +95,8 @@ impl Config {
     pub const DEFAULT_MAX_RECONNECT_DELAY: Duration = Duration::from_secs(10);
     /// Default limit of one connection attempt.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default port of the stream protocol.
+    pub const DEFAULT_STREAM_PORT: u16 = 5552;
     /// Default heartbeat: a silent connection is noticed within about 20 to 25 seconds.
     pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
     /// Default interval between checks of a consumer's exchanges and bindings.
@@ -168,6 +175,13 @@ impl Config {
         self
     }
 
+    /// Sets the port of the stream protocol.
+    #[must_use]
+    pub fn with_stream_port(mut self, port: u16) -> Self {
+        self.stream_port = port;
+        self
+    }
+
     /// Sets how often consumers declare their exchanges and bindings again (`None`: never
     /// but on reconnection or cancellation).
     #[must_use]
@@ -213,6 +227,7 @@ impl Default for Config {
             trace_propagation: TracePropagation::default(),
             max_publish_size: Self::DEFAULT_MAX_PUBLISH_SIZE,
             heartbeat: Self::DEFAULT_HEARTBEAT,
+            stream_port: Self::DEFAULT_STREAM_PORT,
             topology_check_interval: Some(Self::DEFAULT_TOPOLOGY_CHECK_INTERVAL),
             mandatory: false,
         }

@@ -12,6 +12,8 @@ pub(crate) struct Message {
     pub(crate) exchange: ShortString,
     pub(crate) routing_key: ShortString,
     pub(crate) redelivered: bool,
+    /// Its offset, when it comes from an event log (a stream).
+    pub(crate) offset: Option<u64>,
     pub(crate) properties: BasicProperties,
     pub(crate) body: Vec<u8>,
 }
@@ -100,7 +102,21 @@ impl MessageContext {
         self.message.retry_count()
     }
 
-    /// The queue the message was consumed from.
+    /// The event's offset in its log, when it was read from an event log (a stream).
+    #[must_use]
+    pub fn stream_offset(&self) -> Option<u64> {
+        self.message.offset
+    }
+
+    /// When the message was published, if its publisher said (the `timestamp` property,
+    /// which eventrabbit sets on everything it publishes; whole seconds).
+    #[must_use]
+    pub fn timestamp(&self) -> Option<std::time::SystemTime> {
+        let secs = (*self.message.properties.timestamp())?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    }
+
+    /// The queue the message was consumed from (for an event log: `<log>#<consumer name>`).
     #[must_use]
     pub fn queue(&self) -> &str {
         &self.message.queue

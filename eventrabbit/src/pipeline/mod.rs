@@ -6,6 +6,7 @@ pub(crate) mod dead_reason;
 pub(crate) mod decide;
 pub(crate) mod failure;
 pub(crate) mod handle;
+pub(crate) mod in_place;
 pub(crate) mod policy;
 pub(crate) mod redrive;
 pub(crate) mod transport;

@@ -1,7 +1,7 @@
 //! [`TestBroker`]: the registered handlers run in memory.
 
 use super::records::{DeadLetter, Published};
-use super::state::{Binding, Inner, QueueState, REPLY_PREFIX, State, route};
+use super::state::{Inner, QueueState, REPLY_PREFIX, State, route};
 use super::transport::TestTransport;
 use crate::config::{Config, ConsumeChannel, ExchangeKind};
 use crate::error::{Error, Result};
@@ -31,7 +31,7 @@ pub const MAX_DELIVERIES: usize = 100_000;
 /// The in-memory broker. See the [module docs](crate::testing).
 #[derive(Debug, Clone)]
 pub struct TestBroker {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl Default for TestBroker {
@@ -65,7 +65,7 @@ impl TestBroker {
         Self { inner }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.inner.state()
     }
 
@@ -84,15 +84,7 @@ impl TestBroker {
                 messages: VecDeque::new(),
             },
         );
-        for b in &channel.bindings {
-            state.exchanges.insert(b.exchange.clone(), b.kind);
-            state.bindings.push(Binding {
-                exchange: b.exchange.clone(),
-                queue: channel.queue.clone(),
-                routing_key: b.key_for(&channel.queue).to_owned(),
-                arguments: b.arguments.clone(),
-            });
-        }
+        state.bind(&channel.queue, &channel.bindings);
         Ok(())
     }
 
@@ -156,7 +148,7 @@ impl TestBroker {
         Ok(handled)
     }
 
-    fn sink(&self) -> Arc<dyn ProducerSink> {
+    pub(super) fn sink(&self) -> Arc<dyn ProducerSink> {
         self.inner.clone()
     }
 
@@ -210,9 +202,13 @@ impl TestBroker {
     #[must_use]
     pub fn dead_letters(&self, queue: &str) -> Vec<DeadLetter> {
         let dlq = format!("{queue}{}", self.inner.config.queue.dead_letter_suffix);
+        self.dead_letters_in(&dlq)
+    }
+
+    pub(super) fn dead_letters_in(&self, dead_letter_queue: &str) -> Vec<DeadLetter> {
         self.state()
             .dead_letters
-            .get(&dlq)
+            .get(dead_letter_queue)
             .map(|v| v.iter().map(|(_, d)| d.clone()).collect())
             .unwrap_or_default()
     }
@@ -259,6 +255,7 @@ impl TestBroker {
                         exchange: "".into(),
                         routing_key: queue.into(),
                         redelivered: false,
+                        offset: None,
                         properties: props,
                         body: message.body.clone(),
                     }));

@@ -31,6 +31,7 @@
 //! ([`TestBroker::retry_delays`]).
 
 mod broker;
+mod log;
 mod records;
 mod routing;
 mod state;

@@ -43,6 +43,32 @@ pub(crate) struct State {
     pub(super) published: Vec<Published>,
     pub(super) replies: HashMap<String, Vec<u8>>,
     pub(crate) retry_delays: Vec<(String, Duration)>,
+    /// Event logs, by name: every message routed there, in order (offset = index).
+    pub(super) logs: BTreeMap<String, Vec<LogEntry>>,
+    /// The stored position of each named stream consumer, by log and name.
+    pub(super) positions: HashMap<(String, String), u64>,
+}
+
+impl State {
+    /// Binds `queue` (or a log) to each exchange of `bindings`, declaring the exchanges.
+    pub(super) fn bind(&mut self, queue: &str, bindings: &[crate::config::Binding]) {
+        for b in bindings {
+            self.exchanges.insert(b.exchange.clone(), b.kind);
+            self.bindings.push(Binding {
+                exchange: b.exchange.clone(),
+                queue: queue.to_owned(),
+                routing_key: b.key_for(queue).to_owned(),
+                arguments: b.arguments.clone(),
+            });
+        }
+    }
+}
+
+/// A message kept in an event log, and when it was appended.
+#[derive(Debug, Clone)]
+pub(super) struct LogEntry {
+    pub(super) message: Message,
+    pub(super) at: std::time::SystemTime,
 }
 
 /// The broker's shared state.
@@ -161,14 +187,8 @@ fn targets(
     properties: &BasicProperties,
 ) -> Option<Vec<String>> {
     if exchange.is_empty() {
-        return Some(
-            state
-                .queues
-                .contains_key(routing_key)
-                .then(|| routing_key.to_owned())
-                .into_iter()
-                .collect(),
-        );
+        let known = state.queues.contains_key(routing_key) || state.logs.contains_key(routing_key);
+        return Some(known.then(|| routing_key.to_owned()).into_iter().collect());
     }
     let kind = *state.exchanges.get(exchange)?;
     let headers = properties.headers().as_ref();
@@ -195,15 +215,24 @@ fn deliver(
     properties: BasicProperties,
 ) {
     for name in queues {
+        let message = |queue: Arc<str>, offset: Option<u64>| Message {
+            queue,
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            redelivered: false,
+            offset,
+            properties: properties.clone(),
+            body: body.to_vec(),
+        };
         if let Some(q) = state.queues.get_mut(&name) {
-            q.messages.push_back(Arc::new(Message {
-                queue: q.policy.queue.clone(),
-                exchange: exchange.into(),
-                routing_key: routing_key.into(),
-                redelivered: false,
-                properties: properties.clone(),
-                body: body.to_vec(),
-            }));
+            q.messages
+                .push_back(Arc::new(message(q.policy.queue.clone(), None)));
+        } else if let Some(log) = state.logs.get_mut(&name) {
+            let offset = log.len() as u64;
+            log.push(LogEntry {
+                message: message(name.as_str().into(), Some(offset)),
+                at: std::time::SystemTime::now(),
+            });
         }
     }
 }

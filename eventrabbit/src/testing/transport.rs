@@ -55,6 +55,7 @@ impl Transport for TestTransport<'_> {
                 exchange: "".into(),
                 routing_key: message.queue.as_ref().into(),
                 redelivered: false,
+                offset: None,
                 properties,
                 body: message.body.clone(),
             }));
@@ -81,6 +82,7 @@ impl Transport for TestTransport<'_> {
             exchange: message.exchange.clone(),
             routing_key: message.routing_key.clone(),
             redelivered: false,
+            offset: None,
             properties,
             body: message.body.clone(),
         };

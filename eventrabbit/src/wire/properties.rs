@@ -5,16 +5,24 @@ use lapin::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
 
 /// Properties of everything eventrabbit publishes: JSON, persistent, with a fresh
-/// `message_id` and, if given, a `traceparent`.
+/// `message_id`, the time (whole seconds) and, if given, a `traceparent`.
 pub(crate) fn properties(trace: Option<TraceContext>) -> BasicProperties {
     let props = BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_delivery_mode(2)
-        .with_message_id(ShortString::from(new_message_id()));
+        .with_message_id(ShortString::from(new_message_id()))
+        .with_timestamp(now_secs());
     match trace {
         Some(trace) => props.with_headers(with_traceparent(FieldTable::default(), &trace)),
         None => props,
     }
+}
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A fresh uuid v4, hyphenated, lowercase.
@@ -41,6 +49,9 @@ pub(crate) fn republished(original: &BasicProperties, headers: FieldTable) -> Ba
     }
     if let Some(r) = original.reply_to() {
         props = props.with_reply_to(r.clone());
+    }
+    if let Some(t) = original.timestamp() {
+        props = props.with_timestamp(*t);
     }
     props
 }

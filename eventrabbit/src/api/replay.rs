@@ -1,0 +1,89 @@
+//! Event logs on a [`Handle`]: declaring them, and replaying them through the handlers.
+
+use super::handle::Handle;
+use crate::config::{EventLog, StreamConsumer};
+use crate::error::{Error, Result};
+use crate::handler::registry;
+use crate::pipeline::policy::QueuePolicy;
+use crate::stream::consumer::{StreamRun, run};
+use crate::telemetry::health::{ConsumerState, EndGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl Handle {
+    /// Declares `log` (a stream, with its retention) and binds it to its exchanges: from
+    /// now on, what is published there is kept in the log. Idempotent; a log that exists
+    /// with other retention arguments is an error naming it and the argument.
+    pub async fn declare_log(&self, log: &EventLog) -> Result<()> {
+        log.check()?;
+        let exchange_durable = self
+            .shared
+            .config
+            .queue
+            .exchange_durable
+            .unwrap_or(self.shared.config.queue.durable);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let what = format!("declaring event log `{}`", log.name);
+        self.shared
+            .connector
+            .with_channel(deadline, &what, |ch| async move {
+                crate::amqp::topology::declare_log(&ch, log, exchange_durable).await
+            })
+            .await
+    }
+
+    /// Reads `consumer`'s log through the registered handlers, in order, until
+    /// [`Handle::shutdown`]: history first, then live events (see [`StreamConsumer`]).
+    /// Reconnects by itself; fails at once if the log does not exist or the handler set
+    /// names an unknown action.
+    pub async fn replay(&self, consumer: StreamConsumer) -> Result<()> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let client = &self.shared;
+        let _running = client.consumer_started();
+        let label = consumer.label();
+        let slot = client.consumer_slot(&label);
+        let _end = EndGuard(&slot);
+        let result = async {
+            let routes = registry::routes(&label, consumer.actions.as_deref())?;
+            let settings = consumer.resolve(&client.config.queue, &client.config.retry);
+            consumer.check(&settings)?;
+            // The dead-letter queue exists before the first dead letter, so operators
+            // (and tools reading it) find it from the start.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let what = format!("declaring the dead-letter queue of `{label}`");
+            client
+                .connector
+                .with_channel(deadline, &what, |ch| {
+                    let settings = &settings;
+                    async move {
+                        crate::amqp::topology::declare_dead_letter_queue(&ch, settings).await
+                    }
+                })
+                .await?;
+            let policy = QueuePolicy::new(&label, routes, settings);
+            run(StreamRun {
+                streams: &self.streams,
+                transport: &**client,
+                spec: &consumer,
+                policy: &policy,
+                slot: &slot,
+                shutdown: &client.shutdown,
+                abort: &client.abort,
+                trace_propagation: client.config.trace_propagation,
+                max_reconnect_delay: client.config.max_reconnect_delay,
+            })
+            .await
+        }
+        .await;
+        match &result {
+            Ok(()) => slot.set(ConsumerState::Stopped),
+            Err(e) => {
+                tracing::error!(log = %consumer.log, error = %e, "stream consumer failed");
+                slot.error(ConsumerState::Failed, e);
+            }
+        }
+        result
+    }
+}

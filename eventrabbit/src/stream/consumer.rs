@@ -1,0 +1,277 @@
+//! The stream consumer: reads a log in order through the pipeline, retries failures in
+//! place, and keeps a named consumer's position on the broker.
+
+use super::connect::Streams;
+use super::message::Reader;
+use crate::config::{StartAt, StreamConsumer, TracePropagation};
+use crate::error::{Error, Result};
+use crate::handler::context::Message;
+use crate::pipeline::failure::retry_properties;
+use crate::pipeline::handle::handle;
+use crate::pipeline::in_place::InPlace;
+use crate::pipeline::policy::QueuePolicy;
+use crate::pipeline::transport::Transport;
+use crate::telemetry::health::{ConsumerSlot, ConsumerState};
+use crate::telemetry::trace;
+use futures_util::StreamExt;
+use rabbitmq_stream_client::types::{Delivery, OffsetSpecification};
+use rabbitmq_stream_client::{Consumer, Environment};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What one stream consumer works with.
+#[derive(Debug)]
+pub(crate) struct StreamRun<'a, T> {
+    pub(crate) streams: &'a Streams,
+    pub(crate) transport: &'a T,
+    pub(crate) spec: &'a StreamConsumer,
+    pub(crate) policy: &'a QueuePolicy,
+    pub(crate) slot: &'a ConsumerSlot,
+    pub(crate) shutdown: &'a CancellationToken,
+    /// Cancelled when a shutdown's deadline passed: a handler still running is left.
+    pub(crate) abort: &'a CancellationToken,
+    pub(crate) trace_propagation: TracePropagation,
+    pub(crate) max_reconnect_delay: Duration,
+}
+
+/// How a session ended without an error.
+enum Ended {
+    /// Shutdown.
+    Stopped,
+}
+
+/// Reads the log until shutdown, starting over (after the last event handled) when the
+/// connection is lost.
+pub(crate) async fn run<T: Transport>(run: StreamRun<'_, T>) -> Result<()> {
+    // The offset to read next, once this run has handled something.
+    let mut next: Option<u64> = None;
+    let mut failures = 0u32;
+    loop {
+        if run.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match session(&run, &mut next).await {
+            Ok(Ended::Stopped) => return Ok(()),
+            Err(e) if !e.is_transient() => return Err(e),
+            Err(e) => {
+                if matches!(
+                    run.slot.state(),
+                    ConsumerState::Running | ConsumerState::Stuck
+                ) {
+                    failures = 0;
+                }
+                failures += 1;
+                run.slot.error(ConsumerState::Recovering, &e);
+                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(7)))
+                    .min(run.max_reconnect_delay);
+                tracing::warn!(log = %run.spec.log, error = %e, ?delay, "stream consumer interrupted, resuming");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = run.shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The position of a named consumer: what was handled, what is stored.
+struct Position {
+    handled: Option<u64>,
+    stored: Option<u64>,
+    since_store: u64,
+}
+
+async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -> Result<Ended> {
+    let env = run.streams.environment().await?;
+    let start = match *next {
+        Some(offset) => OffsetSpecification::Offset(offset),
+        None => first_offset(run).await?,
+    };
+    let mut consumer = subscribe(&env, run, start).await?;
+    tracing::info!(log = %run.spec.log, name = ?run.spec.name, "reading the event log");
+    run.slot.running();
+    let mut position = Position {
+        handled: None,
+        stored: None,
+        since_store: 0,
+    };
+    let mut store_timer = tokio::time::interval(run.spec.store_interval);
+    store_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    store_timer.reset();
+    let mut reader = Reader::default();
+    let cancelled = run.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut cancelled => {
+                store(run, &consumer, &mut position).await;
+                let _ = consumer.handle().close().await;
+                return Ok(Ended::Stopped);
+            }
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    let message = reader.message(&run.policy.queue, &delivery);
+                    let handled = tokio::select! {
+                        handled = handle_event(run, &delivery, message) => handled,
+                        () = run.abort.cancelled() => false,
+                    };
+                    if !handled {
+                        // Shutdown while waiting to retry: this event is not handled.
+                        store(run, &consumer, &mut position).await;
+                        let _ = consumer.handle().close().await;
+                        return Ok(Ended::Stopped);
+                    }
+                    *next = Some(delivery.offset() + 1);
+                    position.handled = Some(delivery.offset());
+                    position.since_store += 1;
+                    if position.since_store >= run.spec.store_every {
+                        store(run, &consumer, &mut position).await;
+                    }
+                }
+                Some(Err(e)) => return Err(Error::Stream(format!("reading log `{}`: {e}", run.spec.log))),
+                None => return Err(Error::Stream(format!("the consumer of log `{}` was closed", run.spec.log))),
+            },
+            _ = store_timer.tick() => store(run, &consumer, &mut position).await,
+        }
+    }
+}
+
+/// Where a consumer starts: after its stored position if it is named and has one, else
+/// where it was told to.
+async fn first_offset<T>(run: &StreamRun<'_, T>) -> Result<OffsetSpecification> {
+    if let Some(name) = &run.spec.name {
+        let client = run.streams.client().await?;
+        let stored = client.query_offset(name.clone(), &run.spec.log).await;
+        let _ = client.close().await;
+        if let Ok(offset) = stored {
+            tracing::info!(log = %run.spec.log, %name, offset, "resuming after the stored position");
+            return Ok(OffsetSpecification::Offset(offset + 1));
+        }
+    }
+    Ok(match run.spec.start {
+        StartAt::First => OffsetSpecification::First,
+        StartAt::Last => OffsetSpecification::Last,
+        StartAt::Next => OffsetSpecification::Next,
+        StartAt::Offset(o) => OffsetSpecification::Offset(o),
+        StartAt::Timestamp(t) => {
+            let ms = t
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            OffsetSpecification::Timestamp(ms)
+        }
+    })
+}
+
+async fn subscribe<T>(
+    env: &Environment,
+    run: &StreamRun<'_, T>,
+    start: OffsetSpecification,
+) -> Result<Consumer> {
+    let mut builder = env.consumer().offset(start);
+    if let Some(name) = &run.spec.name {
+        builder = builder.name(name);
+    }
+    builder.build(&run.spec.log).await.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("does not exist") || text.contains("StreamDoesNotExist") {
+            Error::InvalidQueue {
+                queue: run.spec.log.clone(),
+                reason: "the event log does not exist: declare it with `Handle::declare_log`"
+                    .to_owned(),
+            }
+        } else {
+            Error::Stream(format!("subscribing to log `{}`: {text}", run.spec.log))
+        }
+    })
+}
+
+/// Stores a named consumer's position, if it moved.
+async fn store<T>(run: &StreamRun<'_, T>, consumer: &Consumer, position: &mut Position) {
+    if run.spec.name.is_none() {
+        return;
+    }
+    let Some(handled) = position.handled else {
+        return;
+    };
+    if position.stored == Some(handled) {
+        return;
+    }
+    match consumer.store_offset(handled).await {
+        Ok(()) => {
+            position.stored = Some(handled);
+            position.since_store = 0;
+        }
+        Err(e) => {
+            tracing::warn!(log = %run.spec.log, error = %e, "could not store the position; trying again later")
+        }
+    }
+}
+
+/// Handles one event until it is settled: handled, or dead-lettered. Retries happen in
+/// place after their delay; a dead letter that cannot be sent is tried again (the
+/// consumer says it is stuck meanwhile) rather than skipping the event. Returns `false`
+/// if shutdown came first.
+async fn handle_event<T: Transport>(
+    run: &StreamRun<'_, T>,
+    delivery: &Delivery,
+    message: Message,
+) -> bool {
+    let mut message = Arc::new(message);
+    let mut stuck_for = Duration::from_millis(500);
+    loop {
+        let in_place = InPlace::new(run.transport);
+        let settled = settle_once(run, &in_place, &message).await;
+        let wait = match settled {
+            Ok(()) => match in_place.take_retry() {
+                None => {
+                    if run.slot.state() == ConsumerState::Stuck {
+                        run.slot.held(0, String::new());
+                        run.slot.running();
+                    }
+                    return true;
+                }
+                Some(retry) => {
+                    let mut next = (*message).clone();
+                    next.properties = retry_properties(&message, retry.retry, &retry.error);
+                    message = Arc::new(next);
+                    retry.delay
+                }
+            },
+            Err(e) if e.is_transient() => {
+                tracing::warn!(log = %run.spec.log, error = %e, "could not settle an event; trying again");
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                run.slot.held(
+                    1,
+                    format!(
+                        "cannot dead-letter the event at offset {}: {e}",
+                        delivery.offset()
+                    ),
+                );
+                stuck_for = (stuck_for * 2).min(Duration::from_secs(30));
+                stuck_for
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = run.shutdown.cancelled() => return false,
+        }
+    }
+}
+
+async fn settle_once<T: Transport>(
+    run: &StreamRun<'_, T>,
+    transport: &InPlace<'_, T>,
+    message: &Arc<Message>,
+) -> Result<()> {
+    let (incoming, from_header) = trace::incoming_trace(message);
+    let span = trace::delivery_span(message, &incoming);
+    let propagate = trace::propagates(run.trace_propagation, from_header, &span);
+    trace::in_trace(incoming, propagate, handle(run.policy, transport, message))
+        .instrument(span)
+        .await
+}

@@ -1,0 +1,180 @@
+//! A message read from a stream, as the pipeline sees a delivery: its body, its AMQP
+//! 0-9-1 properties and headers as they were published, and its offset.
+
+use crate::handler::context::Message;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use rabbitmq_stream_client::types::{AnnonationKey, Delivery, SimpleValue, Value};
+use std::sync::Arc;
+
+/// Reads stream deliveries into the pipeline's messages, remembering the last creation
+/// time it converted: events published in a burst share their (whole-second) timestamp,
+/// and the client exposes it only through its `Debug` form.
+#[derive(Debug, Default)]
+pub(crate) struct Reader {
+    /// The last creation time converted (as `SimpleValue::Timestamp`: the client does not
+    /// export the type by name), and its seconds.
+    last_time: Option<(SimpleValue, Option<u64>)>,
+}
+
+impl Reader {
+    /// The pipeline's message for a stream delivery, read by the consumer labelled `queue`.
+    pub(crate) fn message(&mut self, queue: &Arc<str>, delivery: &Delivery) -> Message {
+        let m = delivery.message();
+        let mut props = BasicProperties::default();
+        if let Some(p) = m.properties() {
+            if let Some(id) = p.message_id.as_ref().and_then(id_text) {
+                props = props.with_message_id(id.into());
+            }
+            if let Some(id) = p.correlation_id.as_ref().and_then(id_text) {
+                props = props.with_correlation_id(id.into());
+            }
+            if let Some(reply_to) = &p.reply_to {
+                props = props.with_reply_to(reply_to.as_str().into());
+            }
+            if let Some(ct) = &p.content_type {
+                props = props.with_content_type(ct.as_str().into());
+            }
+            if let Some(secs) = p.creation_time.as_ref().and_then(|t| self.seconds(t)) {
+                props = props.with_timestamp(secs);
+            }
+        }
+        let (mut exchange, mut routing_key) = (ShortString::from(""), ShortString::from(""));
+        if let Some(annotations) = m.message_annotations() {
+            for (key, value) in annotations.iter() {
+                let (AnnonationKey::Symbol(key), Some(text)) = (key, value_text(value)) else {
+                    continue;
+                };
+                match key.as_str() {
+                    "x-exchange" => exchange = text.into(),
+                    "x-routing-key" => routing_key = text.into(),
+                    _ => {}
+                }
+            }
+        }
+        if let Some(app) = m.application_properties() {
+            let mut headers = FieldTable::default();
+            for (k, v) in app.iter() {
+                if let Some(v) = simple_value(v) {
+                    headers.insert(ShortString::from(k.as_str()), v);
+                }
+            }
+            props = props.with_headers(headers);
+        }
+        Message {
+            queue: queue.clone(),
+            exchange,
+            routing_key,
+            redelivered: false,
+            offset: Some(delivery.offset()),
+            properties: props,
+            body: m.data().map(<[u8]>::to_vec).unwrap_or_default(),
+        }
+    }
+
+    fn seconds<T>(&mut self, time: &T) -> Option<u64>
+    where
+        T: Clone + std::fmt::Debug + Into<SimpleValue>,
+        for<'a> &'a T: TryFrom<&'a SimpleValue>,
+        T: PartialEq,
+    {
+        if let Some((last, secs)) = &self.last_time
+            && <&T>::try_from(last).is_ok_and(|last| last == time)
+        {
+            return *secs;
+        }
+        let secs = epoch_seconds(&format!("{time:?}"));
+        self.last_time = Some((time.clone().into(), secs));
+        secs
+    }
+}
+
+/// A message id or correlation id as text: a string as it is, a number in decimal, a
+/// uuid hyphenated, bytes as UTF-8.
+fn id_text<Id>(id: &Id) -> Option<String>
+where
+    for<'a> &'a String: TryFrom<&'a Id>,
+    for<'a> &'a u64: TryFrom<&'a Id>,
+    for<'a> &'a i64: TryFrom<&'a Id>,
+    for<'a> &'a uuid::Uuid: TryFrom<&'a Id>,
+    for<'a> &'a Vec<u8>: TryFrom<&'a Id>,
+{
+    if let Ok(s) = <&String>::try_from(id) {
+        return Some(s.clone());
+    }
+    if let Ok(n) = <&u64>::try_from(id) {
+        return Some(n.to_string());
+    }
+    if let Ok(n) = <&i64>::try_from(id) {
+        return Some(n.to_string());
+    }
+    if let Ok(u) = <&uuid::Uuid>::try_from(id) {
+        return Some(u.hyphenated().to_string());
+    }
+    <&Vec<u8>>::try_from(id)
+        .ok()
+        .and_then(|b| String::from_utf8(b.clone()).ok())
+}
+
+fn value_text(v: &Value) -> Option<&str> {
+    match v {
+        Value::Simple(SimpleValue::String(s)) => Some(s),
+        Value::Simple(SimpleValue::Symbol(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// An application property as an AMQP 0-9-1 header value.
+fn simple_value(v: &SimpleValue) -> Option<AMQPValue> {
+    Some(match v {
+        SimpleValue::Boolean(b) => AMQPValue::Boolean(*b),
+        SimpleValue::Ubyte(n) => AMQPValue::ShortShortUInt(*n),
+        SimpleValue::Ushort(n) => AMQPValue::ShortUInt(*n),
+        SimpleValue::Uint(n) => AMQPValue::LongUInt(*n),
+        SimpleValue::Ulong(n) => AMQPValue::LongLongInt(i64::try_from(*n).unwrap_or(i64::MAX)),
+        SimpleValue::Byte(n) => AMQPValue::ShortShortInt(*n),
+        SimpleValue::Short(n) => AMQPValue::ShortInt(*n),
+        SimpleValue::Int(n) => AMQPValue::LongInt(*n),
+        SimpleValue::Long(n) => AMQPValue::LongLongInt(*n),
+        SimpleValue::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+        SimpleValue::Symbol(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+        SimpleValue::Binary(b) => AMQPValue::LongString(LongString::from(b.to_vec())),
+        _ => return None,
+    })
+}
+
+/// `…Timestamp(2023-11-14T22:13:20Z)` or with fractions, as whole seconds since the epoch.
+fn epoch_seconds(debug: &str) -> Option<u64> {
+    let start = debug.find(|c: char| c.is_ascii_digit())?;
+    let s = &debug[start..];
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_debug_form_of_a_timestamp() {
+        assert_eq!(
+            epoch_seconds("Timestamp(2023-11-14T22:13:20Z)"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(epoch_seconds("Timestamp(1970-01-01T00:00:00Z)"), Some(0));
+        assert_eq!(
+            epoch_seconds("Timestamp(2024-02-29T12:00:00.250Z)"),
+            Some(1_709_208_000)
+        );
+        assert_eq!(epoch_seconds("Timestamp(nonsense)"), None);
+    }
+}

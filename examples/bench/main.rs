@@ -1,0 +1,273 @@
+//! Benchmarks eventrabbit against the raw clients doing the same work (lapin; the
+//! official stream client for W4), in the same run, on the local broker, and prints both
+//! figures and their ratio (median of the runs, min–max).
+//!
+//! ```sh
+//! cargo run --release --example bench            # all workloads, 7 paired runs each
+//! cargo run --release --example bench -- w1 9    # one workload, 9 runs (w1, w2, w2-traced, w3, w4; w1q, w2q)
+//! cargo run --release --example bench -- all+quorum   # all, and W1/W2 on quorum queues
+//! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
+//! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2,4}-{raw,eventrabbit}-only
+//! ```
+//!
+//! One module per workload; `broker` holds what both sides share, `measure` the pairing,
+//! statistics and resource readings.
+
+mod broker;
+mod measure;
+mod w1;
+mod w2;
+mod w3;
+mod w4;
+
+use broker::{delete_queue, preload, raw, set_quorum};
+use lapin::options::ExchangeDeleteOptions;
+use measure::{paired, peak_rss_kib, row, run_line, with_cpu};
+use w1::{W1_N, w1_eventrabbit, w1_raw};
+use w2::{W2_N, w2_eventrabbit, w2_raw, w2_setup};
+use w3::{w3_eventrabbit, w3_raw};
+use w4::{W4_N, w4_eventrabbit, w4_raw, w4_setup, w4_teardown};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().map(String::as_str).unwrap_or("all");
+    let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(7);
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+
+    if which == "w1-eventrabbit-only" || which == "w1-raw-only" {
+        let q = format!("bench-w1-{tag}");
+        preload(&q, W1_N).await;
+        let before = peak_rss_kib();
+        // Start the peak over, so it shows the consumer's own (Linux: "5" resets VmHWM).
+        let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let (rate, cpu) = if which == "w1-raw-only" {
+            with_cpu(w1_raw(&q)).await
+        } else {
+            with_cpu(w1_eventrabbit(&q)).await
+        };
+        let peak = peak_rss_kib().unwrap_or(0);
+        let during = if reset {
+            "while consuming"
+        } else {
+            "of the whole run (could not reset)"
+        };
+        println!(
+            "{which}: {rate:.0} msgs/s, {:.1} µs CPU per message; peak RSS {during}: {peak} KiB (peak during the preload: {} KiB)",
+            cpu / W1_N as f64 * 1e6,
+            before.unwrap_or(0)
+        );
+        let (_c, ch) = raw().await;
+        delete_queue(&ch, &q).await;
+        return;
+    }
+
+    if which == "w2-eventrabbit-only" || which == "w2-raw-only" {
+        let (x, q) = (format!("bench-w2-{tag}"), format!("bench-w2-{tag}"));
+        w2_setup(&x, &q).await;
+        let (rate, cpu) = if which == "w2-raw-only" {
+            with_cpu(w2_raw(&x, false)).await
+        } else {
+            with_cpu(w2_eventrabbit(&x, false)).await
+        };
+        println!(
+            "{which}: {rate:.0} msgs/s, {:.1} µs CPU per message",
+            cpu / W2_N as f64 * 1e6
+        );
+        let (_c, ch) = raw().await;
+        delete_queue(&ch, &q).await;
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+        return;
+    }
+
+    if which == "w4-eventrabbit-only" || which == "w4-raw-only" {
+        // For profiling: `W4_LOG=name` reads a log written before (and kept).
+        let kept = std::env::var("W4_LOG").ok();
+        let log = kept.clone().unwrap_or_else(|| format!("bench-w4-{tag}"));
+        if kept.is_none() || std::env::var("W4_WRITE").is_ok() {
+            w4_setup(&log).await;
+        }
+        let (rate, cpu) = if which == "w4-raw-only" {
+            with_cpu(w4_raw(&log)).await
+        } else {
+            with_cpu(w4_eventrabbit(&log)).await
+        };
+        println!(
+            "{which}: {rate:.0} events/s, {:.2} µs CPU per event",
+            cpu / W4_N as f64 * 1e6
+        );
+        if kept.is_none() {
+            w4_teardown(&log).await;
+        }
+        return;
+    }
+
+    println!(
+        "runs per workload: {runs} (alternating eventrabbit and the raw client: lapin, or the stream client for W4)\n"
+    );
+    println!(
+        "| workload | eventrabbit median (min–max) | raw client median (min–max) | eventrabbit / raw, median of paired runs (min–max) | |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (mode, on_quorum, label, name, cpu_name) in [
+        (
+            "w1",
+            false,
+            "W1",
+            "W1 consume 100k",
+            "W1 client CPU per message",
+        ),
+        (
+            "w1q",
+            true,
+            "W1q",
+            "W1q consume 100k from a quorum queue",
+            "W1q client CPU per message",
+        ),
+    ] {
+        let selected = which == mode || which == "all+quorum" || (which == "all" && !on_quorum);
+        if !selected {
+            continue;
+        }
+        set_quorum(on_quorum);
+        let (mut er, mut rw) = (Vec::new(), Vec::new());
+        let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            // Both sides of a pair drain the same queue, loaded right before each of them
+            // runs: the broker runs one queue markedly faster than another now and then
+            // (its process placement), and sharing it keeps that out of the ratio.
+            let q = format!("bench-w1-{tag}-{i}");
+            let (e, r) = paired(
+                i,
+                || async {
+                    preload(&q, W1_N).await;
+                    with_cpu(w1_eventrabbit(&q)).await
+                },
+                || async {
+                    preload(&q, W1_N).await;
+                    with_cpu(w1_raw(&q)).await
+                },
+            )
+            .await;
+            run_line(label, i, e.0, r.0, "msg/s");
+            er.push(e.0);
+            rw.push(r.0);
+            er_cpu.push(e.1 / W1_N as f64 * 1e6);
+            rw_cpu.push(r.1 / W1_N as f64 * 1e6);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q).await;
+        }
+        row(name, "msg/s", &er, &rw, true);
+        row(cpu_name, "µs", &er_cpu, &rw_cpu, false);
+    }
+    set_quorum(false);
+    for (mode, traced, on_quorum, label, name) in [
+        ("w2", false, false, "W2", "W2 confirmed publish 100k"),
+        (
+            "w2-traced",
+            true,
+            false,
+            "W2 traced",
+            "W2 with a traceparent on every message",
+        ),
+        (
+            "w2q",
+            false,
+            true,
+            "W2q",
+            "W2q confirmed publish 100k to a quorum queue",
+        ),
+    ] {
+        let selected = which == mode || which == "all+quorum" || (which == "all" && !on_quorum);
+        if !selected {
+            continue;
+        }
+        set_quorum(on_quorum);
+        let (mut er, mut rw) = (Vec::new(), Vec::new());
+        let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let (x, q) = (format!("bench-w2-{tag}-{i}"), format!("bench-w2-{tag}-{i}"));
+            w2_setup(&x, &q).await;
+            let (e, r) = paired(
+                i,
+                || with_cpu(w2_eventrabbit(&x, traced)),
+                || with_cpu(w2_raw(&x, traced)),
+            )
+            .await;
+            run_line(label, i, e.0, r.0, "msg/s");
+            er.push(e.0);
+            rw.push(r.0);
+            er_cpu.push(e.1 / W2_N as f64 * 1e6);
+            rw_cpu.push(r.1 / W2_N as f64 * 1e6);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q).await;
+            let _ = ch
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        row(name, "msg/s", &er, &rw, true);
+        row(
+            &format!("{name}: client CPU per message"),
+            "µs",
+            &er_cpu,
+            &rw_cpu,
+            false,
+        );
+    }
+    set_quorum(false);
+    if which == "all" || which == "all+quorum" || which == "w4" {
+        // Written once; a log is not consumed by reading it, so every run reads it all.
+        let log = format!("bench-w4-{tag}");
+        eprintln!("  W4: writing {W4_N} events to the log");
+        w4_setup(&log).await;
+        let (mut er, mut rw) = (Vec::new(), Vec::new());
+        let (mut er_cpu, mut rw_cpu) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let (e, r) = paired(
+                i,
+                || with_cpu(w4_eventrabbit(&log)),
+                || with_cpu(w4_raw(&log)),
+            )
+            .await;
+            run_line("W4", i, e.0, r.0, "events/s");
+            er.push(e.0);
+            rw.push(r.0);
+            er_cpu.push(e.1 / W4_N as f64 * 1e6);
+            rw_cpu.push(r.1 / W4_N as f64 * 1e6);
+        }
+        w4_teardown(&log).await;
+        row("W4 replay 1M from a log", "events/s", &er, &rw, true);
+        row("W4 client CPU per event", "µs", &er_cpu, &rw_cpu, false);
+    }
+    if which == "all" || which == "all+quorum" || which == "w3" {
+        let (mut p50e, mut p99e, mut cpse) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut p50r, mut p99r, mut cpsr) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            let q = format!("bench-w3-{tag}-{i}");
+            let q2 = format!("bench-w3-raw-{tag}-{i}");
+            let (e, r) = paired(i, || w3_eventrabbit(&q), || w3_raw(&q2)).await;
+            run_line("W3 p50", i, e.p50_us, r.p50_us, "µs");
+            run_line(
+                "W3 64 concurrent",
+                i,
+                e.calls_per_sec,
+                r.calls_per_sec,
+                "calls/s",
+            );
+            p50e.push(e.p50_us);
+            p99e.push(e.p99_us);
+            cpse.push(e.calls_per_sec);
+            p50r.push(r.p50_us);
+            p99r.push(r.p99_us);
+            cpsr.push(r.calls_per_sec);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q).await;
+            delete_queue(&ch, &q2).await;
+        }
+        row("W3 RPC sequential p50", "µs", &p50e, &p50r, false);
+        row("W3 RPC sequential p99", "µs", &p99e, &p99r, false);
+        row("W3 RPC 64 concurrent", "calls/s", &cpse, &cpsr, true);
+    }
+}

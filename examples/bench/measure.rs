@@ -1,0 +1,75 @@
+//! Measuring: pairs of runs, statistics, CPU time and memory, and the table rows.
+
+pub fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    (s[s.len() / 2], s[0], s[s.len() - 1])
+}
+
+/// Prints the medians (min–max) of both, and the median (min–max) of the per-run ratios:
+/// each run pairs an eventrabbit and a raw measurement taken back to back, so the ratio
+/// is less exposed to the machine's drift than a ratio of medians.
+pub fn row(name: &str, unit: &str, er: &[f64], raw: &[f64], higher_is_better: bool) {
+    let (em, elo, ehi) = stats(er);
+    let (rm, rlo, rhi) = stats(raw);
+    let ratios: Vec<f64> = er.iter().zip(raw).map(|(e, r)| e / r).collect();
+    let (ratio, rat_lo, rat_hi) = stats(&ratios);
+    let better = if higher_is_better { "higher" } else { "lower" };
+    println!(
+        "| {name} | {em:.1} ({elo:.1}–{ehi:.1}) {unit} | {rm:.1} ({rlo:.1}–{rhi:.1}) {unit} | {ratio:.3} ({rat_lo:.3}–{rat_hi:.3}) | {better} is better |"
+    );
+}
+
+/// One run's pair, on stderr (the table on stdout stays plain Markdown).
+pub fn run_line(name: &str, i: usize, er: f64, raw: f64, unit: &str) {
+    eprintln!(
+        "  {name} run {}: eventrabbit {er:.1} {unit}, raw {raw:.1} {unit}, ratio {:.3}",
+        i + 1,
+        er / raw
+    );
+}
+
+/// Runs `a` then `b` on even runs and `b` then `a` on odd ones.
+pub async fn paired<A, B, FA, FB, T>(i: usize, a: FA, b: FB) -> (T, T)
+where
+    FA: FnOnce() -> A,
+    FB: FnOnce() -> B,
+    A: std::future::Future<Output = T>,
+    B: std::future::Future<Output = T>,
+{
+    if i.is_multiple_of(2) {
+        let x = a().await;
+        (x, b().await)
+    } else {
+        let y = b().await;
+        (a().await, y)
+    }
+}
+
+/// CPU time (user + system, all threads) this process has used, in seconds.
+pub fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `fut` and returns its output with the CPU seconds the process spent meanwhile.
+pub async fn with_cpu<T>(fut: impl std::future::Future<Output = T>) -> (T, f64) {
+    let before = cpu_secs();
+    let out = fut.await;
+    (out, cpu_secs() - before)
+}
+
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,205 @@
+//! W3: RPC, sequential latency and concurrent throughput.
+
+use crate::broker::{addr, declare_queue, persistent, raw};
+use eventrabbit::{Config, ConsumeChannel, build_event_dependencies, consumer};
+use futures_util::{FutureExt, StreamExt};
+use lapin::BasicProperties;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const W3_SEQ: usize = 5_000;
+const W3_WARMUP: usize = 200;
+const W3_CONC: usize = 64;
+const W3_CONC_N: usize = 20_000;
+
+#[consumer(action = "ECHO")]
+async fn echo(n: u64) -> serde_json::Value {
+    json!({ "n": n })
+}
+
+pub struct RpcResult {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub calls_per_sec: f64,
+}
+
+/// Warm-up, sequential latencies, then concurrent throughput, for either client.
+async fn measure_rpc<F, Fut>(call: F) -> RpcResult
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for n in 0..W3_WARMUP as u64 {
+        call(n).await;
+    }
+    let mut lat = Vec::with_capacity(W3_SEQ);
+    for n in 0..W3_SEQ as u64 {
+        let t = Instant::now();
+        call(n).await;
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    futures_util::stream::iter(0..W3_CONC_N as u64)
+        .map(call)
+        .buffer_unordered(W3_CONC)
+        .for_each(|_| async {})
+        .await;
+    RpcResult {
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+        calls_per_sec: W3_CONC_N as f64 / start.elapsed().as_secs_f64(),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+pub async fn w3_eventrabbit(q: &str) -> RpcResult {
+    let (events, handle) = build_event_dependencies(addr(), Config::default())
+        .await
+        .unwrap();
+    let h = handle.clone();
+    let channel = ConsumeChannel::new(q).prefetch(100).actions(["ECHO"]);
+    let task = tokio::spawn(async move { h.consume(channel).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call = |n: u64| {
+        let events = events.clone();
+        async move {
+            let r: serde_json::Value = events.call(q, "ECHO", json!({ "n": n })).await.unwrap();
+            assert_eq!(r["n"], n);
+        }
+    };
+    let result = measure_rpc(call).await;
+    handle.shutdown().await;
+    task.await.unwrap().unwrap();
+    result
+}
+
+/// Raw lapin RPC: a server echoing on `q`, a client with direct reply-to and a pending map.
+pub async fn w3_raw(q: &str) -> RpcResult {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::oneshot;
+    // Server.
+    let (server_conn, sch) = raw().await;
+    declare_queue(&sch, q).await;
+    sch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut server = sch
+        .basic_consume(
+            q.into(),
+            "raw-w3".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let pub_ch = server_conn.create_channel().await.unwrap();
+    pub_ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let server_task = tokio::spawn(async move {
+        while let Some(Ok(d)) = server.next().await {
+            let pub_ch = pub_ch.clone();
+            let sch = sch.clone();
+            tokio::spawn(async move {
+                #[derive(Deserialize)]
+                struct Req {
+                    data: serde_json::Value,
+                }
+                let req: Req = serde_json::from_slice(&d.data).unwrap();
+                let body = serde_json::to_vec(&json!({"data": {"n": req.data["n"]}})).unwrap();
+                let props = BasicProperties::default()
+                    .with_correlation_id(d.properties.correlation_id().clone().unwrap());
+                let reply_to = d.properties.reply_to().clone().unwrap();
+                pub_ch
+                    .basic_publish(
+                        "".into(),
+                        reply_to,
+                        BasicPublishOptions::default(),
+                        &body,
+                        props,
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                // Queued without awaiting the write, as in W1.
+                let ack = sch.basic_ack(d.delivery_tag, BasicAckOptions::default());
+                if let Some(Err(e)) = ack.now_or_never() {
+                    panic!("ack failed: {e}");
+                }
+            });
+        }
+    });
+    // Client.
+    let (_client_conn, cch) = raw().await;
+    cch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let pending: Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>> = Arc::default();
+    let mut replies = cch
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let p = pending.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(d)) = replies.next().await {
+            let id = d.properties.correlation_id().as_ref().unwrap().to_string();
+            if let Some(tx) = p.lock().unwrap().remove(&id) {
+                let _ = tx.send(d.data);
+            }
+        }
+    });
+    let call = |n: u64| {
+        let cch = cch.clone();
+        let pending = pending.clone();
+        async move {
+            let id = uuid::Uuid::new_v4().to_string();
+            let (tx, rx) = oneshot::channel();
+            pending.lock().unwrap().insert(id.clone(), tx);
+            let body = serde_json::to_vec(&json!({"action": "ECHO", "data": {"n": n}})).unwrap();
+            let props = persistent()
+                .with_reply_to("amq.rabbitmq.reply-to".into())
+                .with_correlation_id(id.into());
+            cch.basic_publish(
+                "".into(),
+                q.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+            let reply = tokio::time::timeout(Duration::from_secs(30), rx)
+                .await
+                .unwrap()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+            assert_eq!(v["data"]["n"], n);
+        }
+    };
+    let result = measure_rpc(call).await;
+    server_task.abort();
+    result
+}
