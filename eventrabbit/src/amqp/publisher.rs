@@ -183,7 +183,12 @@ impl Publisher {
                     self.confirms.increment(1);
                     return Ok(());
                 }
-                Err(PublishError::Final(e)) => return Err(e),
+                Err(PublishError::Final(e)) => {
+                    if matches!(e, Error::Nacked { .. }) {
+                        self.retire(msg.exchange, &ch);
+                    }
+                    return Err(e);
+                }
                 Err(PublishError::Channel(e)) => {
                     let e = Error::amqp(format!(
                         "publishing to exchange `{}` with routing key `{}`",
@@ -205,6 +210,21 @@ impl Publisher {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+        }
+    }
+
+    /// Stops using `ch` for new publishes after the broker refused one on it: the next
+    /// publish to `exchange` opens a fresh channel. The broker keeps routing state per
+    /// channel, and a channel that published to a quorum queue while its leader died can
+    /// go on refusing every publish to that queue although a new leader serves it (seen
+    /// on RabbitMQ 3.10); a new channel finds the new leader. Publishes still waiting on
+    /// `ch` keep it until their confirms arrive; it closes when the last one ends.
+    fn retire(&self, exchange: &str, ch: &Arc<Channel>) {
+        if self.lane(exchange).take_if(ch).is_some() {
+            tracing::debug!(
+                exchange,
+                "the broker refused a publish; later publishes go on a new channel"
+            );
         }
     }
 
