@@ -3,6 +3,7 @@
 //! or allowed together is [`valid`](crate::valid)'s concern.
 
 use crate::errors::Errors;
+use crate::retry::RetrySpec;
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::parse::{ParseStream, Parser};
@@ -29,8 +30,15 @@ impl MacroKind {
     /// The keys the attribute accepts.
     pub(crate) fn keys(self) -> &'static [&'static str] {
         match self {
-            MacroKind::Consumer => &["action", "crate"],
-            MacroKind::Function => &["action", "exchange", "action_reply", "key", "crate"],
+            MacroKind::Consumer => &["action", "retry", "crate"],
+            MacroKind::Function => &[
+                "action",
+                "exchange",
+                "action_reply",
+                "key",
+                "retry",
+                "crate",
+            ],
             MacroKind::Producer => &["exchange", "action", "key", "mandatory", "crate"],
         }
     }
@@ -72,6 +80,8 @@ pub(crate) struct Attr {
     pub(crate) mandatory: Option<syn::LitBool>,
     /// `crate = "path"`: where the generated code finds eventrabbit.
     pub(crate) krate: Option<syn::Path>,
+    /// `retry(..)`: the handler's own retry policy.
+    pub(crate) retry: Option<RetrySpec>,
     /// The keys given, valid or not (a key given with a bad value is not also missing).
     pub(crate) given: Vec<String>,
     /// Whether the arguments parsed to the end (after a syntax error, none is missing).
@@ -90,15 +100,23 @@ impl Attr {
             key: None,
             mandatory: None,
             krate: None,
+            retry: None,
             given: Vec::new(),
             complete: true,
         };
         let parser = |input: ParseStream<'_>| {
             while !input.is_empty() {
                 let key = parse_key(input)?;
-                input.parse::<Token![=]>()?;
-                let value: Expr = input.parse()?;
-                attr.take(&key, value, errors);
+                if key == "retry" && input.peek(syn::token::Paren) {
+                    let spec = RetrySpec::parse(input, errors)?;
+                    if attr.allowed(&key, errors) {
+                        attr.retry = Some(spec);
+                    }
+                } else {
+                    input.parse::<Token![=]>()?;
+                    let value: Expr = input.parse()?;
+                    attr.take(&key, value, errors);
+                }
                 if input.is_empty() {
                     break;
                 }
@@ -113,7 +131,8 @@ impl Attr {
         attr
     }
 
-    fn take(&mut self, key: &Ident, value: Expr, errors: &mut Errors) {
+    /// Whether `key` is taken by this attribute and not given before (else says why).
+    fn allowed(&mut self, key: &Ident, errors: &mut Errors) -> bool {
         let name = key.to_string();
         let macro_name = self.kind.name();
         if !self.kind.keys().contains(&name.as_str()) {
@@ -124,16 +143,31 @@ impl Attr {
                     self.kind.keys().join(", ")
                 ),
             );
-            return;
+            return false;
         }
         if self.given.contains(&name) {
             errors.push(
                 key.span(),
                 format!("duplicate argument `{name}` for `#[{macro_name}]`"),
             );
+            return false;
+        }
+        self.given.push(name);
+        true
+    }
+
+    fn take(&mut self, key: &Ident, value: Expr, errors: &mut Errors) {
+        if !self.allowed(key, errors) {
             return;
         }
-        self.given.push(name.clone());
+        let name = key.to_string();
+        if name == "retry" {
+            errors.push(
+                value.span(),
+                "`retry` takes a list, e.g. `retry(max = 3, delay = \"500ms\", multiplier = 2, max_delay = \"1m\", jitter = true)`",
+            );
+            return;
+        }
         if name == "mandatory" {
             match value {
                 Expr::Lit(syn::ExprLit {

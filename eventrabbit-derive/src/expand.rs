@@ -65,6 +65,14 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
     });
     // Bound checks spanned on the return type, so a wrong type is reported where it is
     // written. `()` results take an outcome function that serializes nothing.
+    // A `Result`'s error is classified where its type is known (see `Classify`).
+    let classify = quote! {
+        .map_err(|__eventrabbit_error| {
+            #[allow(unused_imports)]
+            use #private::{ViaDisplay as _, ViaHandlerError as _, ViaStdError as _};
+            (&&&#private::Classify(&__eventrabbit_error)).failure()
+        })
+    };
     let (outcome, return_check) = match &spec.returns {
         Returns::Result(ty) => (
             if ok_is_unit(ty) {
@@ -79,6 +87,10 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
             quote_spanned!(ty.span()=> #private::assert_value_return::<#ty>();),
         ),
         Returns::Unit => (quote!(#private::unit_outcome), quote!()),
+    };
+    let classify = match &spec.returns {
+        Returns::Result(_) => classify,
+        _ => quote!(),
     };
     let action = &spec.action;
     let name = quote!(::core::concat!(
@@ -95,9 +107,14 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
             .unwrap_or_else(|| quote!(""));
         quote!(.publishing(#private::ReplyTarget::new(#exchange, #reply_action, #key)))
     });
+    let retry = spec.retry.as_ref().map(|r| {
+        let r = r.expand(&private);
+        quote!(.retrying(#r))
+    });
     let registration = quote! {
         #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
             #publishing
+            #retry
     };
     // The same decoding as the call, without running the handler (for redrive dry runs).
     let validate_fields = if fields.is_empty() {
@@ -139,7 +156,7 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
                 ::std::boxed::Box::pin(async move {
                     #decode_fields
                     #(#decode_others)*
-                    #outcome(#fn_name(#(#locals),*).await)
+                    #outcome(#fn_name(#(#locals),*).await #classify)
                 })
             }
 

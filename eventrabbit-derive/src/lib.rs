@@ -8,6 +8,7 @@ use proc_macro::TokenStream;
 mod ast;
 mod errors;
 mod expand;
+mod retry;
 mod valid;
 
 use ast::{Attr, MacroKind};
@@ -27,7 +28,18 @@ use quote::quote;
 /// so, such as `eventrabbit::MessageContext`), or it is marked `#[context]` (for an alias
 /// or a re-export under another name). The function may return `()`, any `T: Serialize`
 /// (sent back when the message has a `reply_to`), or `Result<T, E>` with `E: Display`,
-/// where `Err` is a failure that is retried.
+/// where `Err` is a failure that is retried, unless it is permanent: an
+/// `eventrabbit::Rejected` (also inside a `std::error::Error`'s source chain) or an error
+/// type implementing `eventrabbit::HandlerError` that says so is dead-lettered at once
+/// with the code `rejected`.
+///
+/// `action` is an exact action or a pattern where `*` stands for any run of characters
+/// (`"USER_*"`, `"user.*"`); an exact action beats a pattern, and the handler reads the
+/// action it got from `MessageContext::action`.
+///
+/// `retry(max = 3, delay = "500ms", multiplier = 2, max_delay = "1m", jitter = true)` gives
+/// the handler its own retry policy; keys left out keep the queue's values. Durations take
+/// `ms`, `s`, `m` or `h`.
 ///
 /// Generated code reaches the runtime through `::eventrabbit`; a crate that re-exports
 /// eventrabbit under another path says so with `crate = "path::to::eventrabbit"` (all three

@@ -4,6 +4,7 @@
 
 use crate::ast::{Attr, MacroKind, Returns, StrArg, attribute_span};
 use crate::errors::Errors;
+use crate::retry::RetrySpec;
 use syn::spanned::Spanned;
 use syn::{FnArg, ImplItemFn, ItemFn, Pat, Signature, Type};
 
@@ -35,6 +36,7 @@ pub(crate) struct ReplyTo {
 pub(crate) struct Handler {
     pub(crate) krate: syn::Path,
     pub(crate) action: StrArg,
+    pub(crate) retry: Option<RetrySpec>,
     pub(crate) reply: Option<ReplyTo>,
     pub(crate) params: Vec<Param>,
     pub(crate) returns: Returns,
@@ -60,12 +62,23 @@ pub(crate) fn handler(attr: Attr, func: &ItemFn, errors: &mut Errors) -> Option<
     let action = required(&attr, "action", attr.action.as_ref(), errors);
     if let Some(action) = &action {
         non_empty(name, "action", action, errors);
+        pattern(name, action, errors);
     }
     let reply = match attr.kind {
         MacroKind::Function => {
             let exchange = required(&attr, "exchange", attr.exchange.as_ref(), errors);
             if let Some(r) = &attr.action_reply {
                 non_empty(name, "action_reply", r, errors);
+            }
+            if let (None, Some(s)) = (
+                &attr.action_reply,
+                action.as_ref().and_then(StrArg::literal),
+            ) && s.value().contains('*')
+            {
+                errors.push(
+                    s.span(),
+                    "a `#[function]` serving an action pattern needs `action_reply = \"...\"`: its result cannot be published under a pattern",
+                );
             }
             match (exchange, &action) {
                 (Some(exchange), Some(action)) => Some(ReplyTo {
@@ -81,6 +94,7 @@ pub(crate) fn handler(attr: Attr, func: &ItemFn, errors: &mut Errors) -> Option<
     Some(Handler {
         krate: krate(&attr),
         action: action?,
+        retry: attr.retry,
         reply,
         params,
         returns: Returns::of(&func.sig),
@@ -147,6 +161,27 @@ fn non_empty(macro_name: &str, key: &str, arg: &StrArg, errors: &mut Errors) {
         errors.push(
             s.span(),
             format!("`{key}` of `#[{macro_name}]` must not be empty"),
+        );
+    }
+}
+
+/// An action pattern's `*` stands for any run of characters; two in a row say nothing
+/// more and are refused, as is a pattern that is only `*` (it would take every action:
+/// leave `action` out of `ConsumeChannel::actions` instead).
+fn pattern(macro_name: &str, arg: &StrArg, errors: &mut Errors) {
+    let Some(s) = arg.literal() else { return };
+    let value = s.value();
+    if value.contains("**") {
+        errors.push(
+            s.span(),
+            format!(
+                "`action` of `#[{macro_name}]`: `**` in a pattern means the same as `*`; write one"
+            ),
+        );
+    } else if value == "*" {
+        errors.push(
+            s.span(),
+            format!("`action` of `#[{macro_name}]`: a pattern must name more than `*`, e.g. `\"USER_*\"`"),
         );
     }
 }

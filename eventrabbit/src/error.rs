@@ -76,6 +76,18 @@ pub enum Error {
         /// The second handler's path.
         second: String,
     },
+    /// Two action patterns served on one queue could both match one action.
+    #[error(
+        "queue `{queue}` serves two action patterns that can match the same action: `{first}` and `{second}`; make them disjoint or serve them on different queues"
+    )]
+    OverlappingPatterns {
+        /// The queue.
+        queue: String,
+        /// The first pattern and its handler.
+        first: String,
+        /// The second pattern and its handler.
+        second: String,
+    },
     /// A queue was told to serve an action no handler is registered for.
     #[error(
         "queue `{queue}` is told to serve action `{action}`, but no handler is registered for it"
@@ -238,6 +250,7 @@ impl Error {
             Error::InvalidUrl(_)
             | Error::NoRuntime
             | Error::DuplicateAction { .. }
+            | Error::OverlappingPatterns { .. }
             | Error::UnknownAction { .. }
             | Error::NotAnObject { .. }
             | Error::NotInitialized(_)

@@ -71,11 +71,12 @@ pub use api::events::Events;
 pub use api::handle::Handle;
 pub use config::{
     Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, EventLog,
-    ExchangeKind, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig, StartAt,
-    StreamConsumer, TracePropagation, UnknownAction,
+    ExchangeKind, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig, RetryOverride,
+    StartAt, StreamConsumer, TracePropagation, UnknownAction,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;
+pub use handler::rejection::{HandlerError, Rejected};
 pub use pipeline::redrive::{Redrive, RedriveGroup, RedriveReport};
 pub use telemetry::health::{ConsumerHealth, ConsumerState, Health};
 pub use wire::headers::{
@@ -95,6 +96,7 @@ pub mod types {
 /// Support for the code the macros generate. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::config::RetryOverride;
     pub use crate::handler::input::{Failure, Input, Reply};
     pub use crate::handler::outcome::{
         HandlerResult, HandlerReturn, assert_result_return, assert_value_return, result_outcome,
@@ -104,6 +106,7 @@ pub mod __private {
     pub use crate::handler::registration::{
         HandlerFn, HandlerFuture, Registration, ReplyTarget, ValidateFn,
     };
+    pub use crate::handler::rejection::{Classify, ViaDisplay, ViaHandlerError, ViaStdError};
     pub use inventory;
     pub use serde;
 }

@@ -15,7 +15,7 @@ pub use channel::{ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT};
 pub use publish::PublishOptions;
 pub use queue::{QueueConfig, UnknownAction};
 pub use queue_kind::{DeadLetterStrategy, Overflow, QueueType};
-pub use retry::RetryConfig;
+pub use retry::{RetryConfig, RetryOverride};
 pub use stream::{EventLog, StartAt, StreamConsumer};
 
 use std::time::Duration;

@@ -14,6 +14,40 @@ pub struct RetryConfig {
     pub multiplier: f64,
     /// Upper bound of the delay.
     pub max_delay: Duration,
+    /// Spread retries out: each delay is 50 %, 75 % or 100 % of the computed one, picked
+    /// at random, so that messages failing together do not all come back together. Three
+    /// steps rather than any value, because each distinct delay is a wait queue.
+    pub jitter: bool,
+}
+
+/// A handler's own retry policy (`#[consumer(retry(..))]`): each `Some` replaces the
+/// queue's value, each `None` keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RetryOverride {
+    /// Replaces [`RetryConfig::max_retries`].
+    pub max_retries: Option<u32>,
+    /// Replaces [`RetryConfig::delay`].
+    pub delay: Option<Duration>,
+    /// Replaces [`RetryConfig::multiplier`].
+    pub multiplier: Option<f64>,
+    /// Replaces [`RetryConfig::max_delay`].
+    pub max_delay: Option<Duration>,
+    /// Replaces [`RetryConfig::jitter`].
+    pub jitter: Option<bool>,
+}
+
+impl RetryOverride {
+    /// `base` with this override's values in place of its own.
+    #[must_use]
+    pub fn apply(&self, base: &RetryConfig) -> RetryConfig {
+        RetryConfig {
+            max_retries: self.max_retries.or(base.max_retries),
+            delay: self.delay.unwrap_or(base.delay),
+            multiplier: self.multiplier.unwrap_or(base.multiplier),
+            max_delay: self.max_delay.unwrap_or(base.max_delay),
+            jitter: self.jitter.unwrap_or(base.jitter),
+        }
+    }
 }
 
 impl RetryConfig {
@@ -43,6 +77,26 @@ impl RetryConfig {
     pub fn with_multiplier(mut self, multiplier: f64) -> Self {
         self.multiplier = multiplier;
         self
+    }
+
+    /// Spreads retries over 50 %, 75 % and 100 % of the computed delay (see
+    /// [`RetryConfig::jitter`]).
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: bool) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The delay to wait before retry number `retry`: [`delay_for`](Self::delay_for),
+    /// jittered if [`jitter`](Self::jitter) is set.
+    #[must_use]
+    pub fn pick_delay(&self, retry: u32) -> Duration {
+        let full = self.delay_for(retry);
+        if !self.jitter {
+            return full;
+        }
+        let quarters = fastrand::u32(2..=4);
+        Duration::from_millis((full.as_millis() as u64 * u64::from(quarters) / 4).max(1))
     }
 
     /// Sets the cap of the delay.
@@ -78,6 +132,7 @@ impl Default for RetryConfig {
             delay: Self::DEFAULT_DELAY,
             multiplier: Self::DEFAULT_MULTIPLIER,
             max_delay: Self::DEFAULT_MAX_DELAY,
+            jitter: false,
         }
     }
 }
@@ -97,6 +152,27 @@ mod tests {
         assert_eq!(r.delay_for(3), Duration::from_millis(900));
         assert_eq!(r.delay_for(4), Duration::from_millis(1000));
         assert_eq!(r.delay_for(400), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn jitter_stays_on_three_steps_and_overrides_keep_the_rest() {
+        let r = RetryConfig::default()
+            .with_delay(Duration::from_millis(400))
+            .with_jitter(true);
+        let seen: std::collections::BTreeSet<_> = (0..200).map(|_| r.pick_delay(1)).collect();
+        let steps: std::collections::BTreeSet<_> = [200, 300, 400]
+            .into_iter()
+            .map(Duration::from_millis)
+            .collect();
+        assert_eq!(seen, steps);
+        let o = RetryOverride {
+            max_retries: Some(1),
+            ..RetryOverride::default()
+        };
+        let applied = o.apply(&r);
+        assert_eq!(applied.max_retries, Some(1));
+        assert_eq!(applied.delay, r.delay);
+        assert!(applied.jitter);
     }
 
     #[test]

@@ -45,6 +45,15 @@ pub struct MessageContext {
 }
 
 impl MessageContext {
+    /// The action of the message, as sent: for a handler of a pattern (`"USER_*"`), the
+    /// action that matched it.
+    #[must_use]
+    pub fn action(&self) -> String {
+        crate::wire::envelope::decode(&self.message.body)
+            .map(|e| e.action.into_owned())
+            .unwrap_or_default()
+    }
+
     /// The `message_id` property, if the publisher set one.
     #[must_use]
     pub fn message_id(&self) -> Option<&str> {

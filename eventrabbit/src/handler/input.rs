@@ -17,6 +17,9 @@ pub enum Failure {
     Invalid(String),
     /// The handler returned `Err` (or panicked): retried.
     Failed(String),
+    /// The handler returned a permanent error ([`Rejected`](crate::Rejected) or a
+    /// [`HandlerError`](crate::HandlerError) saying so): dead-lettered at once.
+    Rejected(String),
 }
 
 /// A message handed to a generated handler: its `data` and its context.

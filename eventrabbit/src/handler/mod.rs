@@ -4,6 +4,8 @@
 pub(crate) mod context;
 pub(crate) mod input;
 pub(crate) mod outcome;
+pub(crate) mod pattern;
 pub(crate) mod producers;
 pub(crate) mod registration;
 pub(crate) mod registry;
+pub(crate) mod rejection;

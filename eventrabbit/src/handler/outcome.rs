@@ -40,20 +40,15 @@ pub fn unit_outcome(_: ()) -> Result<Reply, Failure> {
     Ok(Reply(None))
 }
 
-/// Turns a handler's `Result<(), E>` into no reply or a retryable failure.
-pub fn unit_result_outcome<E: Display>(result: Result<(), E>) -> Result<Reply, Failure> {
-    match result {
-        Ok(()) => Ok(Reply(None)),
-        Err(e) => Err(Failure::Failed(e.to_string())),
-    }
+/// Turns a handler's `Result<(), E>`, its error already classified (see
+/// [`Classify`](super::rejection::Classify)), into no reply or a failure.
+pub fn unit_result_outcome(result: Result<(), Failure>) -> Result<Reply, Failure> {
+    result.map(|()| Reply(None))
 }
 
-/// Turns a handler's `Result` into its reply or a retryable failure.
-pub fn result_outcome<T: Serialize, E: Display>(result: Result<T, E>) -> Result<Reply, Failure> {
-    match result {
-        Ok(value) => value_outcome(value),
-        Err(e) => Err(Failure::Failed(e.to_string())),
-    }
+/// Turns a handler's `Result`, its error already classified, into its reply or a failure.
+pub fn result_outcome<T: Serialize>(result: Result<T, Failure>) -> Result<Reply, Failure> {
+    result.and_then(value_outcome)
 }
 
 #[cfg(test)]
@@ -64,16 +59,14 @@ mod tests {
     fn unit_means_no_reply() {
         assert!(value_outcome(()).unwrap().0.is_none());
         assert_eq!(value_outcome(5).unwrap().0.unwrap().get(), "5");
-        assert_eq!(
-            result_outcome::<(), _>(Err("boom")).unwrap_err(),
-            Failure::Failed("boom".into())
-        );
+        let boom = || Failure::Failed("boom".into());
+        assert_eq!(result_outcome::<()>(Err(boom())).unwrap_err(), boom());
         // The unit forms agree with the general ones.
         assert!(unit_outcome(()).unwrap().0.is_none());
-        assert!(unit_result_outcome::<&str>(Ok(())).unwrap().0.is_none());
+        assert!(unit_result_outcome(Ok(())).unwrap().0.is_none());
         assert_eq!(
-            unit_result_outcome(Err("boom")).unwrap_err(),
-            result_outcome::<(), _>(Err("boom")).unwrap_err()
+            unit_result_outcome(Err(boom())).unwrap_err(),
+            result_outcome::<()>(Err(boom())).unwrap_err()
         );
     }
 }

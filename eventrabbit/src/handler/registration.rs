@@ -1,6 +1,7 @@
 //! What the macros register: a handler per action.
 
 use super::input::{Failure, Input, Reply};
+use crate::config::RetryOverride;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -40,6 +41,7 @@ pub struct Registration {
     pub(crate) publish: Option<ReplyTarget>,
     pub(crate) call: HandlerFn,
     pub(crate) validate: ValidateFn,
+    pub(crate) retry: Option<RetryOverride>,
 }
 
 impl Registration {
@@ -56,7 +58,15 @@ impl Registration {
             publish: None,
             call,
             validate,
+            retry: None,
         }
+    }
+
+    /// `#[consumer(retry(..))]`: the handler's own retry policy over the queue's.
+    #[must_use]
+    pub const fn retrying(mut self, retry: RetryOverride) -> Self {
+        self.retry = Some(retry);
+        self
     }
 
     /// A `#[function]`: its result is also published to `target`.

@@ -1,14 +1,18 @@
 //! Which handler serves which action: the program-wide registry and per-queue routes.
 
+use super::pattern::{self, is_pattern};
 use super::registration::{Registration, registered};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 
-/// The handlers one queue dispatches to, sorted by action: a lookup is a binary search
-/// over a few string comparisons, with no hashing on the delivery path.
+/// The handlers one queue dispatches to, exact actions sorted: a lookup is a binary
+/// search over a few string comparisons, with no hashing on the delivery path; an action
+/// no exact route serves is then tried against the patterns.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Routes {
     sorted: Vec<&'static Registration>,
+    /// Handlers of action patterns; no two overlap.
+    patterns: Vec<&'static Registration>,
 }
 
 /// The handler of an action, and its place in its queue's routes (for per-route tables).
@@ -20,27 +24,58 @@ pub(crate) struct Route {
 
 impl Routes {
     fn new(regs: impl IntoIterator<Item = &'static Registration>) -> Self {
-        let mut sorted: Vec<_> = regs.into_iter().collect();
-        sorted.sort_unstable_by_key(|r| r.action);
+        let (mut patterns, mut sorted): (Vec<_>, Vec<_>) =
+            regs.into_iter().partition(|r| is_pattern(r.action));
         // An action named twice in `ConsumeChannel::actions` is one route.
-        sorted.dedup_by_key(|r| r.action);
-        Self { sorted }
+        for list in [&mut sorted, &mut patterns] {
+            list.sort_unstable_by_key(|r| r.action);
+            list.dedup_by_key(|r| r.action);
+        }
+        Self { sorted, patterns }
     }
 
     pub(crate) fn get(&self, action: &str) -> Option<Route> {
-        let index = self
-            .sorted
-            .binary_search_by(|r| r.action.cmp(action))
-            .ok()?;
+        match self.sorted.binary_search_by(|r| r.action.cmp(action)) {
+            Ok(index) => Some(Route {
+                index,
+                reg: self.sorted[index],
+            }),
+            Err(_) => self.matching(action),
+        }
+    }
+
+    /// The pattern route that matches `action` (an exact route beats it).
+    fn matching(&self, action: &str) -> Option<Route> {
+        let at = self
+            .patterns
+            .iter()
+            .position(|r| pattern::matches(r.action, action))?;
         Some(Route {
-            index,
-            reg: self.sorted[index],
+            index: self.sorted.len() + at,
+            reg: self.patterns[at],
         })
+    }
+
+    /// Fails if two patterns of `queue` could match one action.
+    fn check_overlaps(&self, queue: &str) -> Result<()> {
+        for (i, a) in self.patterns.iter().enumerate() {
+            if let Some(b) = self.patterns[i + 1..]
+                .iter()
+                .find(|b| pattern::overlap(a.action, b.action))
+            {
+                return Err(Error::OverlappingPatterns {
+                    queue: queue.to_owned(),
+                    first: format!("{} ({})", a.action, a.name),
+                    second: format!("{} ({})", b.action, b.name),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The handlers served, in the order of [`Route::index`].
     pub(crate) fn iter(&self) -> impl Iterator<Item = &'static Registration> + '_ {
-        self.sorted.iter().copied()
+        self.sorted.iter().chain(&self.patterns).copied()
     }
 }
 
@@ -87,6 +122,7 @@ pub(crate) fn routes(queue: &str, only: Option<&[String]>) -> Result<Routes> {
                 .collect::<Result<Vec<_>>>()?,
         ),
     };
+    routes.check_overlaps(queue)?;
     Ok(routes)
 }
 
@@ -127,5 +163,27 @@ mod tests {
         for missing in ["", "B", "B_LONGER_", "a", "D"] {
             assert!(routes.get(missing).is_none(), "{missing}");
         }
+    }
+
+    static USER_ANY: Registration = Registration::new("USER_*", "user_any", never, fits);
+    static USER_CREATED: Registration =
+        Registration::new("USER_CREATED", "user_created", never, fits);
+    static ANY_CREATED: Registration = Registration::new("*_CREATED", "any_created", never, fits);
+
+    #[test]
+    fn an_exact_action_beats_a_pattern_and_overlaps_are_refused() {
+        let routes = Routes::new([&USER_ANY, &USER_CREATED, &A]);
+        assert_eq!(routes.get("USER_CREATED").unwrap().reg.name, "user_created");
+        let deleted = routes.get("USER_DELETED").unwrap();
+        assert_eq!(deleted.reg.name, "user_any");
+        assert_eq!(routes.iter().nth(deleted.index).unwrap().name, "user_any");
+        assert!(routes.get("ORDER_CREATED").is_none());
+        assert!(routes.check_overlaps("q").is_ok());
+        let clash = Routes::new([&USER_ANY, &ANY_CREATED]);
+        let e = clash.check_overlaps("q").unwrap_err().to_string();
+        assert!(
+            e.contains("USER_* (user_any)") && e.contains("*_CREATED (any_created)"),
+            "{e}"
+        );
     }
 }

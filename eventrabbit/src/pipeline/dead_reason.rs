@@ -26,6 +26,12 @@ pub(crate) enum DeadReason {
         attempts: u32,
         error: String,
     },
+    /// The handler returned a permanent error: not retried.
+    Rejected {
+        action: String,
+        attempts: u32,
+        error: String,
+    },
     /// The handler failed and its retry could not be sent (the wait queue is refused).
     RetryUnpublishable {
         action: String,
@@ -60,6 +66,7 @@ impl DeadReason {
             DeadReason::UnknownAction(_) => "unknown-action",
             DeadReason::InvalidData { .. } => "invalid-data",
             DeadReason::RetriesExhausted { .. } => "retries-exhausted",
+            DeadReason::Rejected { .. } => "rejected",
             DeadReason::RetryUnpublishable { .. } => "retry-unpublishable",
             DeadReason::Unpublishable { .. } => "unpublishable",
             DeadReason::CrashLoop { .. } => "crash-loop",
@@ -70,6 +77,7 @@ impl DeadReason {
     pub(crate) fn attempts(&self) -> u32 {
         match self {
             DeadReason::RetriesExhausted { attempts, .. }
+            | DeadReason::Rejected { attempts, .. }
             | DeadReason::RetryUnpublishable { attempts, .. } => *attempts,
             DeadReason::InvalidData { .. } => 1,
             DeadReason::CrashLoop { deliveries, .. } => *deliveries,
@@ -82,6 +90,7 @@ impl DeadReason {
     pub(crate) fn last_error(&self) -> Option<&str> {
         match self {
             DeadReason::RetriesExhausted { error, .. }
+            | DeadReason::Rejected { error, .. }
             | DeadReason::RetryUnpublishable { error, .. } => Some(error),
             DeadReason::Unpublishable { first, .. } => first.last_error(),
             _ => None,
@@ -117,6 +126,12 @@ impl std::fmt::Display for DeadReason {
             } => write!(
                 f,
                 "action `{}` failed {attempts} times; last error: {}",
+                cap(action, MAX_QUOTED),
+                cap(error, MAX_DETAIL)
+            ),
+            DeadReason::Rejected { action, error, .. } => write!(
+                f,
+                "action `{}` rejected the message: {}",
                 cap(action, MAX_QUOTED),
                 cap(error, MAX_DETAIL)
             ),
@@ -169,6 +184,11 @@ mod tests {
                 attempts: 1,
                 error: huge.clone(),
                 cause: huge.clone(),
+            },
+            DeadReason::Rejected {
+                action: huge.clone(),
+                attempts: 1,
+                error: huge.clone(),
             },
             DeadReason::Envelope(EnvelopeError::NotJson(huge.clone())),
         ] {

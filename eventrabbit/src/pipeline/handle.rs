@@ -9,6 +9,8 @@ use super::transport::{Outgoing, Transport};
 use crate::error::Result;
 use crate::handler::context::Message;
 use crate::handler::input::{Failure, Input, Reply};
+use crate::handler::pattern;
+use crate::handler::registration::Registration;
 use crate::handler::registry::Route;
 use crate::telemetry::{metric, trace};
 use crate::wire::limits::{MAX_HEADER_TEXT, cap};
@@ -78,6 +80,16 @@ pub(crate) async fn handle<T: Transport>(
     }
 }
 
+/// The action a failure names: the message's own, also when a pattern served it.
+fn action_name(reg: &Registration, message: &Message) -> String {
+    if pattern::is_pattern(reg.action)
+        && let Ok(env) = envelope::decode(&message.body)
+    {
+        return env.action.into_owned();
+    }
+    reg.action.to_owned()
+}
+
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     let text = panic
         .downcast_ref::<&str>()
@@ -123,13 +135,21 @@ async fn settle<T: Transport>(
         }
         Err(Failure::Invalid(detail)) => {
             let reason = DeadReason::InvalidData {
-                action: reg.action.to_owned(),
+                action: action_name(reg, message),
                 detail,
             };
             fail_for_good(policy, transport, Some(reg.action), message, reason).await
         }
         Err(Failure::Failed(error)) => {
             retry_or_fail(policy, transport, route, message, error).await
+        }
+        Err(Failure::Rejected(error)) => {
+            let reason = DeadReason::Rejected {
+                action: action_name(reg, message),
+                attempts: message.retry_count().saturating_add(1),
+                error,
+            };
+            fail_for_good(policy, transport, Some(reg.action), message, reason).await
         }
     }
 }
@@ -144,16 +164,16 @@ async fn retry_or_fail<T: Transport>(
     let reg = route.reg;
     let retries = message.retry_count();
     let attempt = retries.saturating_add(1);
-    let retry = &policy.settings.retry;
+    let retry = policy.retry(route);
     if !retry.allows(retries) {
         let reason = DeadReason::RetriesExhausted {
-            action: reg.action.to_owned(),
+            action: action_name(reg, message),
             attempts: attempt,
             error,
         };
         return fail_for_good(policy, transport, Some(reg.action), message, reason).await;
     }
-    let delay = retry.delay_for(attempt);
+    let delay = retry.pick_delay(attempt);
     tracing::warn!(queue = %policy.queue, action = reg.action, retry = attempt, ?delay, "handler failed, retrying: {}", cap(&error, MAX_HEADER_TEXT));
     policy.metrics(route).retried();
     let scheduled = transport
@@ -166,7 +186,7 @@ async fn retry_or_fail<T: Transport>(
         // dead-letter it rather than run the handler again and again.
         Err(e) => {
             let reason = DeadReason::RetryUnpublishable {
-                action: reg.action.to_owned(),
+                action: action_name(reg, message),
                 attempts: attempt,
                 error,
                 cause: e.to_string(),

@@ -1,6 +1,6 @@
 //! [`QueuePolicy`]: how one queue treats its messages.
 
-use crate::config::Resolved;
+use crate::config::{Resolved, RetryConfig};
 use crate::handler::registry::{Route, Routes};
 use crate::telemetry::metric::ActionMetrics;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ pub(crate) struct QueuePolicy {
     pub(crate) settings: Resolved,
     /// Indexed by [`Route::index`].
     metrics: Vec<ActionMetrics>,
+    /// Each route's retry policy: the queue's, under the handler's own. By route index.
+    retries: Vec<RetryConfig>,
 }
 
 impl QueuePolicy {
@@ -22,12 +24,25 @@ impl QueuePolicy {
             .iter()
             .map(|reg| ActionMetrics::new(&queue, reg.action))
             .collect();
+        let retries = routes
+            .iter()
+            .map(|reg| match &reg.retry {
+                Some(own) => own.apply(&settings.retry),
+                None => settings.retry.clone(),
+            })
+            .collect();
         Self {
             queue,
             routes,
             settings,
             metrics,
+            retries,
         }
+    }
+
+    /// How `route`'s handler is retried.
+    pub(super) fn retry(&self, route: Route) -> &RetryConfig {
+        &self.retries[route.index]
     }
 
     pub(super) fn metrics(&self, route: Route) -> &ActionMetrics {

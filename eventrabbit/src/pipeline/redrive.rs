@@ -161,7 +161,9 @@ pub(crate) fn verdict(policy: &QueuePolicy, message: &Arc<Message>) -> Verdict {
             let input = Input::new(message.clone(), range);
             match (route.reg.validate)(&input) {
                 Ok(()) => Verdict::Pass,
-                Err(Failure::Invalid(detail) | Failure::Failed(detail)) => Verdict::Fail(
+                Err(
+                    Failure::Invalid(detail) | Failure::Failed(detail) | Failure::Rejected(detail),
+                ) => Verdict::Fail(
                     DeadReason::InvalidData {
                         action: route.reg.action.to_owned(),
                         detail,

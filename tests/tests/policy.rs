@@ -1,0 +1,348 @@
+//! Handler policy in the macros, on the real broker and on the test broker: permanent
+//! errors are dead-lettered at once, a handler's own retry policy overrides its queue's,
+//! action patterns route (an exact action first), overlapping patterns are refused.
+//!
+//! Every consumer here names its actions: this binary registers overlapping patterns on
+//! purpose.
+
+use eventrabbit::testing::TestBroker;
+use eventrabbit::{
+    Config, ConsumeChannel, Error, HandlerError, MessageContext, Rejected, RetryConfig, consumer,
+};
+use eventrabbit_tests::*;
+use serde_json::{Value, json};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A queue policy that would take minutes to give up: what a test sees within seconds
+/// came from the handler's own policy or from a rejection.
+fn slow_queue_retries() -> Config {
+    Config::default().with_retry(
+        RetryConfig::default()
+            .with_delay(Duration::from_secs(30))
+            .with_max_retries(10),
+    )
+}
+
+static REJECT_RUNS: AtomicU32 = AtomicU32::new(0);
+
+#[consumer(action = "T_POL_REJECT")]
+async fn reject_odd(n: i64) -> Result<i64, Rejected> {
+    REJECT_RUNS.fetch_add(1, Ordering::SeqCst);
+    if n % 2 == 1 {
+        return Err(Rejected::new(format!("n must be even, got {n}")));
+    }
+    Ok(n)
+}
+
+#[derive(Debug)]
+enum PayError {
+    Declined,
+    GatewayDown,
+}
+
+impl std::fmt::Display for PayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PayError::Declined => "card declined",
+            PayError::GatewayDown => "gateway down",
+        })
+    }
+}
+
+impl HandlerError for PayError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, PayError::Declined)
+    }
+}
+
+static PAY_RUNS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[consumer(action = "T_POL_PAY", retry(max = 2, delay = "100ms"))]
+async fn pay(card: String) -> Result<(), PayError> {
+    PAY_RUNS.lock().unwrap().push(card.clone());
+    match card.as_str() {
+        "declined" => Err(PayError::Declined),
+        _ => Err(PayError::GatewayDown),
+    }
+}
+
+#[consumer(action = "T_POL_BOXED")]
+async fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    Err(Box::new(Rejected::new("boxed rejection")))
+}
+
+/// A permanent error is dead-lettered at once with code `rejected` and the handler's
+/// text, whatever the queue's retry budget; an RPC caller hears it at once; a transient
+/// error of the same handler is retried by the handler's own policy.
+#[tokio::test]
+async fn permanent_errors_are_dead_lettered_at_once_and_transient_ones_retried() {
+    let queue = unique("q-pol-reject");
+    let dlq = format!("{queue}.dlq");
+    let (events, handle) = deps(slow_queue_retries()).await;
+    start(
+        &handle,
+        ConsumeChannel::new(&queue).actions(["T_POL_REJECT", "T_POL_PAY", "T_POL_BOXED"]),
+    )
+    .await;
+    let (_c, ch) = raw_channel().await;
+
+    events
+        .publish("", &queue, "T_POL_REJECT", &json!({"n": 3}))
+        .await
+        .unwrap();
+    let dead = get_message(&ch, &dlq, WAIT)
+        .await
+        .expect("rejected at once");
+    let props = &dead.delivery.properties;
+    assert_eq!(
+        header(props, "x-dead-letter-code").as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(header(props, "x-attempts").as_deref(), Some("1"));
+    let reason = header(props, "x-dead-letter-reason").unwrap();
+    assert!(
+        reason.contains("T_POL_REJECT") && reason.contains("n must be even, got 3"),
+        "{reason}"
+    );
+    assert_eq!(REJECT_RUNS.load(Ordering::SeqCst), 1, "never retried");
+
+    // An RPC caller gets the rejection as its error, without waiting for retries.
+    let err = events
+        .call::<Value>(&queue, "T_POL_REJECT", json!({"n": 5}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("n must be even, got 5"), "{err}");
+    let ok: i64 = events
+        .call(&queue, "T_POL_REJECT", json!({"n": 4}))
+        .await
+        .unwrap();
+    assert_eq!(ok, 4);
+    let _ = get_message(&ch, &dlq, WAIT).await.expect("the RPC one too");
+
+    // A HandlerError decides per value: declined is permanent, gateway down is retried
+    // twice (the handler's retry(max = 2)), then dead-lettered as retries-exhausted.
+    events
+        .publish("", &queue, "T_POL_PAY", &json!({"card": "declined"}))
+        .await
+        .unwrap();
+    let dead = get_message(&ch, &dlq, WAIT).await.expect("declined");
+    assert_eq!(
+        header(&dead.delivery.properties, "x-dead-letter-code").as_deref(),
+        Some("rejected")
+    );
+    events
+        .publish("", &queue, "T_POL_PAY", &json!({"card": "down"}))
+        .await
+        .unwrap();
+    let dead = get_message(&ch, &dlq, WAIT).await.expect("exhausted");
+    assert_eq!(
+        header(&dead.delivery.properties, "x-dead-letter-code").as_deref(),
+        Some("retries-exhausted")
+    );
+    assert_eq!(
+        header(&dead.delivery.properties, "x-attempts").as_deref(),
+        Some("3")
+    );
+    let runs = PAY_RUNS.lock().unwrap().clone();
+    assert_eq!(runs, ["declined", "down", "down", "down"]);
+
+    // A boxed Rejected (`Box<dyn Error + Send + Sync>`, as `?` makes one) is permanent too.
+    events
+        .publish("", &queue, "T_POL_BOXED", &json!({}))
+        .await
+        .unwrap();
+    let dead = get_message(&ch, &dlq, WAIT).await.expect("boxed rejection");
+    assert_eq!(
+        header(&dead.delivery.properties, "x-dead-letter-code").as_deref(),
+        Some("rejected")
+    );
+    handle.shutdown().await;
+    cleanup(&[&queue, &format!("{queue}.retry.100ms")], &[]).await;
+}
+
+static USER_ANY: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static USER_CREATED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+#[consumer(action = "T_POL_USER_*")]
+async fn user_any(ctx: MessageContext, n: u64) {
+    USER_ANY
+        .lock()
+        .unwrap()
+        .push(format!("{}:{n}", ctx.action()));
+}
+
+#[consumer(action = "T_POL_USER_CREATED")]
+async fn user_created(n: u64) {
+    USER_CREATED.lock().unwrap().push(n);
+}
+
+#[consumer(action = "t.pol.order.*")]
+async fn order_any(ctx: MessageContext) {
+    USER_ANY.lock().unwrap().push(ctx.action());
+}
+
+/// `T_POL_USER_*` takes every `T_POL_USER_..` action but the exact `T_POL_USER_CREATED`;
+/// the handler reads the action it got; a dead letter names the actual action; an
+/// action no pattern matches is dead-lettered as unknown.
+#[tokio::test]
+async fn action_patterns_route_and_an_exact_action_wins() {
+    let queue = unique("q-pol-patterns");
+    let dlq = format!("{queue}.dlq");
+    let (events, handle) = deps(Config::default()).await;
+    start(
+        &handle,
+        ConsumeChannel::new(&queue).actions([
+            "T_POL_USER_*",
+            "T_POL_USER_CREATED",
+            "t.pol.order.*",
+        ]),
+    )
+    .await;
+    for (action, n) in [
+        ("T_POL_USER_CREATED", 1),
+        ("T_POL_USER_DELETED", 2),
+        ("T_POL_USER_", 3),
+        ("t.pol.order.placed", 4),
+    ] {
+        events
+            .publish("", &queue, action, &json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    events
+        .publish(
+            "",
+            &queue,
+            "T_POL_USER_RENAMED",
+            &json!({"n": "not a number"}),
+        )
+        .await
+        .unwrap();
+    events
+        .publish("", &queue, "T_POL_ORDER", &json!({"n": 6}))
+        .await
+        .unwrap();
+    wait_until!(WAIT, USER_ANY.lock().unwrap().len() >= 3);
+    wait_until!(WAIT, !USER_CREATED.lock().unwrap().is_empty());
+    assert_eq!(*USER_CREATED.lock().unwrap(), [1]);
+    let mut any = USER_ANY.lock().unwrap().clone();
+    any.sort();
+    assert_eq!(
+        any,
+        [
+            "T_POL_USER_:3",
+            "T_POL_USER_DELETED:2",
+            "t.pol.order.placed"
+        ]
+    );
+    let (_c, ch) = raw_channel().await;
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let dead = get_message(&ch, &dlq, WAIT).await.expect("a dead letter");
+        let props = &dead.delivery.properties;
+        codes.push((
+            header(props, "x-dead-letter-code").unwrap(),
+            header(props, "x-dead-letter-reason").unwrap(),
+        ));
+    }
+    codes.sort();
+    assert_eq!(codes[0].0, "invalid-data");
+    assert!(
+        codes[0].1.contains("T_POL_USER_RENAMED") && codes[0].1.contains("field `n`"),
+        "the actual action is named: {}",
+        codes[0].1
+    );
+    assert_eq!(codes[1].0, "unknown-action");
+    assert!(codes[1].1.contains("T_POL_ORDER"), "{}", codes[1].1);
+    handle.shutdown().await;
+    cleanup(&[&queue], &[]).await;
+}
+
+#[consumer(action = "T_POL_OVER_*")]
+async fn over_prefix() {}
+
+#[consumer(action = "T_POL_*_Z")]
+async fn over_suffix() {}
+
+/// Two patterns one action could match (`T_POL_OVER_Z`) cannot serve one queue: consuming
+/// fails at start naming both, on the real broker and on the test broker.
+#[tokio::test]
+async fn overlapping_patterns_on_one_queue_are_a_start_up_error() {
+    let queue = unique("q-pol-overlap");
+    let (_events, handle) = deps(Config::default()).await;
+    let channel = || ConsumeChannel::new(&queue).actions(["T_POL_OVER_*", "T_POL_*_Z"]);
+    let err = tokio::time::timeout(WAIT, handle.consume(channel()))
+        .await
+        .expect("fails at once")
+        .unwrap_err();
+    assert!(matches!(err, Error::OverlappingPatterns { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&queue) && text.contains("T_POL_OVER_* (") && text.contains("T_POL_*_Z ("),
+        "{text}"
+    );
+    let broker = TestBroker::new();
+    let err = broker.consume(channel()).unwrap_err();
+    assert!(matches!(err, Error::OverlappingPatterns { .. }), "{err}");
+    // Served apart, they are fine.
+    broker
+        .consume(ConsumeChannel::new("tb-over-a").actions(["T_POL_OVER_*"]))
+        .unwrap();
+    broker
+        .consume(ConsumeChannel::new("tb-over-b").actions(["T_POL_*_Z"]))
+        .unwrap();
+    handle.shutdown().await;
+    cleanup(&[&queue], &[]).await;
+}
+
+static TB_SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[consumer(action = "TB_POL_*", retry(max = 1, delay = "250ms"))]
+async fn tb_any(ctx: MessageContext, n: i64) -> Result<(), Rejected> {
+    TB_SEEN.lock().unwrap().push(ctx.action());
+    match n {
+        0 => Ok(()),
+        1 => Err(Rejected::new("one is refused")),
+        _ => panic!("n = {n} fails"),
+    }
+}
+
+/// The test broker applies the same policy: patterns, rejection, the handler's retries.
+#[tokio::test]
+async fn the_test_broker_applies_handler_policy() {
+    let broker = TestBroker::with_config(slow_queue_retries());
+    broker
+        .consume(ConsumeChannel::new("tb-pol").actions(["TB_POL_*"]))
+        .unwrap();
+    for (action, n) in [("TB_POL_A", 0), ("TB_POL_B", 1), ("TB_POL_C", 2)] {
+        broker
+            .publish("", "tb-pol", action, &json!({"n": n}))
+            .unwrap();
+    }
+    broker.run_until_idle().await.unwrap();
+    let mut seen = TB_SEEN.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["TB_POL_A", "TB_POL_B", "TB_POL_C", "TB_POL_C"]);
+    let mut dead: Vec<_> = broker
+        .dead_letters("tb-pol")
+        .into_iter()
+        .map(|d| (d.code, d.attempts))
+        .collect();
+    dead.sort();
+    assert_eq!(
+        dead,
+        [
+            ("rejected".to_owned(), 1),
+            ("retries-exhausted".to_owned(), 2)
+        ]
+    );
+    assert_eq!(
+        broker.retry_delays("tb-pol"),
+        [Duration::from_millis(250)],
+        "the handler's delay, not the queue's 30 s"
+    );
+}
