@@ -85,9 +85,7 @@ impl RetrySpec {
             },
             ("max", _) => errors.push(value.span(), "`max` takes an integer, e.g. `max = 3`"),
             ("delay" | "max_delay", Some(Lit::Str(s))) => match duration_ms(&s.value()) {
-                Ok(0) => {
-                    errors.push(s.span(), format!("`{name}` must be at least 1ms"))
-                }
+                Ok(0) => errors.push(s.span(), format!("`{name}` must be at least 1ms")),
                 Ok(ms) if ms > i32::MAX as u64 => errors.push(
                     s.span(),
                     format!("`{name}` must be at most 24 days (the broker's TTL limit)"),

@@ -71,8 +71,8 @@ pub use api::events::Events;
 pub use api::handle::Handle;
 pub use config::{
     Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, EventLog,
-    ExchangeKind, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig, RetryOverride,
-    StartAt, StreamConsumer, TracePropagation, UnknownAction,
+    ExchangeKind, FailureEvents, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig,
+    RetryOverride, StartAt, StreamConsumer, TracePropagation, UnknownAction,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;

@@ -12,7 +12,6 @@ use eventrabbit::{
 use eventrabbit_tests::*;
 use serde_json::{Value, json};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,11 +26,11 @@ fn slow_queue_retries() -> Config {
     )
 }
 
-static REJECT_RUNS: AtomicU32 = AtomicU32::new(0);
+static REJECT_RUNS: Mutex<Vec<i64>> = Mutex::new(Vec::new());
 
 #[consumer(action = "T_POL_REJECT")]
 async fn reject_odd(n: i64) -> Result<i64, Rejected> {
-    REJECT_RUNS.fetch_add(1, Ordering::SeqCst);
+    REJECT_RUNS.lock().unwrap().push(n);
     if n % 2 == 1 {
         return Err(Rejected::new(format!("n must be even, got {n}")));
     }
@@ -108,7 +107,13 @@ async fn permanent_errors_are_dead_lettered_at_once_and_transient_ones_retried()
         reason.contains("T_POL_REJECT") && reason.contains("n must be even, got 3"),
         "{reason}"
     );
-    assert_eq!(REJECT_RUNS.load(Ordering::SeqCst), 1, "never retried");
+    let runs_of_3 = REJECT_RUNS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|n| **n == 3)
+        .count();
+    assert_eq!(runs_of_3, 1, "never retried");
 
     // An RPC caller gets the rejection as its error, without waiting for retries.
     let err = events
@@ -345,4 +350,133 @@ async fn the_test_broker_applies_handler_policy() {
         [Duration::from_millis(250)],
         "the handler's delay, not the queue's 30 s"
     );
+}
+
+#[consumer(action = "T_POL_ORDER_PLACED")]
+async fn order_placed(order_id: i64) -> Result<(), String> {
+    if order_id < 0 {
+        return Err(format!("order {order_id} cannot be stored"));
+    }
+    Ok(())
+}
+
+/// With failure events on, a message dead-lettered for good is announced as
+/// `<ACTION>_FAILED` on the configured exchange, carrying the original data, the reason
+/// code and text, the attempts, the queue and the message id; a message handled fine is
+/// not announced; the dead letter is still there.
+#[tokio::test]
+async fn a_message_that_fails_for_good_is_announced() {
+    let (queue, failures, observer) = (
+        unique("q-pol-failing"),
+        unique("x-pol-failures"),
+        unique("q-pol-observer"),
+    );
+    let (_c, ch) = raw_channel().await;
+    bind_queue(&ch, &observer, &failures, lapin::ExchangeKind::Topic, "#").await;
+    let (events, handle) = deps(
+        Config::default().with_retry(
+            RetryConfig::default()
+                .with_delay(Duration::from_millis(50))
+                .with_max_retries(1),
+        ),
+    )
+    .await;
+    start(
+        &handle,
+        ConsumeChannel::new(&queue)
+            .actions(["T_POL_ORDER_PLACED", "T_POL_REJECT"])
+            .failure_events(eventrabbit::FailureEvents::to(&failures)),
+    )
+    .await;
+    events
+        .publish("", &queue, "T_POL_ORDER_PLACED", &json!({"order_id": 1}))
+        .await
+        .unwrap();
+    events
+        .publish_with(
+            "",
+            &queue,
+            "T_POL_ORDER_PLACED",
+            &json!({"order_id": -7}),
+            &eventrabbit::PublishOptions::default().message_id("order-minus-7"),
+        )
+        .await
+        .unwrap();
+    let event = get_message(&ch, &observer, WAIT).await.expect("announced");
+    assert_eq!(
+        event.delivery.routing_key.as_str(),
+        "T_POL_ORDER_PLACED_FAILED"
+    );
+    let body: Value = serde_json::from_slice(&event.delivery.data).unwrap();
+    assert_eq!(body["action"], "T_POL_ORDER_PLACED_FAILED");
+    let data = &body["data"];
+    assert_eq!(data["action"], "T_POL_ORDER_PLACED");
+    assert_eq!(data["data"], json!({"order_id": -7}));
+    assert_eq!(data["code"], "retries-exhausted");
+    assert_eq!(data["attempts"], 2);
+    assert_eq!(data["queue"], queue.as_str());
+    assert_eq!(data["message_id"], "order-minus-7");
+    assert!(
+        data["reason"]
+            .as_str()
+            .unwrap()
+            .contains("order -7 cannot be stored"),
+        "{data}"
+    );
+    let dead = get_message(&ch, &format!("{queue}.dlq"), WAIT).await;
+    assert!(dead.is_some(), "the dead letter is kept as well");
+    // A rejection is announced too, with its code; nothing else was.
+    events
+        .publish("", &queue, "T_POL_REJECT", &json!({"n": 9}))
+        .await
+        .unwrap();
+    let event = get_message(&ch, &observer, WAIT).await.expect("announced");
+    let body: Value = serde_json::from_slice(&event.delivery.data).unwrap();
+    assert_eq!(body["data"]["code"], "rejected");
+    assert_eq!(body["data"]["attempts"], 1);
+    assert!(
+        get_message(&ch, &observer, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the order handled fine is not announced"
+    );
+    handle.shutdown().await;
+    cleanup(
+        &[&queue, &observer, &format!("{queue}.retry.50ms")],
+        &[&failures],
+    )
+    .await;
+}
+
+/// The test broker announces failures the same way.
+#[tokio::test]
+async fn the_test_broker_announces_failures() {
+    let broker = TestBroker::with_config(
+        Config::default().with_retry(RetryConfig::default().with_max_retries(0)),
+    );
+    broker.declare_exchange("tb-failures", eventrabbit::ExchangeKind::Fanout);
+    broker
+        .consume(
+            ConsumeChannel::new("tb-pol-failing")
+                .actions(["T_POL_ORDER_PLACED"])
+                .failure_events(eventrabbit::FailureEvents::to("tb-failures").suffix(".failed")),
+        )
+        .unwrap();
+    broker
+        .publish(
+            "",
+            "tb-pol-failing",
+            "T_POL_ORDER_PLACED",
+            &json!({"order_id": -1}),
+        )
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    let published = broker.published_to("tb-failures");
+    assert_eq!(published.len(), 1);
+    assert_eq!(
+        published[0].action.as_deref(),
+        Some("T_POL_ORDER_PLACED.failed")
+    );
+    assert_eq!(published[0].data["data"], json!({"order_id": -1}));
+    assert_eq!(published[0].data["code"], "retries-exhausted");
 }

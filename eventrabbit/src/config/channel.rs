@@ -1,6 +1,7 @@
 //! [`ConsumeChannel`]: which queue to consume, and how it is declared and bound.
 
 use super::binding::{Binding, ExchangeKind};
+use super::failure_events::FailureEvents;
 use super::queue_kind::{DeadLetterStrategy, Overflow, QueueArguments, QueueType};
 use super::{QueueConfig, RetryConfig, UnknownAction};
 use crate::error::{Error, Result};
@@ -36,6 +37,7 @@ pub struct ConsumeChannel {
     pub(crate) queue_type: Option<QueueType>,
     pub(crate) arguments: QueueArguments,
     pub(crate) crash_loop_limit: Option<u32>,
+    pub(crate) failure_events: Option<FailureEvents>,
 }
 
 /// A quorum queue's default limit of redeliveries before a message is dead-lettered as a
@@ -61,6 +63,7 @@ impl ConsumeChannel {
             queue_type: None,
             arguments: QueueArguments::default(),
             crash_loop_limit: None,
+            failure_events: None,
         }
     }
 
@@ -242,6 +245,14 @@ impl ConsumeChannel {
         self
     }
 
+    /// Announces every message this queue dead-letters for good (see [`FailureEvents`]);
+    /// overrides [`QueueConfig::failure_events`].
+    #[must_use]
+    pub fn failure_events(mut self, events: FailureEvents) -> Self {
+        self.failure_events = Some(events);
+        self
+    }
+
     /// The queue's name.
     #[must_use]
     pub fn queue(&self) -> &str {
@@ -282,6 +293,10 @@ impl ConsumeChannel {
             unknown_action: self.unknown_action.unwrap_or(defaults.unknown_action),
             retry: self.retry.clone().unwrap_or_else(|| retry.clone()),
             dead_letter_queue,
+            failure_events: self
+                .failure_events
+                .clone()
+                .or_else(|| defaults.failure_events.clone()),
         }
     }
 }
@@ -361,4 +376,5 @@ pub(crate) struct Resolved {
     pub(crate) unknown_action: UnknownAction,
     pub(crate) retry: RetryConfig,
     pub(crate) dead_letter_queue: String,
+    pub(crate) failure_events: Option<FailureEvents>,
 }

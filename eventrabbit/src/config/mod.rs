@@ -3,6 +3,7 @@
 
 mod binding;
 mod channel;
+mod failure_events;
 mod publish;
 mod queue;
 mod queue_kind;
@@ -12,6 +13,7 @@ mod stream;
 pub use binding::{Binding, ExchangeKind};
 pub(crate) use channel::Resolved;
 pub use channel::{ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT};
+pub use failure_events::FailureEvents;
 pub use publish::PublishOptions;
 pub use queue::{QueueConfig, UnknownAction};
 pub use queue_kind::{DeadLetterStrategy, Overflow, QueueType};

@@ -1,5 +1,6 @@
 //! [`QueueConfig`]: defaults of every consumed queue.
 
+use super::failure_events::FailureEvents;
 use super::queue_kind::QueueType;
 /// What to do with a message whose `action` no handler on the queue serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +32,8 @@ pub struct QueueConfig {
     pub dead_letter_suffix: String,
     /// The type of consumed queues (classic by default).
     pub queue_type: QueueType,
+    /// Events announcing messages dead-lettered for good (off by default).
+    pub failure_events: Option<FailureEvents>,
 }
 
 impl QueueConfig {
@@ -40,6 +43,13 @@ impl QueueConfig {
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
     /// Default dead-letter queue suffix.
     pub const DEFAULT_DEAD_LETTER_SUFFIX: &'static str = ".dlq";
+
+    /// Announces every message dead-lettered for good on any queue (see [`FailureEvents`]).
+    #[must_use]
+    pub fn with_failure_events(mut self, events: FailureEvents) -> Self {
+        self.failure_events = Some(events);
+        self
+    }
 
     /// Sets the prefetch window (1 handles messages strictly one by one, in order).
     #[must_use]
@@ -95,6 +105,7 @@ impl Default for QueueConfig {
             unknown_action: UnknownAction::default(),
             dead_letter_suffix: Self::DEFAULT_DEAD_LETTER_SUFFIX.to_owned(),
             queue_type: QueueType::default(),
+            failure_events: None,
         }
     }
 }

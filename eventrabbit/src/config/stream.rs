@@ -293,6 +293,7 @@ impl StreamConsumer {
             unknown_action: self.unknown_action.unwrap_or(defaults.unknown_action),
             retry: self.retry.clone().unwrap_or_else(|| retry.clone()),
             dead_letter_queue: self.dead_letter_queue(&defaults.dead_letter_suffix),
+            failure_events: defaults.failure_events.clone(),
         }
     }
 

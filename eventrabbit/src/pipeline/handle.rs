@@ -4,6 +4,7 @@
 
 use super::dead_reason::DeadReason;
 use super::decide::{Decision, decide};
+use super::failure_event;
 use super::policy::QueuePolicy;
 use super::transport::{Outgoing, Transport};
 use crate::error::Result;
@@ -206,6 +207,11 @@ async fn fail_for_good<T: Transport>(
 ) -> Result<()> {
     tracing::warn!(queue = %policy.queue, code = reason.code(), "dead-lettering message: {reason}");
     metric::dead_lettered(&policy.queue, action, reason.code());
+    if let Some(events) = &policy.settings.failure_events {
+        // Announced before the dead letter is sent: if announcing fails for now, the
+        // message goes back and is announced when it fails again (at least once).
+        failure_event::announce(transport, events, &policy.queue, message, &reason).await?;
+    }
     transport
         .dead_letter(message, &reason, &policy.settings)
         .await?;

@@ -5,6 +5,7 @@
 pub(crate) mod dead_reason;
 pub(crate) mod decide;
 pub(crate) mod failure;
+pub(crate) mod failure_event;
 pub(crate) mod handle;
 pub(crate) mod in_place;
 pub(crate) mod policy;
