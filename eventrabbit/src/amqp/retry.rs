@@ -19,7 +19,7 @@ use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use parking_lot::Mutex;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -37,17 +37,31 @@ pub(crate) fn retry_queue_name(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}ms", delay.as_millis())
 }
 
-/// The wait and dead-letter queues known to exist.
+/// How long a wait queue stays after it was last declared, beyond its message TTL.
+pub(super) const LEASE_MARGIN_MS: i64 = 60_000;
+
+/// How often a queue sent to is declared again. The broker deletes a wait queue unused
+/// for its `x-expires` (TTL + [`LEASE_MARGIN_MS`]) even with messages inside, and
+/// publishing into it is no use; only a declaration is. Declared again at least this
+/// often while messages are sent to it, a wait queue outlives every message in it by
+/// at least half the margin.
+const RENEW_EVERY: Duration = Duration::from_millis(LEASE_MARGIN_MS as u64 / 2);
+
+/// The wait and dead-letter queues known to exist, with when each was last declared.
 #[derive(Debug, Default)]
-pub(crate) struct Declared(Mutex<HashSet<String>>);
+pub(crate) struct Declared(Mutex<HashMap<String, Instant>>);
 
 impl Declared {
+    /// Whether `queue` was declared recently enough to be sent to without declaring it.
     fn has(&self, queue: &str) -> bool {
-        self.0.lock().contains(queue)
+        self.0
+            .lock()
+            .get(queue)
+            .is_some_and(|at| at.elapsed() < RENEW_EVERY)
     }
 
     pub(crate) fn add(&self, queue: &str) {
-        self.0.lock().insert(queue.to_owned());
+        self.0.lock().insert(queue.to_owned(), Instant::now());
     }
 
     fn forget(&self, queue: &str) {
@@ -85,8 +99,8 @@ pub(crate) fn wait_queue(
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(LongString::from(queue)),
     );
-    // Gone once unused for a minute after its last message expired.
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(ttl + 60_000));
+    // Gone once unused for a minute after its last message expired (see `RENEW_EVERY`).
+    args.insert("x-expires".into(), AMQPValue::LongLongInt(ttl + LEASE_MARGIN_MS));
     if queue_type == QueueType::Quorum {
         args.insert("x-queue-type".into(), long("quorum"));
         args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
