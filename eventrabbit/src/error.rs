@@ -187,6 +187,14 @@ pub enum Error {
         /// Its length in bytes.
         len: usize,
     },
+    /// A delayed publish the broker cannot hold for that long: nothing was sent.
+    #[error("cannot publish after {delay:?}: {reason}")]
+    InvalidDelay {
+        /// The delay asked for.
+        delay: std::time::Duration,
+        /// Why not.
+        reason: String,
+    },
     /// A message, or its properties and headers, larger than the broker takes: nothing
     /// was sent.
     #[error("{what} of {size} bytes exceed the limit of {limit} bytes")]
@@ -259,6 +267,7 @@ impl Error {
             | Error::Redrive { .. }
             | Error::InvalidQueue { .. }
             | Error::InvalidName { .. }
+            | Error::InvalidDelay { .. }
             | Error::TooLarge { .. } => ErrorKind::Permanent,
         }
     }

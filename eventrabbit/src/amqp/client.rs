@@ -2,8 +2,9 @@
 //! configuration, shutdown signal and consumers.
 
 use super::connection::Connector;
+use super::delay;
 use super::publisher::Publisher;
-use super::retry::Declared;
+use super::retry::{Declared, send_to_queue};
 use super::rpc::RpcClient;
 use crate::config::{Config, PublishOptions};
 use crate::error::Result;
@@ -15,6 +16,7 @@ use crate::wire::limits::check_name;
 use crate::wire::properties::properties;
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -120,6 +122,36 @@ impl Client {
                 mandatory: mandatory || self.config.mandatory,
             })
             .await
+    }
+
+    /// Publishes an encoded envelope to `exchange` / `routing_key` after `delay` (rounded
+    /// up onto the grid of [`delay`](super::delay)): confirmed once the broker holds it in
+    /// the wait queue.
+    pub(crate) async fn publish_envelope_after(
+        &self,
+        delay: Duration,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let delay = crate::wire::delay::on_grid(delay)?;
+        if delay.is_zero() {
+            return self
+                .publish_envelope(exchange, routing_key, body, false)
+                .await;
+        }
+        check_name("exchange", exchange)?;
+        check_name("routing key", routing_key)?;
+        let (queue, arguments) = delay::wait_queue(exchange, routing_key, delay);
+        send_to_queue(
+            &self.connector,
+            &self.publisher,
+            &self.declared,
+            delay::target(&queue, arguments),
+            body,
+            properties(trace::outgoing_trace(self.config.trace_propagation)),
+        )
+        .await
     }
 
     /// Publishes an encoded envelope as `options` say.

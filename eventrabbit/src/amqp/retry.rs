@@ -100,7 +100,10 @@ pub(crate) fn wait_queue(
         AMQPValue::LongString(LongString::from(queue)),
     );
     // Gone once unused for a minute after its last message expired (see `RENEW_EVERY`).
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(ttl + LEASE_MARGIN_MS));
+    args.insert(
+        "x-expires".into(),
+        AMQPValue::LongLongInt(ttl + LEASE_MARGIN_MS),
+    );
     if queue_type == QueueType::Quorum {
         args.insert("x-queue-type".into(), long("quorum"));
         args.insert("x-dead-letter-strategy".into(), long("at-least-once"));

@@ -7,7 +7,7 @@ use crate::wire::envelope::encode_envelope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Publishing and RPC calls. Cheap to clone; every clone shares one connection.
 #[derive(Clone, Debug)]
@@ -64,6 +64,55 @@ impl Events {
         let body = encode_envelope(action, data)?;
         self.shared
             .publish_envelope(exchange, routing_key, &body, true)
+            .await
+    }
+
+    /// Publishes `data` under `action` to `exchange` with `routing_key` once `delay` has
+    /// passed, without a broker plugin: the message waits in a durable wait queue of the
+    /// broker (it survives a broker restart and this process ending) and the broker
+    /// publishes it when its time comes. Returns once the broker confirmed it holds the
+    /// message.
+    ///
+    /// Precision: the delay is rounded up (10 ms below 10 s, 1 s below 10 min, 10 s
+    /// below 6 h, 1 min beyond), and the broker may take a little longer to move it; it is
+    /// never early. At most about 24.8 days ([`Error::InvalidDelay`](crate::Error::InvalidDelay)
+    /// beyond). When it is due, the message is routed like any publish: if `exchange` is
+    /// gone or nothing is bound for `routing_key` then, it is dropped (no one is left to
+    /// tell). A zero delay publishes at once.
+    ///
+    /// ```no_run
+    /// # async fn f(events: eventrabbit::Events) -> eventrabbit::Result<()> {
+    /// use std::time::Duration;
+    /// events
+    ///     .publish_after(Duration::from_secs(15 * 60), "reminders", "", "CART_REMINDER", &serde_json::json!({"cart": 7}))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_after<T: Serialize + ?Sized>(
+        &self,
+        delay: Duration,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+    ) -> Result<()> {
+        let body = encode_envelope(action, data)?;
+        self.shared
+            .publish_envelope_after(delay, exchange, routing_key, &body)
+            .await
+    }
+
+    /// Like [`Events::publish_after`], at `at` (a time in the past publishes at once).
+    pub async fn publish_at<T: Serialize + ?Sized>(
+        &self,
+        at: SystemTime,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+    ) -> Result<()> {
+        let delay = at.duration_since(SystemTime::now()).unwrap_or_default();
+        self.publish_after(delay, exchange, routing_key, action, data)
             .await
     }
 

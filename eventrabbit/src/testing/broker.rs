@@ -105,6 +105,36 @@ impl TestBroker {
         self.inner.publish_body(exchange, routing_key, &body, false)
     }
 
+    /// Publishes as `Events::publish_after` does. The test broker has no clock: the
+    /// message is routed at once (handled by the next [`run_until_idle`](Self::run_until_idle)),
+    /// and the delay it would have waited on RabbitMQ (rounded up onto the same grid) is
+    /// recorded for [`delayed`](Self::delayed). A delay RabbitMQ cannot hold fails alike.
+    pub fn publish_after<T: Serialize + ?Sized>(
+        &self,
+        delay: Duration,
+        exchange: &str,
+        routing_key: &str,
+        action: &str,
+        data: &T,
+    ) -> Result<()> {
+        let delay = crate::wire::delay::on_grid(delay)?;
+        let body = envelope::encode_envelope(action, data)?;
+        self.state().delayed.push((exchange.to_owned(), delay));
+        self.inner.publish_body(exchange, routing_key, &body, false)
+    }
+
+    /// The delays of the delayed publishes to `exchange`, in order (as RabbitMQ would have
+    /// waited them, rounded up).
+    #[must_use]
+    pub fn delayed(&self, exchange: &str) -> Vec<Duration> {
+        self.state()
+            .delayed
+            .iter()
+            .filter(|(x, _)| x == exchange)
+            .map(|(_, d)| *d)
+            .collect()
+    }
+
     /// Publishes a body as it is (to test poison input).
     pub fn publish_raw(&self, exchange: &str, routing_key: &str, body: &[u8]) -> Result<()> {
         self.inner.publish_body(exchange, routing_key, body, false)

@@ -43,6 +43,8 @@ pub(crate) struct State {
     pub(super) published: Vec<Published>,
     pub(super) replies: HashMap<String, Vec<u8>>,
     pub(crate) retry_delays: Vec<(String, Duration)>,
+    /// Delayed publishes: exchange and the delay on the grid.
+    pub(crate) delayed: Vec<(String, Duration)>,
     /// Event logs, by name: every message routed there, in order (offset = index).
     pub(super) logs: BTreeMap<String, Vec<LogEntry>>,
     /// The stored position of each named stream consumer, by log and name.
