@@ -66,6 +66,13 @@ mod telemetry;
 pub mod testing;
 mod wire;
 
+/// Layers around handlers: see [`Middleware`](middleware::Middleware),
+/// [`Handle::layer`] and [`Handle::consume_with`].
+pub mod middleware {
+    pub use crate::handler::input::{Failure, Reply};
+    pub use crate::handler::middleware::{BoxOutcome, Layers, Middleware, Next, Outcome};
+}
+
 pub use api::build::build_event_dependencies;
 pub use api::events::Events;
 pub use api::handle::Handle;

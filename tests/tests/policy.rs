@@ -5,9 +5,11 @@
 //! Every consumer here names its actions: this binary registers overlapping patterns on
 //! purpose.
 
+use eventrabbit::middleware::{BoxOutcome, Failure, Layers, Middleware, Next, Reply};
 use eventrabbit::testing::TestBroker;
 use eventrabbit::{
-    Config, ConsumeChannel, Error, HandlerError, MessageContext, Rejected, RetryConfig, consumer,
+    Config, ConsumeChannel, Error, HandlerError, MessageContext, PublishOptions, Rejected,
+    RetryConfig, consumer,
 };
 use eventrabbit_tests::*;
 use serde_json::{Value, json};
@@ -398,7 +400,7 @@ async fn a_message_that_fails_for_good_is_announced() {
             &queue,
             "T_POL_ORDER_PLACED",
             &json!({"order_id": -7}),
-            &eventrabbit::PublishOptions::default().message_id("order-minus-7"),
+            &PublishOptions::default().message_id("order-minus-7"),
         )
         .await
         .unwrap();
@@ -479,4 +481,138 @@ async fn the_test_broker_announces_failures() {
     );
     assert_eq!(published[0].data["data"], json!({"order_id": -1}));
     assert_eq!(published[0].data["code"], "retries-exhausted");
+}
+
+/// What the layers saw, in order: `(layer, action)`.
+static LAYERED: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+static LAYERED_HANDLED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Records that it ran, then runs the rest.
+struct Trace(&'static str);
+
+impl Middleware for Trace {
+    fn call<'a>(&'a self, ctx: &'a MessageContext, next: Next<'a>) -> BoxOutcome<'a> {
+        Box::pin(async move {
+            LAYERED
+                .lock()
+                .unwrap()
+                .push((self.0.to_owned(), ctx.action()));
+            next.run().await
+        })
+    }
+}
+
+/// Rejects messages without a `tenant` header; skips the handler for `skip`; panics for
+/// `boom`.
+struct Gate;
+
+impl Middleware for Gate {
+    fn call<'a>(&'a self, ctx: &'a MessageContext, next: Next<'a>) -> BoxOutcome<'a> {
+        Box::pin(async move {
+            match ctx.header_str("tenant").as_deref() {
+                None => Err(Failure::Rejected("no tenant".into())),
+                Some("skip") => Ok(Reply::none()),
+                Some("boom") => panic!("the gate broke"),
+                Some(_) => next.run().await,
+            }
+        })
+    }
+}
+
+#[consumer(action = "T_POL_LAYERED")]
+async fn layered(n: u64) {
+    LAYERED_HANDLED.lock().unwrap().push(n);
+}
+
+/// Layers given to the handle wrap those given to one queue, which wrap the handler; a
+/// layer can reject (dead-lettered at once as `rejected`), settle without the handler,
+/// or fail (a panicking layer is retried like a panicking handler).
+#[tokio::test]
+async fn middleware_wraps_the_handlers_of_a_queue() {
+    let queue = unique("q-pol-layers");
+    let dlq = format!("{queue}.dlq");
+    let (events, handle) = deps(
+        Config::default().with_retry(
+            RetryConfig::default()
+                .with_delay(Duration::from_millis(50))
+                .with_max_retries(1),
+        ),
+    )
+    .await;
+    handle.layer(Trace("outer"));
+    let task = {
+        let handle = handle.clone();
+        let channel = ConsumeChannel::new(&queue).actions(["T_POL_LAYERED"]);
+        tokio::spawn(async move {
+            handle
+                .consume_with(channel, Layers::new().with(Trace("inner")).with(Gate))
+                .await
+        })
+    };
+    wait_for_consumer(&queue).await;
+    let with = |tenant: &str| PublishOptions::new().header("tenant", tenant);
+    for (n, tenant) in [
+        (1, Some("acme")),
+        (2, None),
+        (3, Some("skip")),
+        (4, Some("boom")),
+    ] {
+        let options = tenant.map(with).unwrap_or_default();
+        events
+            .publish_with("", &queue, "T_POL_LAYERED", &json!({"n": n}), &options)
+            .await
+            .unwrap();
+    }
+    let (_c, ch) = raw_channel().await;
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let d = get_message(&ch, &dlq, WAIT).await.expect("dead letters");
+        dead.push((
+            header(&d.delivery.properties, "x-dead-letter-code").unwrap(),
+            header(&d.delivery.properties, "x-dead-letter-reason").unwrap(),
+        ));
+    }
+    dead.sort();
+    assert_eq!(dead[0].0, "rejected");
+    assert!(dead[0].1.contains("no tenant"), "{}", dead[0].1);
+    assert_eq!(dead[1].0, "retries-exhausted");
+    assert!(dead[1].1.contains("the gate broke"), "{}", dead[1].1);
+    assert_eq!(
+        *LAYERED_HANDLED.lock().unwrap(),
+        [1],
+        "only the one let through"
+    );
+    let seen = LAYERED.lock().unwrap().clone();
+    let first: Vec<_> = seen.iter().take(2).map(|(l, _)| l.as_str()).collect();
+    assert_eq!(first, ["outer", "inner"], "the handle's layer is outermost");
+    // 4 messages, the panicking one run twice: 5 passes through each layer.
+    assert_eq!(seen.iter().filter(|(l, _)| l == "inner").count(), 5);
+    assert!(seen.iter().all(|(_, a)| a == "T_POL_LAYERED"));
+    handle.shutdown().await;
+    let _ = task.await;
+    cleanup(&[&queue, &format!("{queue}.retry.50ms")], &[]).await;
+}
+
+/// The test broker runs the same layers.
+#[tokio::test]
+async fn the_test_broker_runs_middleware() {
+    let broker = TestBroker::new();
+    broker
+        .consume_with(
+            ConsumeChannel::new("tb-pol-layers").actions(["T_POL_ORDER_PLACED"]),
+            Layers::new().with(Gate),
+        )
+        .unwrap();
+    broker
+        .publish(
+            "",
+            "tb-pol-layers",
+            "T_POL_ORDER_PLACED",
+            &json!({"order_id": 1}),
+        )
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    let dead = broker.dead_letters("tb-pol-layers");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].code, "rejected");
 }

@@ -8,6 +8,7 @@ use super::retry::{Declared, send_to_queue};
 use super::rpc::RpcClient;
 use crate::config::{Config, PublishOptions};
 use crate::error::Result;
+use crate::handler::middleware::Layers;
 use crate::handler::producers::{ProducerSink, PublishFuture};
 use crate::pipeline::transport::Outgoing;
 use crate::telemetry::health::{ConsumerHealth, ConsumerSlot};
@@ -35,6 +36,8 @@ pub(crate) struct Client {
     pub(crate) abort: CancellationToken,
     consumers: watch::Sender<usize>,
     slots: Mutex<Vec<Arc<ConsumerSlot>>>,
+    /// Layers around the handlers of every queue consumed from now on.
+    pub(crate) layers: Mutex<Layers>,
 }
 
 impl std::fmt::Debug for Client {
@@ -71,6 +74,7 @@ impl Client {
             abort: CancellationToken::new(),
             consumers: watch::channel(0).0,
             slots: Mutex::default(),
+            layers: Mutex::default(),
         }
     }
 

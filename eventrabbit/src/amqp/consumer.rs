@@ -8,6 +8,7 @@ use super::topology;
 use super::unsettled::Unsettled;
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
+use crate::handler::middleware::Layers;
 use crate::handler::registry;
 use crate::pipeline::policy::QueuePolicy;
 use crate::telemetry::health::{ConsumerSlot, ConsumerState, EndGuard};
@@ -19,11 +20,11 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
 /// Runs `spec` until shutdown, reconnecting when the connection drops.
-pub(crate) async fn run(shared: Arc<Client>, spec: ConsumeChannel) -> Result<()> {
+pub(crate) async fn run(shared: Arc<Client>, spec: ConsumeChannel, layers: Layers) -> Result<()> {
     let _running = shared.consumer_started();
     let slot = shared.consumer_slot(&spec.queue);
     let _end = EndGuard(&slot);
-    let result = match prepare(&shared, &spec, &slot) {
+    let result = match prepare(&shared, &spec, &slot, layers) {
         Ok(ctx) => consume(&shared, &spec, &ctx).await,
         Err(e) => Err(e),
     };
@@ -42,13 +43,15 @@ fn prepare(
     shared: &Arc<Client>,
     spec: &ConsumeChannel,
     slot: &Arc<ConsumerSlot>,
+    layers: Layers,
 ) -> Result<Arc<QueueContext>> {
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
     spec.check(&settings)?;
     Ok(Arc::new(QueueContext {
         spec: spec.clone(),
-        policy: QueuePolicy::new(&spec.queue, routes, settings),
+        policy: QueuePolicy::new(&spec.queue, routes, settings)
+            .with_layers(shared.layers.lock().around(&layers)),
         client: shared.clone(),
         slot: slot.clone(),
         unsettled: Unsettled::default(),

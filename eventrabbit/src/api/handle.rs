@@ -4,6 +4,7 @@ use crate::amqp::client::Client;
 use crate::amqp::{consumer, redrive};
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
+use crate::handler::middleware::{Layers, Middleware};
 use crate::handler::registry;
 use crate::pipeline::policy::QueuePolicy;
 use crate::pipeline::redrive::{Redrive, RedriveReport};
@@ -29,10 +30,23 @@ impl Handle {
     /// when the connection drops. Fails at once if its topology is refused or its handler
     /// set names an unknown action.
     pub async fn consume(&self, channel: ConsumeChannel) -> Result<()> {
+        self.consume_with(channel, Layers::default()).await
+    }
+
+    /// Like [`Handle::consume`], with `layers` around every handler of this queue (inside
+    /// the layers given to [`Handle::layer`]).
+    pub async fn consume_with(&self, channel: ConsumeChannel, layers: Layers) -> Result<()> {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
-        consumer::run(self.shared.clone(), channel).await
+        consumer::run(self.shared.clone(), channel, layers).await
+    }
+
+    /// Wraps every handler of every queue consumed from now on (and of logs replayed) in
+    /// `layer`, outside the layers given before it and those of
+    /// [`Handle::consume_with`]. See [`Middleware`].
+    pub fn layer(&self, layer: impl Middleware) {
+        self.shared.layers.lock().push(Arc::new(layer));
     }
 
     /// Stops every consumer: no new deliveries, in-flight handlers finish and are

@@ -62,7 +62,8 @@ impl Handle {
                     }
                 })
                 .await?;
-            let policy = QueuePolicy::new(&label, routes, settings);
+            let policy = QueuePolicy::new(&label, routes, settings)
+                .with_layers(client.layers.lock().around(&Default::default()));
             run(StreamRun {
                 streams: &self.streams,
                 transport: &**client,

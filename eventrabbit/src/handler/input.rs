@@ -10,6 +10,21 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Reply(pub(crate) Option<Box<RawValue>>);
 
+impl Reply {
+    /// No result: what a handler returning `()` produces. A layer that settles a message
+    /// without running the handler (a duplicate it recognised) returns this.
+    #[must_use]
+    pub fn none() -> Self {
+        Reply(None)
+    }
+
+    /// Whether there is a result to reply or publish.
+    #[must_use]
+    pub fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 /// Why a handler did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {

@@ -3,6 +3,7 @@
 
 pub(crate) mod context;
 pub(crate) mod input;
+pub(crate) mod middleware;
 pub(crate) mod outcome;
 pub(crate) mod pattern;
 pub(crate) mod producers;

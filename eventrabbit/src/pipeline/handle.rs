@@ -8,9 +8,11 @@ use super::failure_event;
 use super::policy::QueuePolicy;
 use super::transport::{Outgoing, Transport};
 use crate::error::Result;
-use crate::handler::context::Message;
+use crate::handler::context::{Message, MessageContext};
 use crate::handler::input::{Failure, Input, Reply};
+use crate::handler::middleware::run_through;
 use crate::handler::pattern;
+use crate::handler::registration::HandlerFn;
 use crate::handler::registration::Registration;
 use crate::handler::registry::Route;
 use crate::telemetry::{metric, trace};
@@ -51,10 +53,12 @@ pub(crate) async fn handle<T: Transport>(
             tracing::Span::current().record("action", reg.action);
             let input = Input::new(message.clone(), range);
             let started = Instant::now();
-            let outcome = AssertUnwindSafe((reg.call)(input))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
+            let outcome = if policy.layers.is_empty() {
+                AssertUnwindSafe((reg.call)(input)).catch_unwind().await
+            } else {
+                Box::pin(through_layers(policy, message, reg.call, input)).await
+            }
+            .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
             policy
                 .metrics(route)
                 .handled(outcome.is_ok(), started.elapsed());
@@ -79,6 +83,22 @@ pub(crate) async fn handle<T: Transport>(
             Ok(())
         }
     }
+}
+
+/// Runs the handler through the queue's layers; a layer that panics fails the message as
+/// a handler that panics does.
+async fn through_layers(
+    policy: &QueuePolicy,
+    message: &Arc<Message>,
+    call: HandlerFn,
+    input: Input,
+) -> std::thread::Result<std::result::Result<Reply, Failure>> {
+    let ctx = MessageContext {
+        message: message.clone(),
+    };
+    AssertUnwindSafe(run_through(&policy.layers.0, &ctx, call, input))
+        .catch_unwind()
+        .await
 }
 
 /// The action a failure names: the message's own, also when a pattern served it.

@@ -1,6 +1,7 @@
 //! [`QueuePolicy`]: how one queue treats its messages.
 
 use crate::config::{Resolved, RetryConfig};
+use crate::handler::middleware::Layers;
 use crate::handler::registry::{Route, Routes};
 use crate::telemetry::metric::ActionMetrics;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ pub(crate) struct QueuePolicy {
     metrics: Vec<ActionMetrics>,
     /// Each route's retry policy: the queue's, under the handler's own. By route index.
     retries: Vec<RetryConfig>,
+    /// Layers around every handler of the queue, outermost first.
+    pub(crate) layers: Layers,
 }
 
 impl QueuePolicy {
@@ -37,7 +40,15 @@ impl QueuePolicy {
             settings,
             metrics,
             retries,
+            layers: Layers::default(),
         }
+    }
+
+    /// Runs every handler of the queue through `layers`.
+    #[must_use]
+    pub(crate) fn with_layers(mut self, layers: Layers) -> Self {
+        self.layers = layers;
+        self
     }
 
     /// How `route`'s handler is retried.

@@ -6,6 +6,7 @@ use super::transport::TestTransport;
 use crate::config::{Config, ConsumeChannel, ExchangeKind};
 use crate::error::{Error, Result};
 use crate::handler::context::Message;
+use crate::handler::middleware::{Layers, Middleware};
 use crate::handler::producers::{self, ProducerSink};
 use crate::handler::registry;
 use crate::pipeline::failure::without_failure_headers;
@@ -72,10 +73,18 @@ impl TestBroker {
     /// Declares `channel`'s queue (and exchange and binding), as `Handle::consume` would;
     /// fails the same way for an unknown action in its handler set.
     pub fn consume(&self, channel: ConsumeChannel) -> Result<()> {
+        self.consume_with(channel, Layers::default())
+    }
+
+    /// Like [`TestBroker::consume`], with `layers` around every handler of the queue, as
+    /// `Handle::consume_with` does.
+    pub fn consume_with(&self, channel: ConsumeChannel, layers: Layers) -> Result<()> {
         let routes = registry::routes(&channel.queue, channel.actions.as_deref())?;
         let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
         channel.check(&settings)?;
-        let policy = Arc::new(QueuePolicy::new(&channel.queue, routes, settings));
+        let layers = self.state().layers.around(&layers);
+        let policy =
+            Arc::new(QueuePolicy::new(&channel.queue, routes, settings).with_layers(layers));
         let mut state = self.state();
         state.queues.insert(
             channel.queue.clone(),
@@ -86,6 +95,12 @@ impl TestBroker {
         );
         state.bind(&channel.queue, &channel.bindings);
         Ok(())
+    }
+
+    /// Wraps every handler of every queue consumed from now on in `layer`, as
+    /// `Handle::layer` does.
+    pub fn layer(&self, layer: impl Middleware) {
+        self.state().layers.push(Arc::new(layer));
     }
 
     /// Declares an exchange no consumed queue declares (one the service only publishes to).

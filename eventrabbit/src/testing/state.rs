@@ -4,6 +4,7 @@ use super::records::{DeadLetter, Published};
 use crate::config::{Config, ExchangeKind};
 use crate::error::{Error, Result};
 use crate::handler::context::Message;
+use crate::handler::middleware::Layers;
 use crate::handler::producers::{ProducerSink, PublishFuture};
 use crate::pipeline::policy::QueuePolicy;
 use crate::telemetry::{metric, trace};
@@ -45,6 +46,8 @@ pub(crate) struct State {
     pub(crate) retry_delays: Vec<(String, Duration)>,
     /// Delayed publishes: exchange and the delay on the grid.
     pub(crate) delayed: Vec<(String, Duration)>,
+    /// Layers around the handlers of queues consumed from now on.
+    pub(crate) layers: Layers,
     /// Event logs, by name: every message routed there, in order (offset = index).
     pub(super) logs: BTreeMap<String, Vec<LogEntry>>,
     /// The stored position of each named stream consumer, by log and name.
