@@ -2,6 +2,7 @@
 //! of the decorated function's return type. Only syntax is judged here; what is required
 //! or allowed together is [`valid`](crate::valid)'s concern.
 
+use crate::batch::BatchArgs;
 use crate::errors::Errors;
 use crate::retry::RetrySpec;
 use proc_macro2::{Span, TokenStream};
@@ -30,7 +31,7 @@ impl MacroKind {
     /// The keys the attribute accepts.
     pub(crate) fn keys(self) -> &'static [&'static str] {
         match self {
-            MacroKind::Consumer => &["action", "retry", "crate"],
+            MacroKind::Consumer => &["action", "retry", "batch", "crate"],
             MacroKind::Function => &[
                 "action",
                 "exchange",
@@ -82,6 +83,8 @@ pub(crate) struct Attr {
     pub(crate) krate: Option<syn::Path>,
     /// `retry(..)`: the handler's own retry policy.
     pub(crate) retry: Option<RetrySpec>,
+    /// `batch(..)`: the handler takes a `Vec` of messages.
+    pub(crate) batch: Option<BatchArgs>,
     /// The keys given, valid or not (a key given with a bad value is not also missing).
     pub(crate) given: Vec<String>,
     /// Whether the arguments parsed to the end (after a syntax error, none is missing).
@@ -101,6 +104,7 @@ impl Attr {
             mandatory: None,
             krate: None,
             retry: None,
+            batch: None,
             given: Vec::new(),
             complete: true,
         };
@@ -111,6 +115,11 @@ impl Attr {
                     let spec = RetrySpec::parse(input, errors)?;
                     if attr.allowed(&key, errors) {
                         attr.retry = Some(spec);
+                    }
+                } else if key == "batch" && input.peek(syn::token::Paren) {
+                    let args = BatchArgs::parse(input, errors)?;
+                    if attr.allowed(&key, errors) {
+                        attr.batch = Some(args);
                     }
                 } else {
                     input.parse::<Token![=]>()?;
@@ -161,6 +170,13 @@ impl Attr {
             return;
         }
         let name = key.to_string();
+        if name == "batch" {
+            errors.push(
+                value.span(),
+                "`batch` takes a list, e.g. `batch(max = 100, window = \"50ms\")`",
+            );
+            return;
+        }
         if name == "retry" {
             errors.push(
                 value.span(),

@@ -3,7 +3,7 @@
 //! `__eventrabbit_*`, so it never collides with the user's names.
 
 use crate::ast::{Returns, ok_is_unit};
-use crate::valid::{Handler, PARAM_ATTRS, Producer, Source};
+use crate::valid::{Batch, Handler, PARAM_ATTRS, Producer, Source};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
@@ -22,6 +22,9 @@ pub(crate) fn strip_param_attrs(func: &mut ItemFn) {
 /// The function as written, and beside it a registered handler that decodes `data` into
 /// its parameters and turns its result into a reply.
 pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
+    if let Some(batch) = &spec.batch {
+        return batch_handler(func, spec, batch);
+    }
     let krate = &spec.krate;
     let private = quote!(#krate::__private);
     let fn_name = &func.sig.ident;
@@ -161,6 +164,85 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
             }
 
             #private::inventory::submit! { #registration }
+        };
+    }
+}
+
+/// A batch handler: the messages of one batch decoded each into the `Vec`'s item type and
+/// handed over together; one message alone (a redrive check, a log replay) is a batch of
+/// one.
+fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
+    let krate = &spec.krate;
+    let private = quote!(#krate::__private);
+    let fn_name = &func.sig.ident;
+    let item = &batch.item;
+    let (max, window_ms) = (batch.max, batch.window_ms);
+    let (outcome, classify) = match &spec.returns {
+        Returns::Result(_) => (
+            quote!(#private::unit_result_outcome),
+            quote! {
+                .map_err(|__eventrabbit_error| {
+                    #[allow(unused_imports)]
+                    use #private::{ViaDisplay as _, ViaHandlerError as _, ViaStdError as _};
+                    (&&&#private::Classify(&__eventrabbit_error)).failure()
+                })
+            },
+        ),
+        _ => (quote!(#private::unit_outcome), quote!()),
+    };
+    let return_check = match &spec.returns {
+        Returns::Result(ty) => {
+            quote_spanned!(ty.span()=> #private::assert_result_return::<#ty>();)
+        }
+        _ => quote!(),
+    };
+    let action = &spec.action;
+    let name = quote!(::core::concat!(
+        ::core::module_path!(),
+        "::",
+        ::core::stringify!(#fn_name)
+    ));
+    let retry = spec.retry.as_ref().map(|r| {
+        let r = r.expand(&private);
+        quote!(.retrying(#r))
+    });
+    quote! {
+        #func
+
+        #[doc(hidden)]
+        const _: () = {
+            #[allow(dead_code)]
+            fn __eventrabbit_check() { #return_check }
+
+            fn __eventrabbit_validate(
+                __input: &#private::Input,
+            ) -> ::core::result::Result<(), #private::Failure> {
+                let _ = __input.data::<#item>()?;
+                ::core::result::Result::Ok(())
+            }
+
+            fn __eventrabbit_batch(
+                __inputs: ::std::vec::Vec<#private::Input>,
+            ) -> #private::HandlerFuture {
+                ::std::boxed::Box::pin(async move {
+                    let mut __eventrabbit_items: ::std::vec::Vec<#item> =
+                        ::std::vec::Vec::with_capacity(__inputs.len());
+                    for __input in &__inputs {
+                        __eventrabbit_items.push(__input.data::<#item>()?);
+                    }
+                    #outcome(#fn_name(__eventrabbit_items).await #classify)
+                })
+            }
+
+            fn __eventrabbit_call(__input: #private::Input) -> #private::HandlerFuture {
+                __eventrabbit_batch(::std::vec![__input])
+            }
+
+            #private::inventory::submit! {
+                #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
+                    .batching(#private::BatchSpec::new(#max, #window_ms), __eventrabbit_batch)
+                    #retry
+            }
         };
     }
 }

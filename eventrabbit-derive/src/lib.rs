@@ -6,6 +6,7 @@
 use proc_macro::TokenStream;
 
 mod ast;
+mod batch;
 mod errors;
 mod expand;
 mod retry;

@@ -148,7 +148,7 @@ impl RetrySpec {
 }
 
 /// `"500ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"` in milliseconds.
-fn duration_ms(text: &str) -> Result<u64, String> {
+pub(crate) fn duration_ms(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

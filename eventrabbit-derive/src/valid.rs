@@ -2,7 +2,8 @@
 //! into a [`Handler`] or [`Producer`] that expansion can trust. Every problem is a spanned
 //! error, and all of them are reported at once.
 
-use crate::ast::{Attr, MacroKind, Returns, StrArg, attribute_span};
+use crate::ast::{Attr, MacroKind, Returns, StrArg, attribute_span, ok_is_unit};
+use crate::batch::BatchArgs;
 use crate::errors::Errors;
 use crate::retry::RetrySpec;
 use syn::spanned::Spanned;
@@ -37,9 +38,17 @@ pub(crate) struct Handler {
     pub(crate) krate: syn::Path,
     pub(crate) action: StrArg,
     pub(crate) retry: Option<RetrySpec>,
+    pub(crate) batch: Option<Batch>,
     pub(crate) reply: Option<ReplyTo>,
     pub(crate) params: Vec<Param>,
     pub(crate) returns: Returns,
+}
+
+/// A valid batch handler: its limits and the type of each message's data.
+pub(crate) struct Batch {
+    pub(crate) max: usize,
+    pub(crate) window_ms: u64,
+    pub(crate) item: Type,
 }
 
 /// A valid `#[producer]`.
@@ -91,14 +100,78 @@ pub(crate) fn handler(attr: Attr, func: &ItemFn, errors: &mut Errors) -> Option<
         }
         _ => None,
     };
+    let returns = Returns::of(&func.sig);
+    let batch = attr
+        .batch
+        .as_ref()
+        .and_then(|args| batch(args, &params, &returns, &func.sig, errors));
     Some(Handler {
         krate: krate(&attr),
         action: action?,
         retry: attr.retry,
+        batch,
         reply,
         params,
-        returns: Returns::of(&func.sig),
+        returns,
     })
+}
+
+/// A batch handler takes one parameter, a `Vec<T>` of the messages' data, and returns one
+/// outcome for all of them.
+fn batch(
+    args: &BatchArgs,
+    params: &[Param],
+    returns: &Returns,
+    sig: &Signature,
+    errors: &mut Errors,
+) -> Option<Batch> {
+    let item = match params {
+        [p] if !matches!(p.source, Source::Context) => vec_item(&p.ty),
+        _ => None,
+    };
+    if item.is_none() {
+        let span = params.first().map_or(sig.ident.span(), |p| p.ty.span());
+        errors.push(
+            span,
+            "a batch handler takes one parameter, a `Vec<T>` of the messages' data (`T: Deserialize`), e.g. `async fn f(items: Vec<Metric>)`",
+        );
+    }
+    let unit = match returns {
+        Returns::Unit => true,
+        Returns::Result(ty) => ok_is_unit(ty),
+        Returns::Value(_) => false,
+    };
+    if !unit {
+        let span = match &sig.output {
+            syn::ReturnType::Type(_, ty) => ty.span(),
+            syn::ReturnType::Default => args.span,
+        };
+        errors.push(
+            span,
+            "a batch handler returns `()` or `Result<(), E>`: one outcome settles every message of the batch",
+        );
+    }
+    Some(Batch {
+        max: args.max,
+        window_ms: args.window_ms,
+        item: item?,
+    })
+}
+
+/// `T` of a type spelled `Vec<T>` (any path ending so).
+fn vec_item(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(t)) if args.args.len() == 1 => Some(t.clone()),
+        _ => None,
+    }
 }
 
 pub(crate) fn producer(attr: Attr, func: &ImplItemFn, errors: &mut Errors) -> Option<Producer> {

@@ -104,6 +104,7 @@ pub mod types {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::config::RetryOverride;
+    pub use crate::handler::batch::{BatchFn, BatchSpec};
     pub use crate::handler::input::{Failure, Input, Reply};
     pub use crate::handler::outcome::{
         HandlerResult, HandlerReturn, assert_result_return, assert_value_return, result_outcome,

@@ -616,3 +616,148 @@ async fn the_test_broker_runs_middleware() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].code, "rejected");
 }
+
+#[derive(serde::Deserialize)]
+struct Metric {
+    n: u64,
+    #[serde(default)]
+    fail: bool,
+}
+
+/// Each call of the batch handler: the `n` of its messages.
+static BATCHES: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+
+#[consumer(action = "T_POL_METRIC", batch(max = 10, window = "300ms"))]
+async fn metrics(items: Vec<Metric>) -> Result<(), String> {
+    BATCHES
+        .lock()
+        .unwrap()
+        .push(items.iter().map(|m| m.n).collect());
+    if items.iter().any(|m| m.fail) {
+        return Err("a metric failed".into());
+    }
+    Ok(())
+}
+
+fn batches_with(range: std::ops::Range<u64>) -> Vec<Vec<u64>> {
+    BATCHES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|b| b.iter().any(|n| range.contains(n)))
+        .cloned()
+        .collect()
+}
+
+/// 25 waiting messages reach a `batch(max = 10)` handler in calls of at most 10, each
+/// message once, acknowledged together; a batch that fails is retried message by message,
+/// so the good ones pass and only the bad one is dead-lettered.
+#[tokio::test]
+async fn a_batch_handler_takes_up_to_max_messages_and_failures_are_settled_one_by_one() {
+    let (queue, failing) = (unique("q-pol-batch"), unique("q-pol-batch-fail"));
+    let (events, handle) = deps(
+        Config::default().with_retry(
+            RetryConfig::default()
+                .with_delay(Duration::from_millis(50))
+                .with_max_retries(1),
+        ),
+    )
+    .await;
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &queue, true).await;
+    declare_queue(&ch, &failing, true).await;
+    for n in 0..25u64 {
+        events
+            .publish("", &queue, "T_POL_METRIC", &json!({"n": n}))
+            .await
+            .unwrap();
+    }
+    for (n, fail) in [(100, false), (101, true), (102, false)] {
+        events
+            .publish("", &failing, "T_POL_METRIC", &json!({"n": n, "fail": fail}))
+            .await
+            .unwrap();
+    }
+    for q in [&queue, &failing] {
+        start(
+            &handle,
+            ConsumeChannel::new(q.as_str())
+                .actions(["T_POL_METRIC"])
+                .prefetch(50),
+        )
+        .await;
+    }
+    wait_until!(
+        WAIT,
+        batches_with(0..25).iter().map(Vec::len).sum::<usize>() >= 25
+    );
+    let batches = batches_with(0..25);
+    let mut all: Vec<u64> = batches.iter().flatten().copied().collect();
+    all.sort();
+    assert_eq!(all, (0..25).collect::<Vec<_>>(), "each message once");
+    assert!(batches.iter().all(|b| b.len() <= 10), "{batches:?}");
+    assert!(batches.iter().any(|b| b.len() == 10), "{batches:?}");
+    wait_until!(
+        WAIT,
+        queue_len(&ch, &queue).await == 0 && unacked(&queue) == 0
+    );
+    assert_eq!(unacked(&queue), 0, "all acknowledged");
+
+    let dead = get_message(&ch, &format!("{failing}.dlq"), WAIT)
+        .await
+        .expect("the bad one dead-lettered");
+    let body: serde_json::Value = serde_json::from_slice(&dead.delivery.data).unwrap();
+    assert_eq!(body["data"]["n"], 101);
+    assert_eq!(
+        header(&dead.delivery.properties, "x-dead-letter-code").as_deref(),
+        Some("retries-exhausted")
+    );
+    wait_until!(WAIT, batches_with(100..103).len() >= 4);
+    let mut calls = batches_with(100..103);
+    calls.sort();
+    assert_eq!(
+        calls,
+        [vec![100], vec![100, 101, 102], vec![101], vec![102]],
+        "one batch, then each alone"
+    );
+    assert!(
+        get_message(&ch, &format!("{failing}.dlq"), Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the good ones were not dead-lettered"
+    );
+    handle.shutdown().await;
+    cleanup(&[&queue, &failing, &format!("{failing}.retry.50ms")], &[]).await;
+}
+
+/// The test broker hands a batch handler what is waiting, up to the prefetch window.
+#[tokio::test]
+async fn the_test_broker_runs_batch_handlers() {
+    let broker = TestBroker::with_config(
+        Config::default().with_retry(RetryConfig::default().with_max_retries(1)),
+    );
+    broker
+        .consume(
+            ConsumeChannel::new("tb-pol-batch")
+                .actions(["T_POL_METRIC"])
+                .prefetch(20),
+        )
+        .unwrap();
+    for n in 200..215u64 {
+        broker
+            .publish(
+                "",
+                "tb-pol-batch",
+                "T_POL_METRIC",
+                &json!({"n": n, "fail": n == 207}),
+            )
+            .unwrap();
+    }
+    broker.run_until_idle().await.unwrap();
+    let batches = batches_with(200..215);
+    assert!(batches.iter().all(|b| b.len() <= 10), "{batches:?}");
+    let dead = broker.dead_letters("tb-pol-batch");
+    assert_eq!(dead.len(), 1, "only the bad one");
+    let body: serde_json::Value = serde_json::from_slice(&dead[0].body).unwrap();
+    assert_eq!(body["data"]["n"], 207);
+}

@@ -6,6 +6,7 @@
 //! service to clone per call and no request or response type to name; one async method
 //! is all it takes, and the core needs no extra dependency.
 
+use super::batch::{BatchFn, BatchSpec, Batcher};
 use super::context::MessageContext;
 use super::input::{Failure, Input, Reply};
 use super::registration::HandlerFn;
@@ -54,11 +55,27 @@ pub trait Middleware: Send + Sync + 'static {
     }
 }
 
+/// How the handler at the end of the chain is called: on its own, or by joining a batch.
+#[derive(Clone, Copy)]
+pub(crate) enum Call<'a> {
+    Single(HandlerFn),
+    Batch(&'a Batcher, BatchSpec, BatchFn),
+}
+
+impl<'a> Call<'a> {
+    pub(crate) fn run(self, input: Input) -> BoxOutcome<'a> {
+        match self {
+            Call::Single(call) => call(input),
+            Call::Batch(batcher, spec, call) => Box::pin(batcher.submit(spec, call, input)),
+        }
+    }
+}
+
 /// The rest of the chain: the inner layers, then the handler.
 pub struct Next<'a> {
     rest: &'a [Arc<dyn Middleware>],
     ctx: &'a MessageContext,
-    handler: HandlerFn,
+    handler: Call<'a>,
     input: Input,
 }
 
@@ -83,7 +100,7 @@ impl<'a> Next<'a> {
                     input: self.input,
                 },
             ),
-            None => (self.handler)(self.input),
+            None => self.handler.run(self.input),
         }
     }
 }
@@ -92,7 +109,7 @@ impl<'a> Next<'a> {
 pub(crate) fn run_through<'a>(
     layers: &'a [Arc<dyn Middleware>],
     ctx: &'a MessageContext,
-    handler: HandlerFn,
+    handler: Call<'a>,
     input: Input,
 ) -> BoxOutcome<'a> {
     Next {

@@ -1,6 +1,7 @@
 //! What the macros call: handler registration, the context a handler sees, how its
 //! result becomes a reply, which handler serves which action, and where producers publish.
 
+pub(crate) mod batch;
 pub(crate) mod context;
 pub(crate) mod input;
 pub(crate) mod middleware;

@@ -1,5 +1,6 @@
 //! What the macros register: a handler per action.
 
+use super::batch::{BatchFn, BatchSpec};
 use super::input::{Failure, Input, Reply};
 use crate::config::RetryOverride;
 use std::future::Future;
@@ -42,6 +43,7 @@ pub struct Registration {
     pub(crate) call: HandlerFn,
     pub(crate) validate: ValidateFn,
     pub(crate) retry: Option<RetryOverride>,
+    pub(crate) batch: Option<(BatchSpec, BatchFn)>,
 }
 
 impl Registration {
@@ -59,7 +61,15 @@ impl Registration {
             call,
             validate,
             retry: None,
+            batch: None,
         }
+    }
+
+    /// `#[consumer(batch(..))]`: messages are handled `spec.max()` at a time by `call`.
+    #[must_use]
+    pub const fn batching(mut self, spec: BatchSpec, call: BatchFn) -> Self {
+        self.batch = Some((spec, call));
+        self
     }
 
     /// `#[consumer(retry(..))]`: the handler's own retry policy over the queue's.

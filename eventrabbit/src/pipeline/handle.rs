@@ -10,9 +10,8 @@ use super::transport::{Outgoing, Transport};
 use crate::error::Result;
 use crate::handler::context::{Message, MessageContext};
 use crate::handler::input::{Failure, Input, Reply};
-use crate::handler::middleware::run_through;
+use crate::handler::middleware::{Call, run_through};
 use crate::handler::pattern;
-use crate::handler::registration::HandlerFn;
 use crate::handler::registration::Registration;
 use crate::handler::registry::Route;
 use crate::telemetry::{metric, trace};
@@ -53,10 +52,11 @@ pub(crate) async fn handle<T: Transport>(
             tracing::Span::current().record("action", reg.action);
             let input = Input::new(message.clone(), range);
             let started = Instant::now();
-            let outcome = if policy.layers.is_empty() {
+            let batched = reg.batch.is_some() && message.retry_count() == 0;
+            let outcome = if policy.layers.is_empty() && !batched {
                 AssertUnwindSafe((reg.call)(input)).catch_unwind().await
             } else {
-                Box::pin(through_layers(policy, message, reg.call, input)).await
+                Box::pin(through_layers(policy, route, message, input, batched)).await
             }
             .unwrap_or_else(|panic| Err(Failure::Failed(panic_message(panic))));
             policy
@@ -85,14 +85,26 @@ pub(crate) async fn handle<T: Transport>(
     }
 }
 
-/// Runs the handler through the queue's layers; a layer that panics fails the message as
-/// a handler that panics does.
+/// Runs the handler through the queue's layers, joining its batch when `batched` (a
+/// message whose data does not fit is refused alone, before it joins; a message retried
+/// after its batch failed runs alone, so one bad message cannot fail the good ones
+/// again); a layer that panics fails the message as a handler that panics does.
 async fn through_layers(
     policy: &QueuePolicy,
+    route: Route,
     message: &Arc<Message>,
-    call: HandlerFn,
     input: Input,
+    batched: bool,
 ) -> std::thread::Result<std::result::Result<Reply, Failure>> {
+    let call = match route.reg.batch {
+        Some((spec, call)) if batched => {
+            if let Err(invalid) = (route.reg.validate)(&input) {
+                return Ok(Err(invalid));
+            }
+            Call::Batch(policy.batcher(route), spec, call)
+        }
+        _ => Call::Single(route.reg.call),
+    };
     let ctx = MessageContext {
         message: message.clone(),
     };

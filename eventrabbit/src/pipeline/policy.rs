@@ -1,6 +1,7 @@
 //! [`QueuePolicy`]: how one queue treats its messages.
 
 use crate::config::{Resolved, RetryConfig};
+use crate::handler::batch::Batcher;
 use crate::handler::middleware::Layers;
 use crate::handler::registry::{Route, Routes};
 use crate::telemetry::metric::ActionMetrics;
@@ -18,6 +19,8 @@ pub(crate) struct QueuePolicy {
     retries: Vec<RetryConfig>,
     /// Layers around every handler of the queue, outermost first.
     pub(crate) layers: Layers,
+    /// The open batch of each batch handler, by route index (unused for the others).
+    batchers: Vec<Batcher>,
 }
 
 impl QueuePolicy {
@@ -34,7 +37,9 @@ impl QueuePolicy {
                 None => settings.retry.clone(),
             })
             .collect();
+        let batchers = routes.iter().map(|_| Batcher::default()).collect();
         Self {
+            batchers,
             queue,
             routes,
             settings,
@@ -49,6 +54,16 @@ impl QueuePolicy {
     pub(crate) fn with_layers(mut self, layers: Layers) -> Self {
         self.layers = layers;
         self
+    }
+
+    /// Whether a handler of the queue takes batches.
+    pub(crate) fn has_batches(&self) -> bool {
+        self.routes.iter().any(|reg| reg.batch.is_some())
+    }
+
+    /// The open batch of `route`'s (batch) handler.
+    pub(crate) fn batcher(&self, route: Route) -> &Batcher {
+        &self.batchers[route.index]
     }
 
     /// How `route`'s handler is retried.

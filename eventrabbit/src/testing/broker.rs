@@ -16,6 +16,7 @@ use crate::pipeline::redrive::{Redrive, RedriveReport, Verdict, action_of, verdi
 use crate::telemetry::trace;
 use crate::wire::envelope;
 use crate::wire::properties::properties;
+use futures_util::future::join_all;
 use lapin::BasicProperties;
 use lapin::types::ShortString;
 use parking_lot::{Mutex, MutexGuard};
@@ -177,8 +178,8 @@ impl TestBroker {
     /// no queue holds any. Returns how many deliveries were handled.
     pub async fn run_until_idle(&self) -> Result<usize> {
         let mut handled = 0;
-        while let Some((policy, message)) = self.next_message() {
-            handled += 1;
+        while let Some((policy, messages)) = self.next_messages() {
+            handled += messages.len();
             if handled > MAX_DELIVERIES {
                 return Err(Error::Unavailable(
                     Duration::ZERO,
@@ -188,7 +189,11 @@ impl TestBroker {
                 ));
             }
             let transport = TestTransport(&self.inner);
-            producers::scope(self.sink(), handle(&policy, &transport, &message)).await?;
+            let all = messages
+                .iter()
+                .map(|message| handle(&policy, &transport, message));
+            let settled = producers::scope(self.sink(), join_all(all)).await;
+            settled.into_iter().collect::<Result<Vec<()>>>()?;
         }
         Ok(handled)
     }
@@ -197,11 +202,18 @@ impl TestBroker {
         self.inner.clone()
     }
 
-    fn next_message(&self) -> Option<(Arc<QueuePolicy>, Arc<Message>)> {
+    /// The next message of a queue; for a queue with a batch handler, up to its prefetch
+    /// window of messages, handled together as the consumer would.
+    fn next_messages(&self) -> Option<(Arc<QueuePolicy>, Vec<Arc<Message>>)> {
         let mut state = self.state();
         state.queues.values_mut().find_map(|q| {
-            let m = q.messages.pop_front()?;
-            Some((q.policy.clone(), m))
+            let take = if q.policy.has_batches() {
+                usize::from(q.policy.settings.prefetch)
+            } else {
+                1
+            };
+            let n = take.min(q.messages.len());
+            (n > 0).then(|| (q.policy.clone(), q.messages.drain(..n).collect()))
         })
     }
 

@@ -33,4 +33,17 @@ async fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     Err(Box::new(Rejected::new("boxed")))
 }
 
+#[derive(serde::Deserialize)]
+struct Metric {
+    n: u64,
+}
+
+#[consumer(action = "METRIC", batch(max = 100, window = "50ms"), retry(max = 2))]
+async fn metrics(#[data] items: Vec<Metric>) -> Result<(), Rejected> {
+    if items.iter().any(|m| m.n == 0) {
+        return Err(Rejected::new("zero"));
+    }
+    Ok(())
+}
+
 fn main() {}
