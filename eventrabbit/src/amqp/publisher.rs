@@ -10,7 +10,7 @@ use super::connection::Connector;
 use super::reopen::Reopen;
 use crate::error::{Error, Result};
 use crate::pipeline::transport::Outgoing;
-use crate::telemetry::metric;
+use crate::telemetry::{metric, trace};
 use crate::wire::limits;
 use lapin::Channel;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -116,11 +116,7 @@ impl Publisher {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             // Counted down however the publish ends, even if its future is dropped.
             let _in_flight = InFlight(self);
-            let span = tracing::debug_span!(
-                "eventrabbit.publish",
-                exchange = msg.exchange,
-                routing_key = msg.routing_key
-            );
+            let span = trace::publish_span(msg.exchange, msg.routing_key);
             if span.is_disabled() {
                 self.publish_in_span(&msg).await
             } else {

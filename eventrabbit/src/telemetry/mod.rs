@@ -3,4 +3,6 @@
 
 pub(crate) mod health;
 pub(crate) mod metric;
+#[cfg(feature = "opentelemetry")]
+pub(crate) mod otel;
 pub(crate) mod trace;

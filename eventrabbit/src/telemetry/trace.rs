@@ -40,6 +40,10 @@ pub(crate) fn propagates(mode: TracePropagation, from_header: bool, span: &traci
 /// delivery's trace, if that trace is passed on. Elsewhere: a new trace, always or never
 /// if so configured, by default only while eventrabbit's spans are recorded.
 pub(crate) fn outgoing_trace(mode: TracePropagation) -> Option<TraceContext> {
+    with_current_span(own_outgoing_trace(mode))
+}
+
+fn own_outgoing_trace(mode: TracePropagation) -> Option<TraceContext> {
     match CURRENT.try_with(|c| *c) {
         Ok(current) => current.propagate.then(|| current.trace.child()),
         Err(_) => match mode {
@@ -54,10 +58,23 @@ pub(crate) fn outgoing_trace(mode: TracePropagation) -> Option<TraceContext> {
 
 /// The trace a handler's own messages (results, replies) carry, if any.
 pub(crate) fn handler_trace() -> Option<TraceContext> {
-    CURRENT
+    let own = CURRENT
         .try_with(|c| c.propagate.then(|| c.trace.child()))
         .ok()
-        .flatten()
+        .flatten();
+    with_current_span(own)
+}
+
+/// With OpenTelemetry recording, a message that carries a trace carries the current
+/// OpenTelemetry span's, so that its consumer's span is that span's child.
+#[cfg(feature = "opentelemetry")]
+fn with_current_span(own: Option<TraceContext>) -> Option<TraceContext> {
+    own.map(|own| super::otel::current().unwrap_or(own))
+}
+
+#[cfg(not(feature = "opentelemetry"))]
+fn with_current_span(own: Option<TraceContext>) -> Option<TraceContext> {
+    own
 }
 
 /// The trace a delivery continues: the one in its `traceparent` header (then `true`), or a
@@ -70,6 +87,7 @@ pub(crate) fn incoming_trace(message: &Message) -> (TraceContext, bool) {
 }
 
 /// The span of one delivery; `action` is recorded once known.
+#[cfg(not(feature = "opentelemetry"))]
 pub(crate) fn delivery_span(message: &Message, trace: &TraceContext) -> tracing::Span {
     let p = &message.properties;
     tracing::info_span!(
@@ -81,6 +99,62 @@ pub(crate) fn delivery_span(message: &Message, trace: &TraceContext) -> tracing:
         retry_count = message.retry_count(),
         redelivered = message.redelivered,
         trace_id = %trace.trace(),
+    )
+}
+
+/// The span of one delivery, with OpenTelemetry's messaging attributes, a child of the
+/// span that published the message (from its `traceparent`); `action` is recorded once
+/// known.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn delivery_span(message: &Message, trace: &TraceContext) -> tracing::Span {
+    let p = &message.properties;
+    let span = tracing::info_span!(
+        "eventrabbit.consume",
+        "otel.name" = %format_args!("{} process", message.queue),
+        "otel.kind" = "consumer",
+        "messaging.system" = "rabbitmq",
+        "messaging.operation.type" = "process",
+        "messaging.operation.name" = "process",
+        "messaging.destination.name" = message.exchange.as_str(),
+        "messaging.rabbitmq.destination.routing_key" = message.routing_key.as_str(),
+        "messaging.consumer.group.name" = &*message.queue,
+        "messaging.message.id" = p.message_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
+        "messaging.message.conversation_id" = p.correlation_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
+        "messaging.message.body.size" = message.body.len(),
+        queue = %message.queue,
+        action = tracing::field::Empty,
+        retry_count = message.retry_count(),
+        redelivered = message.redelivered,
+        trace_id = %trace.trace(),
+    );
+    if !span.is_disabled()
+        && let Some(parent) = TraceContext::from_headers(message.headers())
+    {
+        super::otel::adopt(&span, &parent);
+    }
+    span
+}
+
+/// The span of one publish.
+#[cfg(not(feature = "opentelemetry"))]
+pub(crate) fn publish_span(exchange: &str, routing_key: &str) -> tracing::Span {
+    tracing::debug_span!("eventrabbit.publish", exchange, routing_key)
+}
+
+/// The span of one publish, with OpenTelemetry's messaging attributes.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn publish_span(exchange: &str, routing_key: &str) -> tracing::Span {
+    tracing::info_span!(
+        "eventrabbit.publish",
+        "otel.name" = %format_args!("{} publish", if exchange.is_empty() { "amq.default" } else { exchange }),
+        "otel.kind" = "producer",
+        "messaging.system" = "rabbitmq",
+        "messaging.operation.type" = "send",
+        "messaging.operation.name" = "publish",
+        "messaging.destination.name" = exchange,
+        "messaging.rabbitmq.destination.routing_key" = routing_key,
+        exchange,
+        routing_key,
     )
 }
 
