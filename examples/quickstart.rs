@@ -3,6 +3,9 @@
 //! ```sh
 //! cargo run --example quickstart        # AMQP_ADDR overrides amqp://guest:guest@127.0.0.1:5672/%2f
 //! ```
+//!
+//! When no broker answers at `AMQP_ADDR`, it says so in one line and runs the same flow
+//! on the in-memory test broker (`eventrabbit::testing::TestBroker`).
 
 use eventrabbit::{
     Config, ConsumeChannel, ExchangeKind, build_event_dependencies, consumer, function, producer,
@@ -70,16 +73,17 @@ async fn main() -> eventrabbit::Result<()> {
         .init();
     let url = std::env::var("AMQP_ADDR")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    if let Err(why) = broker_answers(&url).await {
+        println!(
+            "no RabbitMQ answers at {url} ({why}): running the same flow on the in-memory test broker"
+        );
+        return in_memory().await;
+    }
     let (events, handle) = build_event_dependencies(&url, Config::default()).await?;
 
-    // One consumer loop per queue; both run on the same connection.
-    let users =
-        ConsumeChannel::new("quickstart_users").exchange("quickstart_user", ExchangeKind::Fanout);
-    let emails = ConsumeChannel::new("quickstart_email_queue");
-    let email_log = ConsumeChannel::new("quickstart_email_log")
-        .exchange("quickstart_email", ExchangeKind::Fanout);
+    // One consumer loop per queue; all run on the same connection.
     let mut loops = Vec::new();
-    for channel in [email_log, users, emails] {
+    for channel in channels() {
         let handle = handle.clone();
         loops.push(tokio::spawn(async move { handle.consume(channel).await }));
     }
@@ -97,6 +101,73 @@ async fn main() -> eventrabbit::Result<()> {
         l.await.expect("consumer task")?;
     }
     println!("done");
+    Ok(())
+}
+
+/// The three queues: users (bound to the `user` exchange), RPC requests, and the log of
+/// sent e-mails (bound to the `email` exchange).
+fn channels() -> [ConsumeChannel; 3] {
+    [
+        ConsumeChannel::new("quickstart_email_log")
+            .exchange("quickstart_email", ExchangeKind::Fanout),
+        ConsumeChannel::new("quickstart_users").exchange("quickstart_user", ExchangeKind::Fanout),
+        ConsumeChannel::new("quickstart_email_queue"),
+    ]
+}
+
+/// Whether something accepts connections where `url` points (within 2 s).
+async fn broker_answers(url: &str) -> Result<(), String> {
+    let uri: lapin::uri::AMQPUri = url.parse()?;
+    let address = (uri.authority.host.as_str(), uri.authority.port);
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 2 s".into()),
+    }
+}
+
+/// The same flow on the in-memory test broker: the same handlers, queues and calls.
+async fn in_memory() -> eventrabbit::Result<()> {
+    use eventrabbit::testing::TestBroker;
+    let broker = TestBroker::new();
+    for channel in channels() {
+        broker.consume(channel)?;
+    }
+    broker
+        .scope(async {
+            for (id, name) in [(1, "ann"), (2, "bob")] {
+                let user = create_user(id, name.into()).await?;
+                println!("producer: published {user:?}");
+            }
+            eventrabbit::Result::Ok(())
+        })
+        .await?;
+    broker.run_until_idle().await?;
+    let reply: EmailSent = broker
+        .call(
+            "quickstart_email_queue",
+            "SEND_EMAIL",
+            json!({"user_id": 1, "email": "ann@example.com"}),
+        )
+        .await?;
+    println!("rpc: SEND_EMAIL answered {reply:?}");
+    match broker
+        .call::<EmailSent>(
+            "quickstart_email_queue",
+            "SEND_EMAIL",
+            json!({"user_id": 2, "email": 42}),
+        )
+        .await
+    {
+        Err(e) => println!("rpc: a bad request is answered with an error: {e}"),
+        Ok(r) => println!("rpc: unexpected reply {r:?}"),
+    }
+    println!("done (in memory)");
     Ok(())
 }
 

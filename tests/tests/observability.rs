@@ -442,3 +442,40 @@ async fn unroutable_events_are_counted_and_errors_when_mandatory() {
     );
     cleanup(&[], &[&exchange]).await;
 }
+
+#[consumer(action = "T_OBS_PING")]
+async fn ping(n: u64) -> u64 {
+    n
+}
+
+/// An RPC reply goes to the caller's direct reply-to pseudo-queue, which the broker never
+/// counts as routed: a reply is not "unroutable" (no warning, no count) though it is
+/// delivered.
+#[tokio::test]
+async fn rpc_replies_are_not_counted_as_unroutable() {
+    let _serial = SERIAL.lock().await;
+    let (_, metrics) = install();
+    let queue = unique("q-obs-ping");
+    let (events, handle) = deps(Config::default()).await;
+    let _task = start(&handle, ConsumeChannel::new(&queue).actions(["T_OBS_PING"])).await;
+    let _ = Metrics::take(metrics);
+    for n in 0..3u64 {
+        let got: u64 = events
+            .call(&queue, "T_OBS_PING", json!({"n": n}))
+            .await
+            .unwrap();
+        assert_eq!(got, n);
+    }
+    handle.shutdown().await;
+    let m = Metrics::take(metrics);
+    assert_eq!(
+        counter(
+            &m,
+            "eventrabbit_publish_unroutable_total",
+            &[("exchange", "")]
+        ),
+        0,
+        "three replies delivered, none unroutable"
+    );
+    cleanup(&[&queue], &[]).await;
+}

@@ -262,15 +262,22 @@ enum PublishError {
     Channel(lapin::Error),
 }
 
+/// Whether `msg` is an RPC reply to a direct reply-to (`amq.rabbitmq.reply-to.*`) address.
+fn is_direct_reply(msg: &Outgoing<'_>) -> bool {
+    msg.exchange.is_empty() && msg.routing_key.starts_with("amq.rabbitmq.reply-to")
+}
+
 async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(), PublishError> {
     let confirm = ch
         .basic_publish(
             msg.exchange.into(),
             msg.routing_key.into(),
-            // Always asked for on the wire, so that an unroutable message is seen (and
-            // counted) whether or not this publish treats it as an error.
+            // Asked for on the wire, so that an unroutable message is seen (and counted)
+            // whether or not this publish treats it as an error; except for an RPC reply
+            // to a direct reply-to address, which RabbitMQ 3.10 delivers and yet returns as
+            // unroutable when mandatory.
             BasicPublishOptions {
-                mandatory: true,
+                mandatory: !is_direct_reply(msg),
                 immediate: false,
             },
             msg.body,

@@ -181,7 +181,7 @@ impl RpcClient {
             let props = properties(trace::outgoing_trace(self.trace_propagation))
                 .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
                 .with_correlation_id(ShortString::from(id.as_str()));
-            let confirm = ch
+            let mut confirm = ch
                 .channel
                 .basic_publish(
                     exchange.into(),
@@ -194,21 +194,40 @@ impl RpcClient {
                     props,
                 )
                 .await
-                .map_err(sending)?
-                .await
                 .map_err(sending)?;
-            if confirm.is_nack() {
-                return Err(Error::Nacked {
-                    exchange: exchange.to_owned(),
-                    routing_key: routing_key.to_owned(),
-                });
-            }
-            if let Some(returned) = confirm.take_message() {
-                return Err(Error::Unroutable {
-                    exchange: exchange.to_owned(),
-                    routing_key: routing_key.to_owned(),
-                    reply_text: returned.reply_text.to_string(),
-                });
+            let mut rx = rx;
+            // The reply proves the request arrived: the call completes on it, without
+            // waiting for the broker's confirm (for a persistent request, its write to
+            // disk). A confirm that comes first still fails the call at once if the
+            // broker refused the request or no queue took it.
+            tokio::select! {
+                biased;
+                reply = &mut rx => {
+                    // Awaited in the background: a confirm dropped unawaited would be
+                    // kept by lapin until someone waits for all confirms.
+                    tokio::spawn(async move {
+                        let _ = confirm.await;
+                    });
+                    return reply.map_err(|_| Error::ReplyLost {
+                        action: action.to_owned(),
+                    });
+                }
+                confirmed = &mut confirm => {
+                    let confirmed = confirmed.map_err(sending)?;
+                    if confirmed.is_nack() {
+                        return Err(Error::Nacked {
+                            exchange: exchange.to_owned(),
+                            routing_key: routing_key.to_owned(),
+                        });
+                    }
+                    if let Some(returned) = confirmed.take_message() {
+                        return Err(Error::Unroutable {
+                            exchange: exchange.to_owned(),
+                            routing_key: routing_key.to_owned(),
+                            reply_text: returned.reply_text.to_string(),
+                        });
+                    }
+                }
             }
             rx.await.map_err(|_| Error::ReplyLost {
                 action: action.to_owned(),

@@ -9,8 +9,7 @@
 //! batch of one, so that one bad message does not fail the others again), then
 //! dead-lettered one by one when its retries are spent.
 
-use super::input::{Failure, Input, Reply};
-use super::registration::HandlerFuture;
+use super::input::{Failure, HandlerFuture, Input, Reply};
 use futures_util::FutureExt;
 use parking_lot::Mutex;
 use std::panic::AssertUnwindSafe;

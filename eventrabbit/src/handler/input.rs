@@ -25,6 +25,10 @@ impl Reply {
     }
 }
 
+/// The future a registered handler returns.
+pub type HandlerFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Failure>> + Send>>;
+
 /// Why a handler did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {

@@ -1,13 +1,10 @@
 //! What the macros register: a handler per action.
 
 use super::batch::{BatchFn, BatchSpec};
-use super::input::{Failure, Input, Reply};
+use super::input::{Failure, Input};
 use crate::config::RetryOverride;
-use std::future::Future;
-use std::pin::Pin;
 
-/// The future a registered handler returns.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Failure>> + Send>>;
+pub use super::input::HandlerFuture;
 
 /// A registered handler's entry point.
 pub type HandlerFn = fn(Input) -> HandlerFuture;

@@ -123,6 +123,8 @@ pub(crate) fn delivery_span(message: &Message, trace: &TraceContext) -> tracing:
         "messaging.message.body.size" = message.body.len(),
         queue = %message.queue,
         action = tracing::field::Empty,
+        message_id = p.message_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
+        correlation_id = p.correlation_id().as_ref().map(|s| s.as_str()).unwrap_or(""),
         retry_count = message.retry_count(),
         redelivered = message.redelivered,
         trace_id = %trace.trace(),
