@@ -241,14 +241,56 @@ async fn main() {
         row("W4 replay 1M from a log", "events/s", &er, &rw, true);
         row("W4 client CPU per event", "µs", &er_cpu, &rw_cpu, false);
     }
+    if which == "w3-confirm-modes" {
+        // Where the time goes: the raw client with its channel in confirm mode and the
+        // confirm awaited aside, against no confirm mode at all.
+        let (mut aside, mut none) = (vec![], vec![]);
+        for i in 0..runs {
+            let (q1, q2) = (
+                format!("bench-w3m-a-{tag}-{i}"),
+                format!("bench-w3m-n-{tag}-{i}"),
+            );
+            let (a, n) = paired(
+                i,
+                || w3::w3_raw_with(&q1, true, false),
+                || w3_raw(&q2, false),
+            )
+            .await;
+            run_line(
+                "W3 p50 confirm mode aside / none",
+                i,
+                a.p50_us,
+                n.p50_us,
+                "µs",
+            );
+            aside.push(a.p50_us);
+            none.push(n.p50_us);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q1).await;
+            delete_queue(&ch, &q2).await;
+        }
+        row(
+            "W3 raw p50, confirm mode (aside) vs none",
+            "µs",
+            &aside,
+            &none,
+            false,
+        );
+    }
     if which == "all" || which == "all+quorum" || which == "w3" {
-        let (mut p50e, mut p99e, mut cpse) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut p50r, mut p99r, mut cpsr) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut p50e, mut p99e, mut cpse, mut bige) = (vec![], vec![], vec![], vec![]);
+        let (mut p50r, mut p99r, mut cpsr, mut bigr) = (vec![], vec![], vec![], vec![]);
+        let (mut p50c, mut cpsc) = (vec![], vec![]);
         for i in 0..runs {
             let q = format!("bench-w3-{tag}-{i}");
             let q2 = format!("bench-w3-raw-{tag}-{i}");
-            let (e, r) = paired(i, || w3_eventrabbit(&q), || w3_raw(&q2)).await;
+            let q3 = format!("bench-w3-rawc-{tag}-{i}");
+            // Paired with the unconfirmed raw client (the target); the confirmed one, the
+            // form eventrabbit had before, right after.
+            let (e, r) = paired(i, || w3_eventrabbit(&q), || w3_raw(&q2, false)).await;
+            let c = w3_raw(&q3, true).await;
             run_line("W3 p50", i, e.p50_us, r.p50_us, "µs");
+            run_line("W3 p50 vs raw confirmed", i, e.p50_us, c.p50_us, "µs");
             run_line(
                 "W3 64 concurrent",
                 i,
@@ -256,18 +298,45 @@ async fn main() {
                 r.calls_per_sec,
                 "calls/s",
             );
+            run_line(
+                "W3 1024 concurrent",
+                i,
+                e.calls_per_sec_1024,
+                r.calls_per_sec_1024,
+                "calls/s",
+            );
             p50e.push(e.p50_us);
             p99e.push(e.p99_us);
             cpse.push(e.calls_per_sec);
+            bige.push(e.calls_per_sec_1024);
             p50r.push(r.p50_us);
             p99r.push(r.p99_us);
             cpsr.push(r.calls_per_sec);
+            bigr.push(r.calls_per_sec_1024);
+            p50c.push(c.p50_us);
+            cpsc.push(c.calls_per_sec);
             let (_c, ch) = raw().await;
-            delete_queue(&ch, &q).await;
-            delete_queue(&ch, &q2).await;
+            for queue in [&q, &q2, &q3] {
+                delete_queue(&ch, queue).await;
+            }
         }
         row("W3 RPC sequential p50", "µs", &p50e, &p50r, false);
         row("W3 RPC sequential p99", "µs", &p99e, &p99r, false);
         row("W3 RPC 64 concurrent", "calls/s", &cpse, &cpsr, true);
+        row("W3 RPC 1024 concurrent", "calls/s", &bige, &bigr, true);
+        row(
+            "W3 p50 vs raw lapin waiting for confirms",
+            "µs",
+            &p50e,
+            &p50c,
+            false,
+        );
+        row(
+            "W3 64 concurrent vs raw lapin waiting for confirms",
+            "calls/s",
+            &cpse,
+            &cpsc,
+            true,
+        );
     }
 }

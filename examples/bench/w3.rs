@@ -14,6 +14,8 @@ const W3_SEQ: usize = 5_000;
 const W3_WARMUP: usize = 200;
 const W3_CONC: usize = 64;
 const W3_CONC_N: usize = 20_000;
+/// Many callers at once: how pending calls and the reply consumer hold up.
+const W3_CONC_BIG: usize = 1_024;
 
 #[consumer(action = "ECHO")]
 async fn echo(n: u64) -> serde_json::Value {
@@ -24,6 +26,23 @@ pub struct RpcResult {
     pub p50_us: f64,
     pub p99_us: f64,
     pub calls_per_sec: f64,
+    /// Calls per second with 1,024 callers at once.
+    pub calls_per_sec_1024: f64,
+}
+
+/// `W3_CONC_N` calls, `callers` at a time; calls per second.
+async fn concurrent<F, Fut>(call: &F, callers: usize) -> f64
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let start = Instant::now();
+    futures_util::stream::iter(0..W3_CONC_N as u64)
+        .map(call)
+        .buffer_unordered(callers)
+        .for_each(|_| async {})
+        .await;
+    W3_CONC_N as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Warm-up, sequential latencies, then concurrent throughput, for either client.
@@ -42,16 +61,13 @@ where
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     lat.sort_by(f64::total_cmp);
-    let start = Instant::now();
-    futures_util::stream::iter(0..W3_CONC_N as u64)
-        .map(call)
-        .buffer_unordered(W3_CONC)
-        .for_each(|_| async {})
-        .await;
+    let calls_per_sec = concurrent(&call, W3_CONC).await;
+    let calls_per_sec_1024 = concurrent(&call, W3_CONC_BIG).await;
     RpcResult {
         p50_us: percentile(&lat, 0.5),
         p99_us: percentile(&lat, 0.99),
-        calls_per_sec: W3_CONC_N as f64 / start.elapsed().as_secs_f64(),
+        calls_per_sec,
+        calls_per_sec_1024,
     }
 }
 
@@ -80,8 +96,19 @@ pub async fn w3_eventrabbit(q: &str) -> RpcResult {
     result
 }
 
-/// Raw lapin RPC: a server echoing on `q`, a client with direct reply-to and a pending map.
-pub async fn w3_raw(q: &str) -> RpcResult {
+/// Raw lapin RPC: a server echoing on `q` (replies confirmed, as eventrabbit's are), a
+/// client with direct reply-to and a pending map. With `confirmed`, the client waits for
+/// the broker's confirm of each request before waiting for its reply (eventrabbit's form
+/// until 2026-11-26); without, its channel is not in confirm mode and the reply alone
+/// ends the call.
+pub async fn w3_raw(q: &str, confirmed: bool) -> RpcResult {
+    w3_raw_with(q, confirmed, confirmed).await
+}
+
+/// Raw lapin RPC with the client's channel in confirm mode (`confirm_mode`) and each
+/// request's confirm awaited before the reply (`await_confirm`) or not.
+pub async fn w3_raw_with(q: &str, confirm_mode: bool, await_confirm: bool) -> RpcResult {
+    let confirmed = confirm_mode;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use tokio::sync::oneshot;
@@ -141,9 +168,11 @@ pub async fn w3_raw(q: &str) -> RpcResult {
     });
     // Client.
     let (_client_conn, cch) = raw().await;
-    cch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    if confirmed {
+        cch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+    }
     let pending: Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>> = Arc::default();
     let mut replies = cch
         .basic_consume(
@@ -177,20 +206,27 @@ pub async fn w3_raw(q: &str) -> RpcResult {
             let props = persistent()
                 .with_reply_to("amq.rabbitmq.reply-to".into())
                 .with_correlation_id(id.into());
-            cch.basic_publish(
-                "".into(),
-                q.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                props,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            let confirm = cch
+                .basic_publish(
+                    "".into(),
+                    q.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &body,
+                    props,
+                )
+                .await
+                .unwrap();
+            if await_confirm {
+                confirm.await.unwrap();
+            } else if confirmed {
+                // Confirm mode, the confirm awaited aside (as eventrabbit does now).
+                tokio::spawn(async move {
+                    let _ = confirm.await;
+                });
+            }
             let reply = tokio::time::timeout(Duration::from_secs(30), rx)
                 .await
                 .unwrap()
