@@ -3,6 +3,8 @@
 //! Use them through the `eventrabbit` crate (`use eventrabbit::{consumer, producer, function};`):
 //! the code they generate refers to `::eventrabbit`, so this crate is not meant to be used alone.
 
+#![deny(missing_docs)]
+
 use proc_macro::TokenStream;
 
 mod ast;

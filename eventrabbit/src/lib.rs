@@ -54,6 +54,8 @@
 //!   [`RetryConfig::max_retries`] times. [`Handle::redrive_dead_letters`] moves them back.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod amqp;
 mod api;

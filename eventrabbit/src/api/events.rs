@@ -10,6 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Publishing and RPC calls. Cheap to clone; every clone shares one connection.
+///
+/// ```no_run
+/// use eventrabbit::{Config, build_event_dependencies};
+/// use serde_json::json;
+/// # async fn f() -> eventrabbit::Result<()> {
+/// let (events, _handle) = build_event_dependencies("amqp://127.0.0.1:5672/%2f", Config::default()).await?;
+/// events.publish("user", "", "USER_CREATED", &json!({"user_id": 7, "name": "ann"})).await?;
+/// let sent: serde_json::Value = events
+///     .call("email_queue", "SEND_EMAIL", json!({"user_id": 7, "email": "ann@example.com"}))
+///     .await?;
+/// # let _ = sent; Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Events {
     shared: Arc<Client>,

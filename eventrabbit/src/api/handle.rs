@@ -15,6 +15,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs consumers. Cheap to clone.
+///
+/// ```no_run
+/// use eventrabbit::{Config, ConsumeChannel, ExchangeKind, build_event_dependencies};
+/// # async fn f() -> eventrabbit::Result<()> {
+/// let (_events, handle) = build_event_dependencies("amqp://127.0.0.1:5672/%2f", Config::default()).await?;
+/// let users = ConsumeChannel::new("users").exchange("user", ExchangeKind::Fanout);
+/// let consuming = tokio::spawn({
+///     let handle = handle.clone();
+///     async move { handle.consume(users).await }
+/// });
+/// // ... until the service stops:
+/// handle.shutdown().await;
+/// consuming.await.expect("consumer task")?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Handle {
     pub(super) shared: Arc<Client>,

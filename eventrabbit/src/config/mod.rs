@@ -42,6 +42,16 @@ pub enum TracePropagation {
 }
 
 /// Everything [`build_event_dependencies`](crate::build_event_dependencies) takes besides the URL.
+///
+/// ```
+/// use eventrabbit::{Config, QueueConfig, RetryConfig};
+/// use std::time::Duration;
+/// let config = Config::default()
+///     .with_retry(RetryConfig::default().with_max_retries(5).with_delay(Duration::from_secs(1)))
+///     .with_rpc_timeout(Duration::from_secs(10));
+/// assert_eq!(config.retry.max_retries, Some(5));
+/// # let _ = QueueConfig::default();
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Close the publishing channel (and the connection, when nothing consumes) after this long unused.
