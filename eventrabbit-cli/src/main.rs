@@ -1,0 +1,259 @@
+//! `eventrabbit`: the operator's command line for eventrabbit services. Reads the broker
+//! address from `AMQP_ADDR` (or `--url`).
+//!
+//! Exit codes a script can rely on: 0 done; 1 the operation failed (the broker refused
+//! it, a call failed remotely or timed out, a redrive stopped early); 2 a usage error (as
+//! clap reports it); 3 no broker at the address.
+
+mod dlq;
+mod tail;
+
+use clap::{Parser, Subcommand};
+use eventrabbit::{Config, Events, Handle, build_event_dependencies};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Operate eventrabbit services on RabbitMQ: dead letters, publishing, watching, calling.
+#[derive(Debug, Parser)]
+#[command(name = "eventrabbit", version, about)]
+struct Cli {
+    /// The broker, as an AMQP URL.
+    #[arg(
+        long,
+        env = "AMQP_ADDR",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        global = true
+    )]
+    url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dead letters of a queue (its `<queue>.dlq`).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Publishes `{"action": ACTION, "data": JSON}` to EXCHANGE and waits for the broker's
+    /// confirm ("" is the default exchange: the routing key names a queue).
+    Publish {
+        /// The exchange.
+        exchange: String,
+        /// The envelope's action.
+        action: String,
+        /// The envelope's data: a JSON object.
+        json: String,
+        /// The routing key.
+        #[arg(long, short = 'k', default_value = "")]
+        routing_key: String,
+    },
+    /// Prints the envelopes passing through EXCHANGE, from a temporary queue bound to it,
+    /// until Ctrl-C (or `--count` messages).
+    Tail {
+        /// The exchange to watch.
+        exchange: String,
+        /// The binding key (`#` for a topic exchange, ignored by fanout; required for a
+        /// direct exchange).
+        #[arg(long, short = 'k', default_value = "#")]
+        key: String,
+        /// Stop after this many messages.
+        #[arg(long, short = 'n')]
+        count: Option<usize>,
+    },
+    /// Calls ACTION behind QUEUE with JSON as its data and prints the reply.
+    Call {
+        /// The queue serving the action.
+        queue: String,
+        /// The action.
+        action: String,
+        /// The data: a JSON object.
+        json: String,
+        /// How long to wait for the reply, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// How many dead letters QUEUE has, by reason code and action.
+    List {
+        /// The consumed queue (its dead letters are in `<queue>.dlq`).
+        queue: String,
+    },
+    /// Shows the first N dead letters (headers and body, the body cut at 512 bytes),
+    /// leaving them where they are.
+    Peek {
+        /// The consumed queue.
+        queue: String,
+        /// How many.
+        #[arg(default_value_t = 5)]
+        n: usize,
+    },
+    /// Moves dead letters back to QUEUE (those there when it starts), reporting progress.
+    Redrive {
+        /// The consumed queue.
+        queue: String,
+        /// At most this many.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Move nothing: say what would be moved.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// What went wrong, and the exit code it maps to.
+#[derive(Debug)]
+enum Failure {
+    /// The operation failed (exit 1).
+    Failed(String),
+    /// Bad input the parser could not see (exit 2).
+    Usage(String),
+    /// No broker (exit 3).
+    NoBroker(String),
+}
+
+impl From<eventrabbit::Error> for Failure {
+    fn from(e: eventrabbit::Error) -> Self {
+        match e {
+            eventrabbit::Error::Unavailable(..) => Failure::NoBroker(e.to_string()),
+            e => Failure::Failed(e.to_string()),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Failed(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::NoBroker(e)) => {
+            eprintln!("error: no broker: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// Connects once, failing fast (no broker is exit 3, not a long retry).
+async fn connect(url: &str) -> Result<(Events, Handle), Failure> {
+    // eventrabbit connects lazily and retries; an operator wants to hear at once.
+    let probe = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close(200, "probe".into()).await;
+        }
+        Ok(Err(e)) => return Err(Failure::NoBroker(format!("{}: {e}", redacted(url)))),
+        Err(_) => {
+            return Err(Failure::NoBroker(format!(
+                "{}: no answer within 5 s",
+                redacted(url)
+            )));
+        }
+    }
+    let config = Config::default()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_connection_name("eventrabbit-cli");
+    build_event_dependencies(url, config)
+        .await
+        .map_err(|e| match e.kind() {
+            eventrabbit::ErrorKind::Transient => Failure::NoBroker(e.to_string()),
+            _ => Failure::Failed(e.to_string()),
+        })
+}
+
+/// `url` without its password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = url[scheme + 3..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn json_object(text: &str) -> Result<serde_json::Value, Failure> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(Failure::Usage(format!("`{text}` is not a JSON object"))),
+        Err(e) => Err(Failure::Usage(format!("`{text}` is not JSON: {e}"))),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Publish {
+            exchange,
+            action,
+            json,
+            routing_key,
+        } => {
+            let data = json_object(&json)?;
+            let (events, handle) = connect(&cli.url).await?;
+            let published = events
+                .publish_mandatory(&exchange, &routing_key, &action, &data)
+                .await;
+            handle.shutdown().await;
+            published?;
+            println!(
+                "published {action} to exchange `{exchange}` with routing key `{routing_key}`"
+            );
+            Ok(())
+        }
+        Command::Call {
+            queue,
+            action,
+            json,
+            timeout,
+        } => {
+            let data = json_object(&json)?;
+            let (events, handle) = connect(&cli.url).await?;
+            let reply = events
+                .call_with_timeout::<serde_json::Value>(
+                    &queue,
+                    &action,
+                    data,
+                    Duration::from_secs(timeout),
+                )
+                .await;
+            handle.shutdown().await;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reply?).unwrap_or_default()
+            );
+            Ok(())
+        }
+        Command::Tail {
+            exchange,
+            key,
+            count,
+        } => tail::tail(&cli.url, &exchange, &key, count).await,
+        Command::Dlq { command } => {
+            let (_events, handle) = connect(&cli.url).await?;
+            let done = match command {
+                DlqCommand::List { queue } => dlq::list(&handle, &queue).await,
+                DlqCommand::Peek { queue, n } => {
+                    dlq::peek(&cli.url, &handle.dead_letter_queue(&queue), n).await
+                }
+                DlqCommand::Redrive {
+                    queue,
+                    max,
+                    dry_run,
+                } => dlq::redrive(&handle, &queue, max, dry_run).await,
+            };
+            handle.shutdown().await;
+            done
+        }
+    }
+}
