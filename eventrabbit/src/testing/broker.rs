@@ -1,5 +1,6 @@
 //! [`TestBroker`]: the registered handlers run in memory.
 
+use super::chaos::{Chaos, ChaosReport, Disorder};
 use super::records::{DeadLetter, Published};
 use super::state::{Inner, QueueState, REPLY_PREFIX, State, route};
 use super::transport::TestTransport;
@@ -34,6 +35,7 @@ pub const MAX_DELIVERIES: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct TestBroker {
     pub(super) inner: Arc<Inner>,
+    disorder: Option<Arc<Disorder>>,
 }
 
 impl Default for TestBroker {
@@ -64,7 +66,26 @@ impl TestBroker {
         });
         let sink: Arc<dyn ProducerSink> = inner.clone();
         producers::register(Arc::downgrade(&sink));
-        Self { inner }
+        Self {
+            inner,
+            disorder: None,
+        }
+    }
+
+    /// This broker, delivering with `chaos`'s disorder from now on: duplicates,
+    /// redeliveries after lost acks, reordering within each queue's prefetch window, all
+    /// drawn from its seed, so a failing run replays exactly. Print
+    /// [`chaos_report`](Self::chaos_report) with the seed when a test fails.
+    #[must_use]
+    pub fn with_chaos(mut self, chaos: Chaos) -> Self {
+        self.disorder = Some(Arc::new(Disorder::new(chaos)));
+        self
+    }
+
+    /// What the chaos did so far (`None` without chaos).
+    #[must_use]
+    pub fn chaos_report(&self) -> Option<ChaosReport> {
+        self.disorder.as_ref().map(|d| *d.report.lock())
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
@@ -194,6 +215,13 @@ impl TestBroker {
                 .map(|message| handle(&policy, &transport, message));
             let settled = producers::scope(self.sink(), join_all(all)).await;
             settled.into_iter().collect::<Result<Vec<()>>>()?;
+            if let Some(disorder) = &self.disorder {
+                for message in &messages {
+                    if disorder.lose_ack() {
+                        self.requeue(message, true);
+                    }
+                }
+            }
         }
         Ok(handled)
     }
@@ -206,15 +234,39 @@ impl TestBroker {
     /// window of messages, handled together as the consumer would.
     fn next_messages(&self) -> Option<(Arc<QueuePolicy>, Vec<Arc<Message>>)> {
         let mut state = self.state();
+        let disorder = self.disorder.as_deref();
         state.queues.values_mut().find_map(|q| {
-            let take = if q.policy.has_batches() {
-                usize::from(q.policy.settings.prefetch)
+            let prefetch = usize::from(q.policy.settings.prefetch);
+            let taken: Vec<Arc<Message>> = if q.policy.has_batches() {
+                let n = prefetch.min(q.messages.len());
+                q.messages.drain(..n).collect()
             } else {
-                1
+                let at = disorder.map_or(0, |d| d.pick(q.messages.len(), prefetch));
+                q.messages.remove(at).into_iter().collect()
             };
-            let n = take.min(q.messages.len());
-            (n > 0).then(|| (q.policy.clone(), q.messages.drain(..n).collect()))
+            if taken.is_empty() {
+                return None;
+            }
+            if let Some(d) = disorder {
+                for m in &taken {
+                    if d.duplicate() {
+                        q.messages.push_back(Arc::new(Message::clone(m)));
+                    }
+                }
+            }
+            Some((q.policy.clone(), taken))
         })
+    }
+
+    /// Puts `message` back at the end of its queue, as a broker does with an unacknowledged
+    /// delivery when the connection drops.
+    fn requeue(&self, message: &Message, redelivered: bool) {
+        let mut state = self.state();
+        if let Some(q) = state.queues.get_mut(&*message.queue) {
+            let mut again = message.clone();
+            again.redelivered = redelivered;
+            q.messages.push_back(Arc::new(again));
+        }
     }
 
     /// Runs `fut` (e.g. a `#[producer]` call) publishing into this broker, whatever else

@@ -31,6 +31,7 @@
 //! ([`TestBroker::retry_delays`]).
 
 mod broker;
+mod chaos;
 mod log;
 mod records;
 mod routing;
@@ -38,4 +39,5 @@ mod state;
 mod transport;
 
 pub use broker::{MAX_DELIVERIES, TestBroker};
+pub use chaos::{Chaos, ChaosReport};
 pub use records::{DeadLetter, Published};
