@@ -1,5 +1,7 @@
-//! Shared helpers for eventrabbit's integration tests. They talk to a real RabbitMQ and
-//! fail loudly, saying how to start one, when it is not reachable.
+//! Shared helpers for eventrabbit's integration tests. They talk to a real RabbitMQ: the
+//! one at `AMQP_ADDR`, or, when none answers there and `rabbitmq-server` is installed, a
+//! private node they start themselves (`scripts/broker`); otherwise they fail loudly,
+//! saying how to start one.
 
 use eventrabbit::{Config, ConsumeChannel, Events, Handle, build_event_dependencies};
 use lapin::options::{
@@ -16,9 +18,55 @@ pub mod cluster;
 mod proxy;
 pub use proxy::Proxy;
 
-/// The broker URL: `AMQP_ADDR`, or the local default.
+/// The broker URL: `AMQP_ADDR` (or the local default) when a broker answers there; else a
+/// private node started from the machine's `rabbitmq-server` (`scripts/broker`), once for
+/// all tests; else `AMQP_ADDR` as it is, and the first connection fails saying how to
+/// start a broker.
 pub fn amqp_addr() -> String {
-    std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    static ADDR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ADDR.get_or_init(resolve_broker).clone()
+}
+
+fn resolve_broker() -> String {
+    let configured = std::env::var("AMQP_ADDR")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    if answers(&configured) {
+        return configured;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/broker");
+    let private = "amqp://guest:guest@127.0.0.1:5699/%2f".to_owned();
+    if answers(&private) {
+        eprintln!("no broker answers at {configured}: using the private node at {private}");
+        return private;
+    }
+    let installed = std::process::Command::new("sh")
+        .args(["-c", "command -v rabbitmq-server"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if installed {
+        eprintln!("no broker answers at {configured}: starting a private node (scripts/broker start)");
+        let started = std::process::Command::new(&script)
+            .arg("start")
+            .status()
+            .is_ok_and(|s| s.success());
+        if started && answers(&private) {
+            return private;
+        }
+        eprintln!("the private node did not start; see /tmp/eventrabbit-private/log");
+    }
+    configured
+}
+
+/// Whether something accepts TCP connections where `url` points, within a second.
+fn answers(url: &str) -> bool {
+    let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() else {
+        return false;
+    };
+    let address = (uri.authority.host.as_str(), uri.authority.port);
+    std::net::ToSocketAddrs::to_socket_addrs(&address)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
 }
 
 /// Polls `$cond` (any expression, `.await` allowed) every 20 ms until it holds or
@@ -39,7 +87,8 @@ pub async fn raw_connection() -> Connection {
         Ok(c) => c,
         Err(e) => panic!(
             "RabbitMQ is not reachable at AMQP_ADDR ({e}). These tests need a real broker: \
-             run `rabbitmq-server -detached && rabbitmqctl await_startup`, or `docker compose up -d`."
+             run `rabbitmq-server -detached && rabbitmqctl await_startup`, or `docker compose up -d` \
+             (the tests start a private node themselves where `rabbitmq-server` is installed)."
         ),
     }
 }
