@@ -44,7 +44,9 @@ fn resolve_broker() -> String {
         .output()
         .is_ok_and(|o| o.status.success());
     if installed {
-        eprintln!("no broker answers at {configured}: starting a private node (scripts/broker start)");
+        eprintln!(
+            "no broker answers at {configured}: starting a private node (scripts/broker start)"
+        );
         let started = std::process::Command::new(&script)
             .arg("start")
             .status()
