@@ -8,6 +8,8 @@
 //! cargo run --release --example bench -- all+quorum   # all, and W1/W2 on quorum queues
 //! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
 //! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2,4}-{raw,eventrabbit}-only
+//! cargo run --release --example bench -- w5 3     # 200 queues on one connection, and idle RSS with 200 consumers
+//! cargo run --release --example bench -- w6 3     # latency under an open-loop load (30 s per side and run)
 //! ```
 //!
 //! One module per workload; `broker` holds what both sides share, `measure` the pairing,
@@ -19,6 +21,8 @@ mod w1;
 mod w2;
 mod w3;
 mod w4;
+mod w5;
+mod w6;
 
 use broker::{delete_queue, preload, raw, set_quorum};
 use lapin::options::ExchangeDeleteOptions;
@@ -34,6 +38,11 @@ async fn main() {
     let which = args.first().map(String::as_str).unwrap_or("all");
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(7);
     let tag = uuid::Uuid::new_v4().simple().to_string();
+
+    if which == "w5-idle-eventrabbit" || which == "w5-idle-raw" {
+        w5::w5_idle(which == "w5-idle-eventrabbit", &tag).await;
+        return;
+    }
 
     if which == "w1-eventrabbit-only" || which == "w1-raw-only" {
         let q = format!("bench-w1-{tag}");
@@ -240,6 +249,89 @@ async fn main() {
         w4_teardown(&log).await;
         row("W4 replay 1M from a log", "events/s", &er, &rw, true);
         row("W4 client CPU per event", "µs", &er_cpu, &rw_cpu, false);
+    }
+    if which == "w5" {
+        let (mut e5, mut r5) = (vec![], vec![]);
+        for i in 0..runs {
+            let run = |side: &'static str| {
+                let tag = format!("{tag}-{i}-{side}");
+                async move {
+                    let queues = w5::w5_setup(&tag).await;
+                    let rate = if side == "e" {
+                        w5::w5_eventrabbit(&queues).await
+                    } else {
+                        w5::w5_raw(&queues).await
+                    };
+                    let (_c, ch) = raw().await;
+                    for q in &queues {
+                        delete_queue(&ch, q).await;
+                    }
+                    rate
+                }
+            };
+            let (e, r) = paired(i, || run("e"), || run("r")).await;
+            run_line("W5 200 queues", i, e, r, "msg/s");
+            e5.push(e);
+            r5.push(r);
+        }
+        row(
+            "W5 200 queues x 500, one connection",
+            "msg/s",
+            &e5,
+            &r5,
+            true,
+        );
+        // Idle memory, each side in a fresh process of its own.
+        let idle = |mode: &str| {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .arg(mode)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("rss_kib=")
+                        .and_then(|v| v.parse::<f64>().ok())
+                })
+                .unwrap_or(f64::NAN)
+        };
+        let (mut ei, mut ri) = (vec![], vec![]);
+        for _ in 0..3 {
+            ei.push(idle("w5-idle-eventrabbit") / 1024.0);
+            ri.push(idle("w5-idle-raw") / 1024.0);
+        }
+        row("W5 idle RSS with 200 consumers", "MiB", &ei, &ri, false);
+    }
+    if which == "w6" {
+        let (mut e50, mut e99, mut e999) = (vec![], vec![], vec![]);
+        let (mut r50, mut r99, mut r999) = (vec![], vec![], vec![]);
+        for i in 0..runs {
+            let (q1, q2) = (
+                format!("bench-w6-e-{tag}-{i}"),
+                format!("bench-w6-r-{tag}-{i}"),
+            );
+            let (e, r) = paired(i, || w6::w6_eventrabbit(&q1), || w6::w6_raw(&q2)).await;
+            run_line("W6 p99", i, e.p99_us, r.p99_us, "µs");
+            e50.push(e.p50_us);
+            e99.push(e.p99_us);
+            e999.push(e.p999_us);
+            r50.push(r.p50_us);
+            r99.push(r.p99_us);
+            r999.push(r.p999_us);
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q1).await;
+            delete_queue(&ch, &q2).await;
+        }
+        let load = format!("{} events/s for {} s", w6::rate(), w6::W6_SECS);
+        row(&format!("W6 latency p50, {load}"), "µs", &e50, &r50, false);
+        row(&format!("W6 latency p99, {load}"), "µs", &e99, &r99, false);
+        row(
+            &format!("W6 latency p99.9, {load}"),
+            "µs",
+            &e999,
+            &r999,
+            false,
+        );
     }
     if which == "w3-confirm-modes" {
         // Where the time goes: the raw client with its channel in confirm mode and the

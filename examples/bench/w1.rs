@@ -24,10 +24,15 @@ async fn on_user_created(user_id: i64, name: String) {
     }
 }
 
-pub async fn w1_eventrabbit(q: &str) -> f64 {
+/// Resets the count of `USER_CREATED` handled; the future ends when `n` were.
+pub fn expect(n: u64) -> tokio::sync::futures::Notified<'static> {
     W1_COUNT.store(0, Ordering::SeqCst);
-    W1_TARGET.store(W1_N, Ordering::SeqCst);
-    let done = W1_DONE.notified();
+    W1_TARGET.store(n, Ordering::SeqCst);
+    W1_DONE.notified()
+}
+
+pub async fn w1_eventrabbit(q: &str) -> f64 {
+    let done = expect(W1_N);
     let (_events, handle) = build_event_dependencies(addr(), Config::default())
         .await
         .unwrap();

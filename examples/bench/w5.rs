@@ -1,0 +1,157 @@
+//! W5: many queues on one connection: 200 queues of 500 events, all consumed at once; and
+//! the memory of an idle process with 200 consumers (each side in a process of its own).
+
+use crate::broker::{addr, declare_queue, preload, raw};
+use crate::w1::{RawEnvelope, expect};
+use eventrabbit::{Config, ConsumeChannel, build_event_dependencies};
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::*;
+use lapin::types::FieldTable;
+use std::time::{Duration, Instant};
+
+pub const W5_QUEUES: usize = 200;
+pub const W5_EACH: u64 = 500;
+
+/// The queue names of one run, each loaded with `W5_EACH` events.
+pub async fn w5_setup(tag: &str) -> Vec<String> {
+    let queues: Vec<String> = (0..W5_QUEUES)
+        .map(|i| format!("bench-w5-{tag}-{i}"))
+        .collect();
+    for q in &queues {
+        preload(q, W5_EACH).await;
+    }
+    queues
+}
+
+/// One `Handle`, a consumer per queue; events per second until all are handled.
+pub async fn w5_eventrabbit(queues: &[String]) -> f64 {
+    let done = expect(W5_QUEUES as u64 * W5_EACH);
+    let start = Instant::now();
+    let (_events, handle) = build_event_dependencies(addr(), Config::default())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = queues
+        .iter()
+        .map(|q| {
+            let h = handle.clone();
+            let channel = ConsumeChannel::new(q.as_str()).prefetch(100);
+            tokio::spawn(async move { h.consume(channel).await })
+        })
+        .collect();
+    done.await;
+    let secs = start.elapsed().as_secs_f64();
+    handle.shutdown().await;
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    (W5_QUEUES as u64 * W5_EACH) as f64 / secs
+}
+
+/// Raw lapin structured the same way: one connection, a channel and a consumer task per
+/// queue, each decoding and acking every 50 as W1's raw consumer does.
+pub async fn w5_raw(queues: &[String]) -> f64 {
+    let start = Instant::now();
+    let (conn, _ch) = raw().await;
+    let mut tasks = Vec::new();
+    for q in queues {
+        let ch = conn.create_channel().await.unwrap();
+        ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                q.as_str().into(),
+                "raw-w5".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(Ok(d)) = consumer.next().await {
+                let env: RawEnvelope = serde_json::from_slice(&d.data).unwrap();
+                std::hint::black_box((env.data.user_id, env.data.name));
+                n += 1;
+                if n.is_multiple_of(50) || n == W5_EACH {
+                    let ack = ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true });
+                    if let Some(Err(e)) = ack.now_or_never() {
+                        panic!("ack failed: {e}");
+                    }
+                }
+                if n == W5_EACH {
+                    break;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (W5_QUEUES as u64 * W5_EACH) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Resident memory now, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// In a process of its own: 200 consumers on empty queues, settled for 3 s; prints
+/// `rss_kib=N`.
+pub async fn w5_idle(eventrabbit: bool, tag: &str) {
+    let queues: Vec<String> = (0..W5_QUEUES)
+        .map(|i| format!("bench-w5i-{tag}-{i}"))
+        .collect();
+    let (conn, ch) = raw().await;
+    for q in &queues {
+        declare_queue(&ch, q).await;
+    }
+    // What keeps the consumers alive until the reading.
+    let mut handle = None;
+    let mut raw_side = None;
+    if eventrabbit {
+        let (_events, h) = build_event_dependencies(addr(), Config::default())
+            .await
+            .unwrap();
+        for q in &queues {
+            let h = h.clone();
+            let channel = ConsumeChannel::new(q.as_str()).prefetch(100);
+            tokio::spawn(async move { h.consume(channel).await });
+        }
+        handle = Some(h);
+    } else {
+        let (conn2, _) = raw().await;
+        let mut consumers = Vec::new();
+        for q in &queues {
+            let ch = conn2.create_channel().await.unwrap();
+            ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+            let consumer = ch
+                .basic_consume(
+                    q.as_str().into(),
+                    "raw-w5i".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            consumers.push((ch, consumer));
+        }
+        raw_side = Some((conn2, consumers));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!("rss_kib={}", rss_kib());
+    drop(raw_side);
+    if let Some(h) = handle {
+        h.shutdown().await;
+    }
+    for q in &queues {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+}
