@@ -106,9 +106,11 @@ impl Batcher {
         input: Input,
     ) -> Result<Reply, Failure> {
         let max = spec.max.max(1);
-        let (slot, leader) = {
+        // Joining happens under the lock of the open place, so a batch its leader closed
+        // (and took the members of) is never joined afterwards.
+        let (slot, leader, filled, mut done) = {
             let mut open = self.open.lock();
-            match open.as_ref() {
+            let (slot, leader) = match open.as_ref() {
                 Some(slot) => (slot.clone(), false),
                 None => {
                     let slot = Arc::new(Slot {
@@ -119,16 +121,19 @@ impl Batcher {
                     *open = Some(slot.clone());
                     (slot, true)
                 }
+            };
+            let done = slot.done.subscribe();
+            let filled = {
+                let mut inputs = slot.inputs.lock();
+                inputs.push(input);
+                inputs.len() >= max
+            };
+            if filled {
+                *open = None;
             }
-        };
-        let mut done = slot.done.subscribe();
-        let filled = {
-            let mut inputs = slot.inputs.lock();
-            inputs.push(input);
-            inputs.len() >= max
+            (slot, leader, filled, done)
         };
         if filled {
-            self.close(&slot);
             // `notify_one` keeps a permit: a leader not yet waiting still sees it.
             slot.full.notify_one();
         }
@@ -140,6 +145,7 @@ impl Batcher {
             if !filled {
                 let _ = tokio::time::timeout(spec.window, slot.full.notified()).await;
             }
+            // Closed under the open place's lock: nobody joins it after this.
             self.close(&slot);
             let inputs = std::mem::take(&mut *slot.inputs.lock());
             let outcome = match AssertUnwindSafe(call(inputs)).catch_unwind().await {
@@ -162,5 +168,55 @@ impl Batcher {
             },
             Err(_) => Err(Failure::Failed("the batch ended without an outcome".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::context::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static HANDLED: AtomicUsize = AtomicUsize::new(0);
+
+    fn count(inputs: Vec<Input>) -> HandlerFuture {
+        HANDLED.fetch_add(inputs.len(), Ordering::SeqCst);
+        Box::pin(async { Ok(Reply::none()) })
+    }
+
+    fn input() -> Input {
+        let message = Message {
+            queue: "q".into(),
+            exchange: "".into(),
+            routing_key: "q".into(),
+            redelivered: false,
+            offset: None,
+            properties: Default::default(),
+            body: br#"{"action":"A","data":{}}"#.to_vec(),
+        };
+        Input::new(Arc::new(message), 21..23)
+    }
+
+    /// Every member told its batch succeeded was in a batch the handler ran: joining and
+    /// closing never race (a member joining a batch its leader had already taken would be
+    /// acknowledged without being handled).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn no_member_is_acknowledged_without_being_handled() {
+        let batcher = Arc::new(Batcher::default());
+        let spec = BatchSpec::new(7, 1);
+        let mut tasks = Vec::new();
+        for _ in 0..4_000 {
+            let batcher = batcher.clone();
+            tasks.push(tokio::spawn(async move {
+                batcher.submit(spec, count, input()).await.is_ok()
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, HANDLED.load(Ordering::SeqCst));
     }
 }
