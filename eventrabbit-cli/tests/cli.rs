@@ -9,8 +9,10 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+/// The broker, as the integration tests find it (a private node when none answers at
+/// `AMQP_ADDR`).
 fn url() -> String {
-    std::env::var("AMQP_ADDR").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    eventrabbit_tests::amqp_addr()
 }
 
 fn unique(prefix: &str) -> String {

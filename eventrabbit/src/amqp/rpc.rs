@@ -233,7 +233,7 @@ impl RpcClient {
                 action: action.to_owned(),
             })
         };
-        let span = tracing::info_span!("eventrabbit.call", target, action, correlation_id = %id);
+        let span = trace::call_span(target, action, &id);
         let started = std::time::Instant::now();
         let reply = tokio::time::timeout_at(deadline, work)
             .instrument(span)

@@ -137,6 +137,29 @@ pub(crate) fn delivery_span(message: &Message, trace: &TraceContext) -> tracing:
     span
 }
 
+/// The span of one RPC call.
+#[cfg(not(feature = "opentelemetry"))]
+pub(crate) fn call_span(target: &str, action: &str, correlation_id: &str) -> tracing::Span {
+    tracing::info_span!("eventrabbit.call", target, action, correlation_id)
+}
+
+/// The span of one RPC call: an OpenTelemetry client span with the messaging attributes.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn call_span(target: &str, action: &str, correlation_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "eventrabbit.call",
+        "otel.name" = %format_args!("{target} call"),
+        "otel.kind" = "client",
+        "messaging.system" = "rabbitmq",
+        "messaging.operation.type" = "send",
+        "messaging.operation.name" = "call",
+        "messaging.message.conversation_id" = correlation_id,
+        target,
+        action,
+        correlation_id,
+    )
+}
+
 /// The span of one publish.
 #[cfg(not(feature = "opentelemetry"))]
 pub(crate) fn publish_span(exchange: &str, routing_key: &str) -> tracing::Span {
