@@ -2,14 +2,17 @@
 //! address from `AMQP_ADDR` (or `--url`).
 //!
 //! Exit codes a script can rely on: 0 done; 1 the operation failed (the broker refused
-//! it, a call failed remotely or timed out, a redrive stopped early); 2 a usage error (as
-//! clap reports it); 3 no broker at the address.
+//! it, a call failed remotely or timed out, a redrive stopped early, a contract check
+//! found a breaking change); 2 a usage error (as clap reports it, or an unreadable
+//! document); 3 no broker at the address.
 
+mod contract;
 mod dlq;
 mod tail;
 
 use clap::{Parser, Subcommand};
 use eventrabbit::{Config, Events, Handle, build_event_dependencies};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -62,6 +65,11 @@ enum Command {
         #[arg(long, short = 'n')]
         count: Option<usize>,
     },
+    /// Compares and renders AsyncAPI documents (no broker needed).
+    Contract {
+        #[command(subcommand)]
+        command: ContractCommand,
+    },
     /// Calls ACTION behind QUEUE with JSON as its data and prints the reply.
     Call {
         /// The queue serving the action.
@@ -73,6 +81,36 @@ enum Command {
         /// How long to wait for the reply, in seconds.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContractCommand {
+    /// Breaking changes from OLD to NEW, two AsyncAPI documents (JSON or YAML) of one
+    /// service: an action no longer received or sent, a received field newly required, a
+    /// sent field dropped or made optional, a changed type. Exit 1 if any.
+    Diff {
+        /// The document of the version peers were built against (`-`: standard input).
+        old: PathBuf,
+        /// The document of the new version.
+        new: PathBuf,
+    },
+    /// Whether what PRODUCER sends fits what CONSUMER receives, for each action both
+    /// name: a field the consumer requires that the producer does not always send, or a
+    /// field of another type. Exit 1 if any.
+    Check {
+        /// The sending service's document.
+        producer: PathBuf,
+        /// The receiving service's document.
+        consumer: PathBuf,
+    },
+    /// Renders a document as one self-contained HTML page.
+    Html {
+        /// The document (`-`: standard input).
+        document: PathBuf,
+        /// Where to write the page (default: standard output).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
 }
 
@@ -234,6 +272,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Contract { command } => match command {
+            ContractCommand::Diff { old, new } => contract::diff(&old, &new),
+            ContractCommand::Check { producer, consumer } => contract::check(&producer, &consumer),
+            ContractCommand::Html { document, output } => {
+                contract::html(&document, output.as_deref())
+            }
+        },
         Command::Tail {
             exchange,
             key,

@@ -1,6 +1,7 @@
 //! The operator CLI against the real broker: dead letters listed, peeked at (left in
 //! place), redriven (dry run, then for real, with a limit); publish seen by tail; call
-//! answered; exit codes 1, 2 and 3; help for every command.
+//! answered; exit codes 1, 2 and 3; help for every command; AsyncAPI documents compared
+//! (versions, producer against consumer) and rendered, without a broker.
 
 use eventrabbit::{Config, ConsumeChannel, build_event_dependencies, consumer};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
@@ -302,9 +303,126 @@ fn every_command_has_help() {
         &["publish", "--help"],
         &["tail", "--help"],
         &["call", "--help"],
+        &["contract", "--help"],
+        &["contract", "diff", "--help"],
+        &["contract", "check", "--help"],
+        &["contract", "html", "--help"],
     ] {
         let o = cli(args);
         assert!(o.status.success(), "{args:?}: {o:?}");
         assert!(stdout(&o).contains("Usage:"), "{args:?}: {}", stdout(&o));
     }
+}
+
+/// The CLI with no broker address at all (the contract commands need none).
+fn offline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eventrabbit"))
+        .args(args)
+        .env("AMQP_ADDR", "amqp://127.0.0.1:1/%2f")
+        .output()
+        .expect("the CLI runs")
+}
+
+/// A producer's document, as another team would hand it over (YAML): it sends
+/// `T_CLI_ECHO` with `n` as an optional string.
+const PRODUCER_YAML: &str = r##"
+asyncapi: 3.0.0
+info: {title: producer, version: "1"}
+channels:
+  out:
+    address: cli
+    messages: {echo: {$ref: "#/components/messages/echo"}}
+operations:
+  publish_echo:
+    action: send
+    channel: {$ref: "#/channels/out"}
+    messages: [{$ref: "#/channels/out/messages/echo"}]
+components:
+  messages:
+    echo:
+      payload:
+        type: object
+        properties:
+          action: {type: string, const: T_CLI_ECHO}
+          data: {type: object, properties: {n: {type: string}}}
+"##;
+
+#[test]
+fn contract_commands_name_breaking_changes_and_exit_1() {
+    let dir = std::env::temp_dir().join(unique("eventrabbit-contract"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    // This program's consumer of T_CLI_ECHO (`n: u64`), and a next version of it that
+    // also requires `reason`.
+    let doc = eventrabbit::contract::AsyncApi::new("echo", "1")
+        .consumes(ConsumeChannel::new("cli_echo").actions(["T_CLI_ECHO"]))
+        .build()
+        .unwrap();
+    std::fs::write(path("v1.json"), doc.to_json()).unwrap();
+    let mut next = doc.as_value().clone();
+    let data = next
+        .pointer_mut("/components/messages/T_CLI_ECHO.received/payload/properties/data")
+        .unwrap();
+    data["required"] = serde_json::json!(["n", "reason"]);
+    data["properties"]["reason"] = serde_json::json!({"type": "string"});
+    std::fs::write(path("v2.yaml"), serde_json::to_string(&next).unwrap()).unwrap();
+    std::fs::write(path("producer.yaml"), PRODUCER_YAML).unwrap();
+
+    let same = offline(&["contract", "diff", &path("v1.json"), &path("v1.json")]);
+    assert_eq!(same.status.code(), Some(0), "{same:?}");
+    assert!(
+        stdout(&same).contains("no breaking change"),
+        "{}",
+        stdout(&same)
+    );
+
+    let changed = offline(&["contract", "diff", &path("v1.json"), &path("v2.yaml")]);
+    assert_eq!(changed.status.code(), Some(1), "{changed:?}");
+    assert!(
+        stdout(&changed)
+            .contains("BREAKING T_CLI_ECHO (received): field `data.reason` is new and required"),
+        "{}",
+        stdout(&changed)
+    );
+    // Backwards: dropping a requirement breaks no one.
+    let relaxed = offline(&["contract", "diff", &path("v2.yaml"), &path("v1.json")]);
+    assert_eq!(relaxed.status.code(), Some(0), "{relaxed:?}");
+
+    let check = offline(&[
+        "contract",
+        "check",
+        &path("producer.yaml"),
+        &path("v1.json"),
+    ]);
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let out = stdout(&check);
+    assert!(
+        out.contains("field `data.n` is sent as string but read as integer"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "the consumer requires field `data.n`, which the producer does not always send"
+        ),
+        "{out}"
+    );
+
+    let missing = offline(&["contract", "diff", &path("nowhere.json"), &path("v1.json")]);
+    assert_eq!(missing.status.code(), Some(2), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("nowhere.json"),
+        "{missing:?}"
+    );
+
+    let html = offline(&[
+        "contract",
+        "html",
+        &path("v1.json"),
+        "-o",
+        &path("echo.html"),
+    ]);
+    assert!(html.status.success(), "{html:?}");
+    let page = std::fs::read_to_string(path("echo.html")).unwrap();
+    assert!(page.contains("T_CLI_ECHO") && page.starts_with("<!DOCTYPE html>"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

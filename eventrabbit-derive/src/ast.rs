@@ -302,6 +302,19 @@ pub(crate) fn ok_is_unit(ty: &Type) -> bool {
     )
 }
 
+/// `T` of `Result<T, ..>` (or of an alias such as `anyhow::Result<T>`), if written.
+pub(crate) fn ok_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let Some(PathArguments::AngleBracketed(args)) = p.path.segments.last().map(|s| &s.arguments)
+    else {
+        return None;
+    };
+    match args.args.first() {
+        Some(syn::GenericArgument::Type(t)) => Some(t),
+        _ => None,
+    }
+}
+
 /// The span to blame for a missing argument: the attribute as a whole.
 pub(crate) fn attribute_span() -> Span {
     Span::call_site()

@@ -2,7 +2,7 @@
 //! calls ordinary runtime functions through `<crate>::__private` and names its own items
 //! `__eventrabbit_*`, so it never collides with the user's names.
 
-use crate::ast::{Returns, ok_is_unit};
+use crate::ast::{Returns, StrArg, ok_is_unit};
 use crate::valid::{Batch, Handler, PARAM_ATTRS, Producer, Source};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
@@ -103,21 +103,19 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
     ));
     let publishing = spec.reply.as_ref().map(|reply| {
         let (exchange, reply_action) = (&reply.exchange, &reply.action);
-        let key = reply
-            .key
-            .as_ref()
-            .map(|k| quote!(#k))
-            .unwrap_or_else(|| quote!(""));
+        let key = key_or_empty(reply.key.as_ref());
         quote!(.publishing(#private::ReplyTarget::new(#exchange, #reply_action, #key)))
     });
     let retry = spec.retry.as_ref().map(|r| {
         let r = r.expand(&private);
         quote!(.retrying(#r))
     });
+    let (schema_fns, describing) = crate::schema::handler(spec, None);
     let registration = quote! {
         #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
             #publishing
             #retry
+            #describing
     };
     // The same decoding as the call, without running the handler (for redrive dry runs).
     let validate_fields = if fields.is_empty() {
@@ -163,6 +161,8 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
                 })
             }
 
+            #schema_fns
+
             #private::inventory::submit! { #registration }
         };
     }
@@ -206,6 +206,7 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
         let r = r.expand(&private);
         quote!(.retrying(#r))
     });
+    let (schema_fns, describing) = crate::schema::handler(spec, Some(item));
     quote! {
         #func
 
@@ -238,10 +239,13 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
                 __eventrabbit_batch(::std::vec![__input])
             }
 
+            #schema_fns
+
             #private::inventory::submit! {
                 #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
                     .batching(#private::BatchSpec::new(#max, #window_ms), __eventrabbit_batch)
                     #retry
+                    #describing
             }
         };
     }
@@ -251,11 +255,7 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
 pub(crate) fn producer(mut func: ImplItemFn, spec: &Producer) -> TokenStream {
     let krate = &spec.krate;
     let (exchange, action) = (&spec.exchange, &spec.action);
-    let key = spec
-        .key
-        .as_ref()
-        .map(|k| quote!(#k))
-        .unwrap_or_else(|| quote!(""));
+    let key = key_or_empty(spec.key.as_ref());
     let mandatory = spec.mandatory;
     let publish = quote! {
         #krate::__private::publish_produced(
@@ -287,8 +287,10 @@ pub(crate) fn producer(mut func: ImplItemFn, spec: &Producer) -> TokenStream {
         ReturnType::Type(_, ty) => (**ty).clone(),
         ReturnType::Default => unreachable!("validation rejects producers returning ()"),
     };
+    let registration = crate::schema::producer(&func, spec);
     let stmts = &func.block.stmts;
     let block = syn::parse_quote! {{
+        #registration
         let __eventrabbit_result: #body_ty = async move {
             #[allow(unreachable_code, clippy::diverging_sub_expression)]
             if false {
@@ -303,6 +305,11 @@ pub(crate) fn producer(mut func: ImplItemFn, spec: &Producer) -> TokenStream {
     func.block = block;
     func.sig.output = syn::parse_quote!(-> #ret_ty);
     quote!(#func)
+}
+
+/// A routing key as written, or `""`.
+pub(crate) fn key_or_empty(key: Option<&StrArg>) -> TokenStream {
+    key.map(|k| quote!(#k)).unwrap_or_else(|| quote!(""))
 }
 
 /// `::a::b` → `"::a::b"`, for `#[serde(crate = "..")]`.

@@ -12,6 +12,7 @@ mod batch;
 mod errors;
 mod expand;
 mod retry;
+mod schema;
 mod valid;
 
 use ast::{Attr, MacroKind};

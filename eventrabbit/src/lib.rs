@@ -60,6 +60,7 @@
 mod amqp;
 mod api;
 mod config;
+pub mod contract;
 mod error;
 mod handler;
 mod pipeline;
@@ -114,9 +115,14 @@ pub mod __private {
     };
     pub use crate::handler::producers::publish_produced;
     pub use crate::handler::registration::{
-        HandlerFn, HandlerFuture, Registration, ReplyTarget, ValidateFn,
+        HandlerFn, HandlerFuture, ProducerRegistration, Registration, ReplyTarget, ValidateFn,
     };
     pub use crate::handler::rejection::{Classify, ViaDisplay, ViaHandlerError, ViaStdError};
+    pub use crate::handler::schema::{
+        FieldSchema, SchemaFn, SchemaProbe, ViaAnySchema, ViaJsonSchema, all_of, null_schema,
+        object_schema, unknown_schema,
+    };
     pub use inventory;
+    pub use schemars;
     pub use serde;
 }

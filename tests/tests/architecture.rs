@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 2),
     ("handler", 3),
     ("telemetry", 4),
+    ("contract", 4),
     ("pipeline", 5),
     ("amqp", 6),
     ("testing", 6),

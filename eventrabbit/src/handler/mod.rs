@@ -1,5 +1,6 @@
 //! What the macros call: handler registration, the context a handler sees, how its
-//! result becomes a reply, which handler serves which action, and where producers publish.
+//! result becomes a reply, which handler serves which action, where producers publish,
+//! and the payload schemas registered beside them.
 
 pub(crate) mod batch;
 pub(crate) mod context;
@@ -11,3 +12,4 @@ pub(crate) mod producers;
 pub(crate) mod registration;
 pub(crate) mod registry;
 pub(crate) mod rejection;
+pub(crate) mod schema;

@@ -2,6 +2,7 @@
 
 use super::batch::{BatchFn, BatchSpec};
 use super::input::{Failure, Input};
+use super::schema::SchemaFn;
 use crate::config::RetryOverride;
 
 pub use super::input::HandlerFuture;
@@ -41,6 +42,15 @@ pub struct Registration {
     pub(crate) validate: ValidateFn,
     pub(crate) retry: Option<RetryOverride>,
     pub(crate) batch: Option<(BatchSpec, BatchFn)>,
+    pub(crate) shapes: Option<Shapes>,
+}
+
+/// The schemas of what a handler reads and answers, for the service's AsyncAPI document.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shapes {
+    pub(crate) data: SchemaFn,
+    /// A handler returning `()` replies `"data": null`.
+    pub(crate) reply: SchemaFn,
 }
 
 impl Registration {
@@ -59,7 +69,15 @@ impl Registration {
             validate,
             retry: None,
             batch: None,
+            shapes: None,
         }
+    }
+
+    /// The schemas of the handler's `data` and of the `data` of its replies.
+    #[must_use]
+    pub const fn describing(mut self, data: SchemaFn, reply: SchemaFn) -> Self {
+        self.shapes = Some(Shapes { data, reply });
+        self
     }
 
     /// `#[consumer(batch(..))]`: messages are handled `spec.max()` at a time by `call`.
@@ -101,4 +119,41 @@ inventory::collect!(Registration);
 /// Every handler registered in the program.
 pub(crate) fn registered() -> impl Iterator<Item = &'static Registration> {
     inventory::iter::<Registration>.into_iter()
+}
+
+/// A `#[producer]` function: where it publishes and what.
+#[derive(Debug)]
+pub struct ProducerRegistration {
+    pub(crate) exchange: &'static str,
+    pub(crate) key: &'static str,
+    pub(crate) action: &'static str,
+    pub(crate) name: &'static str,
+    pub(crate) payload: SchemaFn,
+}
+
+impl ProducerRegistration {
+    /// The producer `name` publishing `action` to `exchange` with routing key `key`, its
+    /// `data` described by `payload`.
+    pub const fn new(
+        exchange: &'static str,
+        key: &'static str,
+        action: &'static str,
+        name: &'static str,
+        payload: SchemaFn,
+    ) -> Self {
+        Self {
+            exchange,
+            key,
+            action,
+            name,
+            payload,
+        }
+    }
+}
+
+inventory::collect!(ProducerRegistration);
+
+/// Every producer registered in the program.
+pub(crate) fn producers() -> impl Iterator<Item = &'static ProducerRegistration> {
+    inventory::iter::<ProducerRegistration>.into_iter()
 }

@@ -53,7 +53,16 @@ impl Svc {
     }
 }
 
+// A payload type the registration cannot name (`Self`) is documented as an open schema.
+impl Data {
+    #[producer(exchange = "x", action = "P_SELF")]
+    async fn publish_self(x: i64) -> Self {
+        Data { x }
+    }
+}
+
 fn main() {
+    let _ = Data::publish_self(1);
     let _ = produce(1);
     let _ = Svc.produce(1);
     let _ = by_const(1);
