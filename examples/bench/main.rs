@@ -10,12 +10,18 @@
 //! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2,4}-{raw,eventrabbit}-only
 //! cargo run --release --example bench -- w5 3     # 200 queues on one connection, and idle RSS with 200 consumers
 //! cargo run --release --example bench -- w6 3     # latency under an open-loop load (30 s per side and run)
+//! cargo run --release --example bench -- alloc    # allocations per message, W1 and W2, both sides
 //! ```
+//!
+//! Every run writes a chart of its rows' paired ratios to `docs/bench/ratios-<workload>.svg`
+//! (W6 also `docs/bench/w6-latency.svg`); `BENCH_CHARTS=dir` writes them elsewhere.
 //!
 //! One module per workload; `broker` holds what both sides share, `measure` the pairing,
 //! statistics and resource readings.
 
+mod alloc;
 mod broker;
+mod charts;
 mod measure;
 mod w1;
 mod w2;
@@ -32,8 +38,20 @@ use w2::{W2_N, w2_eventrabbit, w2_raw, w2_setup};
 use w3::{w3_eventrabbit, w3_raw};
 use w4::{W4_N, w4_eventrabbit, w4_raw, w4_setup, w4_teardown};
 
+/// Counts allocations while a measurement asks it to (`alloc::counting`).
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
 #[tokio::main]
 async fn main() {
+    let which_arg = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    run().await;
+    if let Some(path) = charts::write_ratios(&which_arg) {
+        eprintln!("chart: {}", path.display());
+    }
+}
+
+async fn run() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(7);
@@ -250,6 +268,39 @@ async fn main() {
         row("W4 replay 1M from a log", "events/s", &er, &rw, true);
         row("W4 client CPU per event", "µs", &er_cpu, &rw_cpu, false);
     }
+    if which == "all" || which == "alloc" {
+        // Allocations (and reallocations) per message, both sides, counted over the whole
+        // process (lapin's I/O thread included) in one run each; not timed.
+        let (x, q) = (format!("bench-wa-{tag}"), format!("bench-wa-{tag}"));
+        w2_setup(&x, &q).await;
+        let (_, e2) = alloc::counting(w2_eventrabbit(&x, false)).await;
+        let (_, r2) = alloc::counting(w2_raw(&x, false)).await;
+        let per = |n: u64, total: u64| total as f64 / n as f64;
+        row(
+            "allocations per confirmed publish (W2)",
+            "allocs",
+            &[per(W2_N, e2)],
+            &[per(W2_N, r2)],
+            false,
+        );
+        let (_c, ch) = raw().await;
+        delete_queue(&ch, &q).await;
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+        preload(&q, W1_N).await;
+        let (_, e1) = alloc::counting(w1_eventrabbit(&q)).await;
+        preload(&q, W1_N).await;
+        let (_, r1) = alloc::counting(w1_raw(&q)).await;
+        row(
+            "allocations per consumed message (W1)",
+            "allocs",
+            &[per(W1_N, e1)],
+            &[per(W1_N, r1)],
+            false,
+        );
+        delete_queue(&ch, &q).await;
+    }
     if which == "w5" {
         let (mut e5, mut r5) = (vec![], vec![]);
         for i in 0..runs {
@@ -305,6 +356,7 @@ async fn main() {
     if which == "w6" {
         let (mut e50, mut e99, mut e999) = (vec![], vec![], vec![]);
         let (mut r50, mut r99, mut r999) = (vec![], vec![], vec![]);
+        let mut curves = None;
         for i in 0..runs {
             let (q1, q2) = (
                 format!("bench-w6-e-{tag}-{i}"),
@@ -318,6 +370,7 @@ async fn main() {
             r50.push(r.p50_us);
             r99.push(r.p99_us);
             r999.push(r.p999_us);
+            curves = Some((e.curve, r.curve));
             let (_c, ch) = raw().await;
             delete_queue(&ch, &q1).await;
             delete_queue(&ch, &q2).await;
@@ -332,6 +385,15 @@ async fn main() {
             &r999,
             false,
         );
+        if let Some((e, r)) = curves
+            && let Some(path) = charts::write_latency(
+                &format!("W6 latency distribution, {load} (last run)"),
+                &e,
+                &r,
+            )
+        {
+            eprintln!("chart: {}", path.display());
+        }
     }
     if which == "w3-confirm-modes" {
         // Where the time goes: the raw client with its channel in confirm mode and the

@@ -14,6 +14,11 @@ pub fn row(name: &str, unit: &str, er: &[f64], raw: &[f64], higher_is_better: bo
     let (rm, rlo, rhi) = stats(raw);
     let ratios: Vec<f64> = er.iter().zip(raw).map(|(e, r)| e / r).collect();
     let (ratio, rat_lo, rat_hi) = stats(&ratios);
+    crate::charts::keep(crate::charts::Ratios {
+        name: name.to_owned(),
+        ratios: ratios.clone(),
+        higher_is_better,
+    });
     let better = if higher_is_better { "higher" } else { "lower" };
     println!(
         "| {name} | {em:.1} ({elo:.1}–{ehi:.1}) {unit} | {rm:.1} ({rlo:.1}–{rhi:.1}) {unit} | {ratio:.3} ({rat_lo:.3}–{rat_hi:.3}) | {better} is better |"

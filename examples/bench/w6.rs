@@ -52,12 +52,19 @@ async fn w6_event(sent_ns: u64) {
     record(sent_ns);
 }
 
-/// p50, p99 and p99.9 in µs.
+/// p50, p99 and p99.9 in µs, and the distribution: (percentile, µs) pairs.
 pub struct Latency {
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    pub curve: Vec<(f64, f64)>,
 }
+
+/// The percentiles the distribution chart is drawn through.
+const CURVE: [f64; 16] = [
+    0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9998, 0.9999,
+    0.99995, 0.99999,
+];
 
 fn percentiles() -> Latency {
     let mut all = std::mem::take(&mut *LATENCIES.lock().unwrap());
@@ -67,6 +74,7 @@ fn percentiles() -> Latency {
         p50_us: at(0.5),
         p99_us: at(0.99),
         p999_us: at(0.999),
+        curve: CURVE.iter().map(|&p| (p, at(p))).collect(),
     }
 }
 
