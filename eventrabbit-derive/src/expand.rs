@@ -96,20 +96,13 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
         _ => quote!(),
     };
     let action = &spec.action;
-    let name = quote!(::core::concat!(
-        ::core::module_path!(),
-        "::",
-        ::core::stringify!(#fn_name)
-    ));
+    let name = path_of(fn_name);
     let publishing = spec.reply.as_ref().map(|reply| {
         let (exchange, reply_action) = (&reply.exchange, &reply.action);
         let key = key_or_empty(reply.key.as_ref());
         quote!(.publishing(#private::ReplyTarget::new(#exchange, #reply_action, #key)))
     });
-    let retry = spec.retry.as_ref().map(|r| {
-        let r = r.expand(&private);
-        quote!(.retrying(#r))
-    });
+    let retry = retrying(spec, &private);
     let (schema_fns, describing) = crate::schema::handler(spec, None);
     let registration = quote! {
         #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
@@ -197,15 +190,8 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
         _ => quote!(),
     };
     let action = &spec.action;
-    let name = quote!(::core::concat!(
-        ::core::module_path!(),
-        "::",
-        ::core::stringify!(#fn_name)
-    ));
-    let retry = spec.retry.as_ref().map(|r| {
-        let r = r.expand(&private);
-        quote!(.retrying(#r))
-    });
+    let name = path_of(fn_name);
+    let retry = retrying(spec, &private);
     let (schema_fns, describing) = crate::schema::handler(spec, Some(item));
     quote! {
         #func
@@ -305,6 +291,23 @@ pub(crate) fn producer(mut func: ImplItemFn, spec: &Producer) -> TokenStream {
     func.block = block;
     func.sig.output = syn::parse_quote!(-> #ret_ty);
     quote!(#func)
+}
+
+/// The registered name of the function `fn_name`: its path, as `module::fn`.
+pub(crate) fn path_of(fn_name: &syn::Ident) -> TokenStream {
+    quote!(::core::concat!(
+        ::core::module_path!(),
+        "::",
+        ::core::stringify!(#fn_name)
+    ))
+}
+
+/// `.retrying(..)` on a registration, when the handler has its own retry policy.
+fn retrying(spec: &Handler, private: &TokenStream) -> Option<TokenStream> {
+    spec.retry.as_ref().map(|r| {
+        let r = r.expand(private);
+        quote!(.retrying(#r))
+    })
 }
 
 /// A routing key as written, or `""`.

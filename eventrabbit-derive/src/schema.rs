@@ -136,7 +136,7 @@ pub(crate) fn producer(func: &ImplItemFn, spec: &Producer) -> TokenStream {
     let schema = schema_fn(&private, "__eventrabbit_schema_payload", body);
     let (exchange, action) = (&spec.exchange, &spec.action);
     let key = crate::expand::key_or_empty(spec.key.as_ref());
-    let fn_name = &func.sig.ident;
+    let name = crate::expand::path_of(&func.sig.ident);
     quote! {
         #[doc(hidden)]
         const _: () = {
@@ -146,7 +146,7 @@ pub(crate) fn producer(func: &ImplItemFn, spec: &Producer) -> TokenStream {
                     #exchange,
                     #key,
                     #action,
-                    ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#fn_name)),
+                    #name,
                     __eventrabbit_schema_payload,
                 )
             }
