@@ -148,25 +148,7 @@ async fn in_memory() -> eventrabbit::Result<()> {
         })
         .await?;
     broker.run_until_idle().await?;
-    let reply: EmailSent = broker
-        .call(
-            "quickstart_email_queue",
-            "SEND_EMAIL",
-            json!({"user_id": 1, "email": "ann@example.com"}),
-        )
-        .await?;
-    println!("rpc: SEND_EMAIL answered {reply:?}");
-    match broker
-        .call::<EmailSent>(
-            "quickstart_email_queue",
-            "SEND_EMAIL",
-            json!({"user_id": 2, "email": 42}),
-        )
-        .await
-    {
-        Err(e) => println!("rpc: a bad request is answered with an error: {e}"),
-        Ok(r) => println!("rpc: unexpected reply {r:?}"),
-    }
+    rpc_demo(|data| broker.call("quickstart_email_queue", "SEND_EMAIL", data)).await?;
     println!("done (in memory)");
     Ok(())
 }
@@ -178,26 +160,23 @@ async fn demo(events: &eventrabbit::Events) -> eventrabbit::Result<()> {
         println!("producer: published {user:?}");
     }
 
-    let reply: EmailSent = events
-        .call(
-            "quickstart_email_queue",
-            "SEND_EMAIL",
-            json!({"user_id": 1, "email": "ann@example.com"}),
-        )
-        .await?;
-    println!("rpc: SEND_EMAIL answered {reply:?}");
+    rpc_demo(|data| events.call("quickstart_email_queue", "SEND_EMAIL", data)).await?;
 
-    match events
-        .call::<EmailSent>(
-            "quickstart_email_queue",
-            "SEND_EMAIL",
-            json!({"user_id": 2, "email": 42}),
-        )
-        .await
-    {
+    Ok(())
+}
+
+/// Two RPC calls through `call` (the broker's or the in-memory one's): a good request,
+/// then one whose `email` is not a string, answered with an error.
+async fn rpc_demo<F, Fut>(call: F) -> eventrabbit::Result<()>
+where
+    F: Fn(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = eventrabbit::Result<EmailSent>>,
+{
+    let reply = call(json!({"user_id": 1, "email": "ann@example.com"})).await?;
+    println!("rpc: SEND_EMAIL answered {reply:?}");
+    match call(json!({"user_id": 2, "email": 42})).await {
         Err(e) => println!("rpc: a bad request is answered with an error: {e}"),
         Ok(r) => println!("rpc: unexpected reply {r:?}"),
     }
-
     Ok(())
 }
