@@ -58,7 +58,8 @@ impl OutboxMessage {
             routing_key: String::new(),
             action,
             data,
-            message_id: uuid::Uuid::new_v4().to_string(),
+            // The 32-digit form, as eventrabbit's own ids (longer properties slow the broker).
+            message_id: uuid::Uuid::new_v4().simple().to_string(),
             ordering_key: None,
             publish_at: None,
             headers: serde_json::Map::new(),

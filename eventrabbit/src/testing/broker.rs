@@ -283,7 +283,7 @@ impl TestBroker {
         data: impl Serialize,
     ) -> Result<R> {
         let body = envelope::encode_envelope(action, &data)?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::wire::properties::new_message_id();
         let props = properties(trace::outgoing_trace(self.inner.config.trace_propagation))
             .with_reply_to(ShortString::from(format!("{REPLY_PREFIX}{id}")))
             .with_correlation_id(ShortString::from(id.as_str()));

@@ -25,11 +25,17 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A fresh uuid v4, hyphenated, lowercase.
+/// A fresh uuid v4 in its 32-digit form (lowercase hex, no hyphens).
+///
+/// Not the hyphenated form: with it, the properties of a plain publish (content type,
+/// delivery mode, message id, timestamp) take 65 bytes, and RabbitMQ keeps properties
+/// over 64 bytes in an off-heap binary, which cost it about a quarter of its confirmed
+/// publishing rate in the benchmark (W2: 16-18k against 23-24k msg/s for the same
+/// publishes with 4 bytes less). Any uuid parser reads both forms.
 pub(crate) fn new_message_id() -> String {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
     uuid::Uuid::new_v4()
-        .hyphenated()
+        .simple()
         .encode_lower(&mut buf)
         .to_owned()
 }
@@ -54,4 +60,26 @@ pub(crate) fn republished(original: &BasicProperties, headers: FieldTable) -> Ba
         props = props.with_timestamp(*t);
     }
     props
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::limits::properties_size;
+
+    /// The properties of a plain publish stay within the 64 bytes that RabbitMQ keeps
+    /// on the heap of the processes handling the message (the 2 bytes of property flags
+    /// included); beyond that the broker publishes markedly slower (see `new_message_id`).
+    #[test]
+    fn a_plain_publish_has_at_most_64_bytes_of_properties() {
+        let size = 2 + properties_size(&properties(None));
+        assert!(size <= 64, "{size} bytes of properties");
+    }
+
+    #[test]
+    fn the_message_id_is_a_uuid() {
+        let id = new_message_id();
+        assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+        assert_ne!(id, new_message_id());
+    }
 }
