@@ -188,6 +188,39 @@ async fn producer_publishes_the_result_to_its_exchange_and_key() {
     cleanup(&[&created, &renamed], &[]).await;
 }
 
+/// `Events::publish` encodes its data when called: the data may be a temporary gone before
+/// the publish is awaited (this would not compile if the future borrowed it). What goes
+/// out carries the wire contract's properties: a uuid `message_id` (32 digits) and the time.
+#[tokio::test]
+async fn publish_encodes_its_data_when_called() {
+    let queue = unique("q-publish-eager");
+    let exchange = unique("t-publish-eager");
+    let (_c, ch) = raw_channel().await;
+    bind_queue(&ch, &queue, &exchange, lapin::ExchangeKind::Fanout, "").await;
+    let (events, _handle) = deps(Config::default()).await;
+    let publish = events.publish(&exchange, "", "T_EAGER", &json!({"user_id": 9}));
+    publish.await.expect("publish confirmed");
+
+    let m = get_message(&ch, &queue, WAIT).await.expect("the message");
+    let body: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
+    assert_eq!(body, json!({"action": "T_EAGER", "data": {"user_id": 9}}));
+    let id = m
+        .delivery
+        .properties
+        .message_id()
+        .clone()
+        .expect("a message id");
+    assert_eq!(id.as_str().len(), 32, "{id}");
+    assert_eq!(
+        uuid::Uuid::parse_str(id.as_str())
+            .unwrap()
+            .get_version_num(),
+        4
+    );
+    assert!(m.delivery.properties.timestamp().is_some());
+    cleanup(&[&queue], &[&exchange]).await;
+}
+
 #[derive(Serialize)]
 struct EmailSent {
     user_id: i64,

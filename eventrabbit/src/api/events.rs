@@ -34,49 +34,62 @@ impl Events {
 
     /// Publishes `data` under `action` to `exchange` with `routing_key`, and returns once
     /// the broker confirmed it. `data` must serialize to a JSON object.
-    pub async fn publish<T: Serialize + ?Sized>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
+    ///
+    /// `data` is encoded when this is called: the returned future does not borrow it (nor
+    /// `action`), so `data` can be a temporary dropped before the publish is awaited.
+    pub fn publish<'a, T: Serialize + ?Sized>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
         action: &str,
         data: &T,
-    ) -> Result<()> {
-        let body = encode_envelope(action, data)?;
-        self.shared
-            .publish_envelope(exchange, routing_key, &body, false)
-            .await
+    ) -> impl Future<Output = Result<()>> + Send + use<'a, T> {
+        let body = encode_envelope(action, data);
+        async move {
+            self.shared
+                .publish_envelope(exchange, routing_key, &body?, false)
+                .await
+        }
     }
 
     /// Like [`Events::publish`], as `options` say: a message id of the caller's (the same
     /// on every send of one event, so that receivers recognise a repeat), headers,
     /// mandatory.
-    pub async fn publish_with<T: Serialize + ?Sized>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
+    ///
+    /// `data` is encoded when this is called, as with [`Events::publish`].
+    pub fn publish_with<'a, T: Serialize + ?Sized>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
         action: &str,
         data: &T,
-        options: &PublishOptions,
-    ) -> Result<()> {
-        let body = encode_envelope(action, data)?;
-        self.shared
-            .publish_envelope_with(exchange, routing_key, &body, options)
-            .await
+        options: &'a PublishOptions,
+    ) -> impl Future<Output = Result<()>> + Send + use<'a, T> {
+        let body = encode_envelope(action, data);
+        async move {
+            self.shared
+                .publish_envelope_with(exchange, routing_key, &body?, options)
+                .await
+        }
     }
 
     /// Like [`Events::publish`], but a message no queue receives is an
     /// [`Error::Unroutable`](crate::Error::Unroutable), whatever `Config::mandatory` says.
-    pub async fn publish_mandatory<T: Serialize + ?Sized>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
+    ///
+    /// `data` is encoded when this is called, as with [`Events::publish`].
+    pub fn publish_mandatory<'a, T: Serialize + ?Sized>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
         action: &str,
         data: &T,
-    ) -> Result<()> {
-        let body = encode_envelope(action, data)?;
-        self.shared
-            .publish_envelope(exchange, routing_key, &body, true)
-            .await
+    ) -> impl Future<Output = Result<()>> + Send + use<'a, T> {
+        let body = encode_envelope(action, data);
+        async move {
+            self.shared
+                .publish_envelope(exchange, routing_key, &body?, true)
+                .await
+        }
     }
 
     /// Publishes `data` under `action` to `exchange` with `routing_key` once `delay` has
