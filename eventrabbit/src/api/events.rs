@@ -44,12 +44,7 @@ impl Events {
         action: &str,
         data: &T,
     ) -> impl Future<Output = Result<()>> + Send + use<'a, T> {
-        let body = encode_envelope(action, data);
-        async move {
-            self.shared
-                .publish_envelope(exchange, routing_key, &body?, false)
-                .await
-        }
+        self.send(exchange, routing_key, encode_envelope(action, data), false)
     }
 
     /// Like [`Events::publish`], as `options` say: a message id of the caller's (the same
@@ -84,12 +79,20 @@ impl Events {
         action: &str,
         data: &T,
     ) -> impl Future<Output = Result<()>> + Send + use<'a, T> {
-        let body = encode_envelope(action, data);
-        async move {
-            self.shared
-                .publish_envelope(exchange, routing_key, &body?, true)
-                .await
-        }
+        self.send(exchange, routing_key, encode_envelope(action, data), true)
+    }
+
+    /// Sends an envelope encoded by the caller (or the error of encoding it).
+    async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: Result<Vec<u8>>,
+        mandatory: bool,
+    ) -> Result<()> {
+        self.shared
+            .publish_envelope(exchange, routing_key, &body?, mandatory)
+            .await
     }
 
     /// Publishes `data` under `action` to `exchange` with `routing_key` once `delay` has

@@ -54,6 +54,15 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// An example message under `title`.
+fn example_block(html: &mut String, title: &str, example: &Value) {
+    let _ = write!(
+        html,
+        "<h4>{title}</h4><pre class=\"example\">{}</pre>",
+        pretty(example)
+    );
+}
+
 fn pretty(value: &Value) -> String {
     escape(&serde_json::to_string_pretty(value).unwrap_or_default())
 }
@@ -164,21 +173,13 @@ fn section(html: &mut String, doc: &Value, op: &Operation<'_>) {
         schema(html, doc, "data", data);
     }
     if let Some(example) = op.example {
-        let _ = write!(
-            html,
-            "<h4>example</h4><pre class=\"example\">{}</pre>",
-            pretty(example)
-        );
+        example_block(html, "example", example);
     }
     if let Some(reply) = op.reply {
         schema(html, doc, "reply data (RPC)", reply);
     }
     if let Some(example) = op.reply_example {
-        let _ = write!(
-            html,
-            "<h4>reply example</h4><pre class=\"example\">{}</pre>",
-            pretty(example)
-        );
+        example_block(html, "reply example", example);
     }
     html.push_str("</section>");
 }
