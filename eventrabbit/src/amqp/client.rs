@@ -14,7 +14,7 @@ use crate::pipeline::transport::Outgoing;
 use crate::telemetry::health::{ConsumerHealth, ConsumerSlot};
 use crate::telemetry::trace;
 use crate::wire::limits::check_name;
-use crate::wire::properties::properties;
+use crate::wire::properties::{Plain, properties};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +122,7 @@ impl Client {
                 exchange,
                 routing_key,
                 body,
-                properties: properties(trace::outgoing_trace(self.config.trace_propagation)),
+                properties: Plain::new(trace::outgoing_trace(self.config.trace_propagation)).into(),
                 mandatory: mandatory || self.config.mandatory,
             })
             .await
@@ -183,7 +183,7 @@ impl Client {
                 exchange,
                 routing_key,
                 body,
-                properties: props,
+                properties: props.into(),
                 mandatory: options.mandatory || self.config.mandatory,
             })
             .await

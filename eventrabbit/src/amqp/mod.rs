@@ -7,6 +7,7 @@ pub(crate) mod ack;
 pub(crate) mod client;
 pub(crate) mod connection;
 pub(crate) mod consumer;
+pub(crate) mod deadlines;
 pub(crate) mod delay;
 pub(crate) mod delivery;
 pub(crate) mod publisher;

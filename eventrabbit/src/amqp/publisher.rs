@@ -7,6 +7,7 @@
 //! anything is sent.
 
 use super::connection::Connector;
+use super::deadlines::Deadlines;
 use super::reopen::Reopen;
 use crate::error::{Error, Result};
 use crate::pipeline::transport::Outgoing;
@@ -17,7 +18,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -29,10 +30,12 @@ pub(crate) struct Publisher {
     /// foldhash, not SipHash, which took about 1.4 % of a confirmed publish's instructions).
     lanes: RwLock<HashMap<Box<str>, Arc<Reopen<Channel>>, foldhash::fast::RandomState>>,
     timeout: Duration,
+    /// Every publish's deadline, watched by one task (not a timer per publish).
+    deadlines: Deadlines,
     max_size: usize,
-    created: Instant,
-    /// Milliseconds after `created` of the last publish.
-    last_used_ms: AtomicU64,
+    /// Whether a publish started since [`Publisher::take_used`] last looked (a flag, not
+    /// a time: reading the clock and storing it took about 100 instructions of each publish).
+    used: AtomicBool,
     in_flight: AtomicUsize,
     flushed: tokio::sync::Notify,
     confirms: metrics::Counter,
@@ -50,9 +53,9 @@ impl Publisher {
             connector,
             lanes: RwLock::default(),
             timeout,
+            deadlines: Deadlines::default(),
             max_size,
-            created: Instant::now(),
-            last_used_ms: AtomicU64::new(0),
+            used: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             flushed: tokio::sync::Notify::new(),
             confirms: metric::confirms(),
@@ -109,7 +112,7 @@ impl Publisher {
                 limit: self.max_size,
             });
         }
-        limits::check_properties(&msg.properties, self.connector.frame_max())
+        msg.properties.check(self.connector.frame_max())
     }
 
     /// Publishes and waits for the broker's confirm; retries on connection loss until the deadline.
@@ -126,7 +129,13 @@ impl Publisher {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             // Counted down however the publish ends, even if its future is dropped.
             let _in_flight = InFlight(self);
-            let span = trace::publish_span(msg.exchange, msg.routing_key);
+            // No span at all while no tracing subscriber is set: making a disabled one
+            // (and offering it to `log`) took about 200 instructions of each publish.
+            let span = if tracing::dispatcher::has_been_set() {
+                trace::publish_span(msg.exchange, msg.routing_key)
+            } else {
+                tracing::Span::none()
+            };
             if span.is_disabled() {
                 self.publish_in_span(&msg).await
             } else {
@@ -148,22 +157,18 @@ impl Publisher {
 
     async fn publish_in_span(&self, msg: &Outgoing<'_>) -> Result<()> {
         self.check(msg)?;
-        let now = Instant::now();
-        let ms = now.duration_since(self.created).as_millis() as u64;
-        self.last_used_ms.store(ms, Ordering::Relaxed);
-        let deadline = now + self.timeout;
+        // Read before written: publishes on many threads then share the flag's cache
+        // line instead of taking it from each other.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + self.timeout;
         loop {
             let ch = self.channel(msg.exchange, deadline).await?;
-            // Unconstrained: the deadline is a guard, not work to share out. Under tokio's
-            // cooperative budget, once a poll of the caller's task has used it up, every
-            // further deadline timer polled in it reports "not yet" and wakes the task
-            // again: a caller with many publishes in flight (`buffer_unordered`) then
-            // needs more polls, and more wake-ups, for the same publishes.
-            let attempt = tokio::task::unconstrained(tokio::time::timeout_at(
-                deadline,
-                publish_once(&ch, msg),
-            ))
-            .await;
+            let attempt = self
+                .deadlines
+                .within(deadline, publish_once(&ch, msg))
+                .await;
             let Ok(attempt) = attempt else {
                 // No confirm in time: never report success, say why.
                 return Err(match self.connector.blocked() {
@@ -231,9 +236,9 @@ impl Publisher {
         }
     }
 
-    /// When the publisher was last used.
-    pub(crate) fn last_used(&self) -> Instant {
-        self.created + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
+    /// Whether a publish started since the last call.
+    pub(crate) fn take_used(&self) -> bool {
+        self.used.swap(false, Ordering::Relaxed)
     }
 
     /// Closes the channels if open; the next publish reopens one.
@@ -288,7 +293,7 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
                 immediate: false,
             },
             msg.body,
-            msg.properties.clone(),
+            msg.properties.build(),
         )
         .await
         .map_err(PublishError::Channel)?

@@ -171,7 +171,7 @@ async fn send_once(
             exchange: "",
             routing_key: target.queue,
             body,
-            properties: properties.clone(),
+            properties: properties.clone().into(),
             mandatory: true,
         })
         .await;

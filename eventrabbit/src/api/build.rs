@@ -46,9 +46,11 @@ pub async fn build_event_dependencies(
     Ok((Events::new(shared.clone()), Handle::new(shared, streams)))
 }
 
-/// Closes the publishing channel, and the connection when nothing consumes, once idle.
+/// Closes the publishing channel, and the connection when nothing consumes, once idle
+/// (for `idle` at least, and at most a quarter of it more).
 async fn close_when_idle(shared: Weak<Client>, idle: Duration) {
     let tick = (idle / 4).max(Duration::from_millis(50));
+    let mut last_used = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(tick).await;
         let Some(shared) = shared.upgrade() else {
@@ -57,7 +59,10 @@ async fn close_when_idle(shared: Weak<Client>, idle: Duration) {
         if shared.shutdown.is_cancelled() {
             return;
         }
-        if shared.publisher.is_open() && shared.publisher.last_used().elapsed() >= idle {
+        if shared.publisher.take_used() {
+            last_used = tokio::time::Instant::now();
+        }
+        if shared.publisher.is_open() && last_used.elapsed() >= idle {
             shared.publisher.close().await;
             if shared.consumers() == 0 && !shared.rpc.busy() {
                 tracing::debug!("closing idle connection");

@@ -54,7 +54,8 @@ pub enum TracePropagation {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Close the publishing channel (and the connection, when nothing consumes) after this long unused.
+    /// Close the publishing channel (and the connection, when nothing consumes) after this long
+    /// unused (looked at every quarter of it, so closed at most a quarter of it later).
     pub idle_timeout: Option<Duration>,
     /// How failed handlers are retried.
     pub retry: RetryConfig,

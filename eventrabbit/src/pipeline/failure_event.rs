@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::handler::context::Message;
 use crate::telemetry::trace;
 use crate::wire::envelope;
-use crate::wire::properties::properties;
+use crate::wire::properties::Plain;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -57,7 +57,7 @@ pub(crate) async fn announce<T: Transport>(
             exchange: &events.exchange,
             routing_key: events.routing_key.as_deref().unwrap_or(&event_action),
             body: &body,
-            properties: properties(trace::handler_trace()),
+            properties: Plain::new(trace::handler_trace()).into(),
             mandatory: false,
         })
         .await;

@@ -16,7 +16,7 @@ use crate::handler::registration::Registration;
 use crate::handler::registry::Route;
 use crate::telemetry::{metric, trace};
 use crate::wire::limits::{MAX_HEADER_TEXT, cap};
-use crate::wire::properties::properties;
+use crate::wire::properties::Plain;
 use crate::wire::{envelope, headers};
 use futures_util::FutureExt;
 use lapin::types::ShortString;
@@ -150,7 +150,7 @@ async fn settle<T: Transport>(
                         exchange: target.exchange,
                         routing_key: target.key,
                         body: &body,
-                        properties: properties(trace::handler_trace()),
+                        properties: Plain::new(trace::handler_trace()).into(),
                         mandatory: transport.mandatory(),
                     })
                     .await;
@@ -260,7 +260,7 @@ async fn reply<T: Transport>(transport: &T, message: &Message, body: &[u8]) -> R
     let Some(reply_to) = message.properties.reply_to() else {
         return Ok(());
     };
-    let mut props = properties(trace::handler_trace());
+    let mut props = Plain::new(trace::handler_trace());
     if let Some(c) = message.properties.correlation_id() {
         props = props.with_correlation_id(ShortString::from(c.as_str()));
     }
@@ -269,7 +269,7 @@ async fn reply<T: Transport>(transport: &T, message: &Message, body: &[u8]) -> R
             exchange: "",
             routing_key: reply_to.as_str(),
             body,
-            properties: props,
+            properties: props.into(),
             mandatory: false,
         })
         .await;

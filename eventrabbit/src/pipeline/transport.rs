@@ -5,7 +5,7 @@ use super::dead_reason::DeadReason;
 use crate::config::Resolved;
 use crate::error::Result;
 use crate::handler::context::Message;
-use lapin::BasicProperties;
+use crate::wire::properties::Properties;
 use std::future::Future;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) exchange: &'a str,
     pub(crate) routing_key: &'a str,
     pub(crate) body: &'a [u8],
-    pub(crate) properties: BasicProperties,
+    pub(crate) properties: Properties,
     /// Whether no queue receiving it is an error ([`Error::Unroutable`]); otherwise it is
     /// counted and logged.
     ///

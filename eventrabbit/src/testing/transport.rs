@@ -32,7 +32,7 @@ impl Transport for TestTransport<'_> {
             msg.exchange,
             msg.routing_key,
             msg.body,
-            msg.properties,
+            msg.properties.into_built(),
             msg.mandatory,
         )
     }
