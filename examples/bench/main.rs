@@ -8,6 +8,7 @@
 //! cargo run --release --example bench -- all+quorum   # all, and W1/W2 on quorum queues
 //! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
 //! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2,4}-{raw,eventrabbit}-only
+//!     (with BENCH_THREADS=1, W2's also prints its future's size and each thread's CPU and context switches)
 //! cargo run --release --example bench -- w5 3     # 200 queues on one connection, and idle RSS with 200 consumers
 //! cargo run --release --example bench -- w6 3     # latency under an open-loop load (30 s per side and run)
 //! cargo run --release --example bench -- alloc    # allocations per message, W1 and W2, both sides

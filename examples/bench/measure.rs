@@ -78,3 +78,37 @@ pub fn peak_rss_kib() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// Per-thread CPU ticks and context switches (for profiling; `BENCH_THREADS=1`).
+pub fn thread_report(label: &str) {
+    if std::env::var_os("BENCH_THREADS").is_none() {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for t in dir.flatten() {
+        let p = t.path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(p.join("status")).unwrap_or_default();
+        let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let get = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("?")
+                .to_owned()
+        };
+        println!(
+            "{label} {:>20} utime {:>4} stime {:>4} vol {:>6} invol {:>6}",
+            comm.trim(),
+            f.get(11).unwrap_or(&"?"),
+            f.get(12).unwrap_or(&"?"),
+            get("voluntary_ctxt_switches"),
+            get("nonvoluntary_ctxt_switches")
+        );
+    }
+}

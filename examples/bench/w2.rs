@@ -56,7 +56,7 @@ pub async fn w2_eventrabbit(x: &str, traced: bool) -> f64 {
     futures_util::stream::iter(1..=W2_N)
         .map(|n| {
             let events = events.clone();
-            async move {
+            let f = async move {
                 events
                     .publish(
                         x,
@@ -65,11 +65,16 @@ pub async fn w2_eventrabbit(x: &str, traced: bool) -> f64 {
                         &json!({"user_id": n, "name": format!("user-{n}")}),
                     )
                     .await
+            };
+            if n == 1 && std::env::var_os("BENCH_THREADS").is_some() {
+                println!("eventrabbit future: {} B", std::mem::size_of_val(&f));
             }
+            f
         })
         .buffer_unordered(1000)
         .for_each(|r| async move { r.unwrap() })
         .await;
+    crate::measure::thread_report("eventrabbit");
     W2_N as f64 / start.elapsed().as_secs_f64()
 }
 
@@ -85,7 +90,7 @@ pub async fn w2_raw(x: &str, traced: bool) -> f64 {
     futures_util::stream::iter(1..=W2_N)
         .map(|n| {
             let ch = ch.clone();
-            async move {
+            let f = async move {
                 let body = envelope(n);
                 let mut props =
                     persistent().with_message_id(uuid::Uuid::new_v4().to_string().into());
@@ -108,10 +113,15 @@ pub async fn w2_raw(x: &str, traced: bool) -> f64 {
                     .await
                     .unwrap();
                 assert!(confirm.is_ack());
+            };
+            if n == 1 && std::env::var_os("BENCH_THREADS").is_some() {
+                println!("raw future: {} B", std::mem::size_of_val(&f));
             }
+            f
         })
         .buffer_unordered(1000)
         .for_each(|_| async {})
         .await;
+    crate::measure::thread_report("raw");
     W2_N as f64 / start.elapsed().as_secs_f64()
 }
