@@ -9,6 +9,7 @@
 //! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
 //! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2,4}-{raw,eventrabbit}-only
 //!     (with BENCH_THREADS=1, W2's also prints its future's size and each thread's CPU and context switches)
+//! cargo run --release --example bench -- w5-raw-only   # W5 one side alone, for profiling (w5-eventrabbit-only likewise)
 //! cargo run --release --example bench -- w5 3     # 200 queues on one connection, and idle RSS with 200 consumers
 //! cargo run --release --example bench -- w6 3     # latency under an open-loop load (30 s per side and run)
 //! cargo run --release --example bench -- alloc    # allocations per message, W1 and W2, both sides
@@ -60,6 +61,25 @@ async fn run() {
 
     if which == "w5-idle-eventrabbit" || which == "w5-idle-raw" {
         w5::w5_idle(which == "w5-idle-eventrabbit", &tag).await;
+        return;
+    }
+
+    if which == "w5-eventrabbit-only" || which == "w5-raw-only" {
+        let queues = w5::w5_setup(&tag).await;
+        let (rate, cpu) = if which == "w5-raw-only" {
+            with_cpu(w5::w5_raw(&queues)).await
+        } else {
+            with_cpu(w5::w5_eventrabbit(&queues)).await
+        };
+        let n = (w5::W5_QUEUES as u64 * w5::W5_EACH) as f64;
+        println!(
+            "{which}: {rate:.0} msgs/s, {:.1} µs CPU per message",
+            cpu / n * 1e6
+        );
+        let (_c, ch) = raw().await;
+        for q in &queues {
+            delete_queue(&ch, q).await;
+        }
         return;
     }
 
