@@ -98,6 +98,11 @@ impl Connector {
         })
     }
 
+    /// The runtime the connection and the connector's tasks live on.
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+
     /// Runs `task` on the connector's runtime.
     pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.runtime.spawn(task);

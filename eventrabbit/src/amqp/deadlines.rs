@@ -26,13 +26,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Deadlines of one publisher's publishes, watched by one task.
-#[derive(Default)]
 pub(crate) struct Deadlines {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
+    /// Where the watchdog runs.
+    runtime: tokio::runtime::Handle,
     state: Mutex<State>,
     /// How many times the watchdog has expired waiters: a waiter looks for its own
     /// expiry (under the lock) only when this has moved since it last looked.
@@ -60,6 +60,18 @@ struct Waiter {
 pub(crate) struct Elapsed;
 
 impl Deadlines {
+    /// Deadlines watched by a task on `runtime`.
+    pub(crate) fn new(runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                runtime,
+                state: Mutex::default(),
+                sweeps: AtomicU64::new(0),
+                kick: Notify::new(),
+            }),
+        }
+    }
+
     /// Runs `fut` until `deadline`: its output, or [`Elapsed`] once the deadline passed.
     pub(crate) fn within<F: Future>(&self, deadline: Instant, fut: F) -> Within<'_, F> {
         Within {
@@ -149,10 +161,13 @@ impl Wait<'_> {
             waker: waker.clone(),
             sweeps: shared.sweeps.load(Ordering::Acquire),
         });
-        // A watchdog whose runtime shut down is finished; a new one takes over.
+        // On the connection's runtime, not the caller's: a caller's runtime may sit idle
+        // (alive, not driven) after its last call, and every other caller's deadline
+        // would wait for it. A watchdog whose runtime shut down is finished; a new one
+        // takes over.
         if state.watchdog.as_ref().is_none_or(JoinHandle::is_finished) {
             state.wake_at = Some(self.deadline);
-            state.watchdog = Some(tokio::spawn(watchdog(shared.clone())));
+            state.watchdog = Some(shared.runtime.spawn(watchdog(shared.clone())));
         } else if state.wake_at.is_none_or(|at| self.deadline < at) {
             state.wake_at = Some(self.deadline);
             shared.kick.notify_one();
@@ -217,7 +232,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_future_past_its_deadline_fails_at_it() {
-        let deadlines = Deadlines::default();
+        let deadlines = Deadlines::new(tokio::runtime::Handle::current());
         let deadline = Instant::now() + Duration::from_millis(250);
         let out = deadlines
             .within(deadline, std::future::pending::<()>())
@@ -232,7 +247,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_future_done_in_time_gives_its_output_and_leaves_no_waiter() {
-        let deadlines = Deadlines::default();
+        let deadlines = Deadlines::new(tokio::runtime::Handle::current());
         let slow = async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             7
@@ -249,7 +264,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_added_later_still_fires_first() {
-        let deadlines = Arc::new(Deadlines::default());
+        let deadlines = Arc::new(Deadlines::new(tokio::runtime::Handle::current()));
         let start = Instant::now();
         let late = tokio::spawn({
             let deadlines = deadlines.clone();
@@ -282,7 +297,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_deadline_already_past_fails_at_once() {
-        let deadlines = Deadlines::default();
+        let deadlines = Deadlines::new(tokio::runtime::Handle::current());
         let start = Instant::now();
         let past = start - Duration::from_millis(50);
         let out = deadlines.within(past, std::future::pending::<()>()).await;
@@ -290,9 +305,48 @@ mod tests {
         assert_eq!(Instant::now(), start, "no time may pass");
     }
 
+    /// The watchdog runs on the runtime the deadlines belong to (the connection's), not on
+    /// whichever runtime happened to wait first: a runtime that waited first and then sits
+    /// idle (alive, not driven) must not stop other runtimes' deadlines from firing.
+    #[test]
+    fn a_deadline_fires_while_the_runtime_that_waited_first_sits_idle() {
+        let home = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let deadlines = Arc::new(Deadlines::new(home.handle().clone()));
+        // A visiting runtime waits first (starting the watchdog, if it started it there)
+        // and then stays alive without being driven.
+        let visitor = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let quick = visitor.block_on(async {
+            let soon = tokio::time::sleep(Duration::from_millis(10));
+            deadlines
+                .within(Instant::now() + Duration::from_secs(60), soon)
+                .await
+        });
+        assert!(quick.is_ok());
+        // Bounded, so that the test fails instead of hanging when the deadline never fires.
+        let waited = home.block_on(async {
+            let waiting = deadlines.within(
+                Instant::now() + Duration::from_millis(200),
+                std::future::pending::<()>(),
+            );
+            tokio::time::timeout(Duration::from_secs(10), waiting).await
+        });
+        assert!(
+            matches!(waited, Ok(Err(Elapsed))),
+            "the deadline did not fire while the first runtime sat idle"
+        );
+        drop(visitor);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn many_waiters_each_fail_at_their_own_deadline() {
-        let deadlines = Arc::new(Deadlines::default());
+        let deadlines = Arc::new(Deadlines::new(tokio::runtime::Handle::current()));
         let start = Instant::now();
         let tasks: Vec<_> = (1..=50u64)
             .map(|i| {

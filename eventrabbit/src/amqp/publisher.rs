@@ -50,10 +50,10 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     pub(crate) fn new(connector: Arc<Connector>, timeout: Duration, max_size: usize) -> Self {
         Self {
+            deadlines: Deadlines::new(connector.runtime().clone()),
             connector,
             lanes: RwLock::default(),
             timeout,
-            deadlines: Deadlines::default(),
             max_size,
             used: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
