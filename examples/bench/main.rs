@@ -65,7 +65,8 @@ async fn run() {
     }
 
     if which == "w5-eventrabbit-only" || which == "w5-raw-only" {
-        let queues = w5::w5_setup(&tag).await;
+        // W5_DLQ=1: the dead-letter queues exist already, as after a first start.
+        let queues = w5::w5_setup(&tag, std::env::var_os("W5_DLQ").is_some()).await;
         let (rate, cpu) = if which == "w5-raw-only" {
             with_cpu(w5::w5_raw(&queues)).await
         } else {
@@ -321,11 +322,12 @@ async fn run() {
     }
     if which == "w5" {
         let (mut e5, mut r5) = (vec![], vec![]);
+        let (mut e5d, mut r5d) = (vec![], vec![]);
         for i in 0..runs {
-            let run = |side: &'static str| {
-                let tag = format!("{tag}-{i}-{side}");
+            let run = |side: &'static str, restart: bool| {
+                let tag = format!("{tag}-{i}-{side}-{restart}");
                 async move {
-                    let queues = w5::w5_setup(&tag).await;
+                    let queues = w5::w5_setup(&tag, restart).await;
                     let rate = if side == "e" {
                         w5::w5_eventrabbit(&queues).await
                     } else {
@@ -338,16 +340,27 @@ async fn run() {
                     rate
                 }
             };
-            let (e, r) = paired(i, || run("e"), || run("r")).await;
+            let (e, r) = paired(i, || run("e", false), || run("r", false)).await;
             run_line("W5 200 queues", i, e, r, "msg/s");
             e5.push(e);
             r5.push(r);
+            let (e, r) = paired(i, || run("e", true), || run("r", true)).await;
+            run_line("W5 200 queues, dead-letter queues there", i, e, r, "msg/s");
+            e5d.push(e);
+            r5d.push(r);
         }
         row(
             "W5 200 queues x 500, one connection",
             "msg/s",
             &e5,
             &r5,
+            true,
+        );
+        row(
+            "W5 the same, dead-letter queues declared before (a restart)",
+            "msg/s",
+            &e5d,
+            &r5d,
             true,
         );
         // Idle memory, each side in a fresh process of its own.

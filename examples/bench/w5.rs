@@ -12,13 +12,21 @@ use std::time::{Duration, Instant};
 pub const W5_QUEUES: usize = 200;
 pub const W5_EACH: u64 = 500;
 
-/// The queue names of one run, each loaded with `W5_EACH` events.
-pub async fn w5_setup(tag: &str) -> Vec<String> {
+/// The queue names of one run, each loaded with `W5_EACH` events. With
+/// `dead_letter_queues`, each queue's dead-letter queue is declared too, as a restarted
+/// service finds it (eventrabbit declares it on its first start; raw lapin has none).
+pub async fn w5_setup(tag: &str, dead_letter_queues: bool) -> Vec<String> {
     let queues: Vec<String> = (0..W5_QUEUES)
         .map(|i| format!("bench-w5-{tag}-{i}"))
         .collect();
     for q in &queues {
         preload(q, W5_EACH).await;
+    }
+    if dead_letter_queues {
+        let (_c, ch) = raw().await;
+        for q in &queues {
+            declare_queue(&ch, &format!("{q}.dlq")).await;
+        }
     }
     queues
 }

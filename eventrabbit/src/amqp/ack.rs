@@ -16,7 +16,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// The longest a finished delivery waits for its acknowledgement to be sent.
-pub(crate) const ACK_DELAY: Duration = Duration::from_millis(5);
+///
+/// It never holds deliveries back: half the prefetch window is acknowledged as soon as it
+/// has finished, so the broker always has the other half to send. What it decides is how
+/// small the batches get when each consumer sees a few deliveries at a time (many queues on
+/// one connection): each `basic.ack` costs the broker's queue process a round of work, and
+/// lapin some work per channel for every frame it writes. With 5 ms, 200 queues of 500
+/// sent 6,092 acks where batches of 50 need 2,000 (issue 18, W5; see BENCHMARKS.md).
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(40);
 
 /// How a delivery is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
