@@ -199,11 +199,21 @@ async fn poison_messages_are_dead_lettered_at_once_with_their_reason() {
         publish_raw(&ch, "", &queue, body, Default::default()).await;
     }
     let dlq = handle.dead_letter_queue(&queue);
+    // Each delivery is dead-lettered by its own task: they may reach the queue in any order.
+    let mut dead = Vec::new();
+    for _ in &cases {
+        let m = get_message(&ch, &dlq, WAIT).await;
+        dead.push(
+            m.unwrap_or_else(|| panic!("only {} of {} dead-lettered", dead.len(), cases.len())),
+        );
+    }
     for (body, code) in &cases {
-        let m = get_message(&ch, &dlq, WAIT)
-            .await
-            .unwrap_or_else(|| panic!("{code} dead-lettered"));
-        assert_eq!(&m.delivery.data, body, "the body is kept as it was");
+        // Found by its body: the body is kept as it was.
+        let at = dead
+            .iter()
+            .position(|m| &m.delivery.data == body)
+            .unwrap_or_else(|| panic!("{code}: no dead letter with body {body:?}"));
+        let m = dead.swap_remove(at);
         assert_eq!(
             header(&m.delivery.properties, "x-dead-letter-code").as_deref(),
             Some(*code)
