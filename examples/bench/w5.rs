@@ -1,7 +1,7 @@
 //! W5: many queues on one connection: 200 queues of 500 events, all consumed at once; and
 //! the memory of an idle process with 200 consumers (each side in a process of its own).
 
-use crate::broker::{addr, declare_queue, preload, raw};
+use crate::broker::{addr, declare_queue, delete_queue, preload, raw};
 use crate::w1::{RawEnvelope, expect};
 use eventrabbit::{Config, ConsumeChannel, build_event_dependencies};
 use futures_util::{FutureExt, StreamExt};
@@ -156,10 +156,9 @@ pub async fn w5_idle(eventrabbit: bool, tag: &str) {
     if let Some(h) = handle {
         h.shutdown().await;
     }
+    // With their dead-letter queues, which eventrabbit's side declares.
     for q in &queues {
-        let _ = ch
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await;
+        delete_queue(&ch, q).await;
     }
     let _ = conn.close(200, "done".into()).await;
 }
