@@ -57,7 +57,7 @@ pub async fn declare_queue(ch: &Channel, q: &str) {
         );
         args.insert(
             "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(format!("{q}.dlq").into()),
+            AMQPValue::LongString(dead_letter_queue(q).into()),
         );
     }
     ch.queue_declare(
@@ -72,13 +72,18 @@ pub async fn declare_queue(ch: &Channel, q: &str) {
     .unwrap();
 }
 
+/// The dead-letter queue eventrabbit declares for `q` (the default suffix).
+pub fn dead_letter_queue(q: &str) -> String {
+    format!("{q}.dlq")
+}
+
 pub async fn delete_queue(ch: &Channel, q: &str) {
     let _ = ch
         .queue_delete(q.into(), QueueDeleteOptions::default())
         .await;
     let _ = ch
         .queue_delete(
-            format!("{q}.dlq").as_str().into(),
+            dead_letter_queue(q).as_str().into(),
             QueueDeleteOptions::default(),
         )
         .await;

@@ -91,7 +91,7 @@ pub async fn w4_setup(log: &str) {
 pub async fn w4_teardown(log: &str) {
     let (_c, ch) = raw().await;
     // The log, and the dead-letter queue its consumer declared.
-    for queue in [log.to_owned(), format!("{log}.dlq")] {
+    for queue in [log.to_owned(), crate::broker::dead_letter_queue(log)] {
         let _ = ch
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;

@@ -1,7 +1,7 @@
 //! W5: many queues on one connection: 200 queues of 500 events, all consumed at once; and
 //! the memory of an idle process with 200 consumers (each side in a process of its own).
 
-use crate::broker::{addr, declare_queue, delete_queue, preload, raw};
+use crate::broker::{addr, dead_letter_queue, declare_queue, delete_queue, preload, raw};
 use crate::w1::{RawEnvelope, expect};
 use eventrabbit::{Config, ConsumeChannel, build_event_dependencies};
 use futures_util::{FutureExt, StreamExt};
@@ -25,7 +25,7 @@ pub async fn w5_setup(tag: &str, dead_letter_queues: bool) -> Vec<String> {
     if dead_letter_queues {
         let (_c, ch) = raw().await;
         for q in &queues {
-            declare_queue(&ch, &format!("{q}.dlq")).await;
+            declare_queue(&ch, &dead_letter_queue(q)).await;
         }
     }
     queues
