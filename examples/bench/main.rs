@@ -426,6 +426,61 @@ async fn run() {
             eprintln!("chart: {}", path.display());
         }
     }
+    if which == "w3-transient" {
+        // Experiment: is the cost of confirm mode the broker's sync of persistent requests?
+        let (mut ta, mut pn, mut tn, mut pa) = (vec![], vec![], vec![], vec![]);
+        for i in 0..runs {
+            let qs: Vec<String> = (0..4).map(|k| format!("bench-w3t-{k}-{tag}-{i}")).collect();
+            let (a, n) = paired(
+                i,
+                || w3::w3_raw_mode(&qs[0], true, false, 1),
+                || w3::w3_raw_mode(&qs[1], false, false, 2),
+            )
+            .await;
+            let (c, d) = paired(
+                i,
+                || w3::w3_raw_mode(&qs[2], false, false, 1),
+                || w3::w3_raw_mode(&qs[3], true, false, 2),
+            )
+            .await;
+            run_line(
+                "W3 p50 transient+confirm / persistent none",
+                i,
+                a.p50_us,
+                n.p50_us,
+                "µs",
+            );
+            run_line(
+                "W3 p50 transient none / persistent+confirm",
+                i,
+                c.p50_us,
+                d.p50_us,
+                "µs",
+            );
+            ta.push(a.p50_us);
+            pn.push(n.p50_us);
+            tn.push(c.p50_us);
+            pa.push(d.p50_us);
+            let (_c, ch) = raw().await;
+            for q in &qs {
+                delete_queue(&ch, q).await;
+            }
+        }
+        row(
+            "W3 raw p50, transient+confirm vs persistent none",
+            "µs",
+            &ta,
+            &pn,
+            false,
+        );
+        row(
+            "W3 raw p50, transient none vs persistent+confirm",
+            "µs",
+            &tn,
+            &pa,
+            false,
+        );
+    }
     if which == "w3-confirm-modes" {
         // Where the time goes: the raw client with its channel in confirm mode and the
         // confirm awaited aside, against no confirm mode at all.
@@ -470,12 +525,13 @@ async fn run() {
             let q = format!("bench-w3-{tag}-{i}");
             let q2 = format!("bench-w3-raw-{tag}-{i}");
             let q3 = format!("bench-w3-rawc-{tag}-{i}");
-            // Paired with the unconfirmed raw client (the target); the confirmed one, the
-            // form eventrabbit had before, right after.
+            // Paired with the unconfirmed raw client, persistent requests (the target);
+            // the same client with transient requests, as eventrabbit sends them, right
+            // after.
             let (e, r) = paired(i, || w3_eventrabbit(&q), || w3_raw(&q2, false)).await;
-            let c = w3_raw(&q3, true).await;
+            let c = w3::w3_raw_mode(&q3, false, false, 1).await;
             run_line("W3 p50", i, e.p50_us, r.p50_us, "µs");
-            run_line("W3 p50 vs raw confirmed", i, e.p50_us, c.p50_us, "µs");
+            run_line("W3 p50 vs raw transient", i, e.p50_us, c.p50_us, "µs");
             run_line(
                 "W3 64 concurrent",
                 i,
@@ -510,14 +566,14 @@ async fn run() {
         row("W3 RPC 64 concurrent", "calls/s", &cpse, &cpsr, true);
         row("W3 RPC 1024 concurrent", "calls/s", &bige, &bigr, true);
         row(
-            "W3 p50 vs raw lapin waiting for confirms",
+            "W3 p50 vs raw lapin with transient requests",
             "µs",
             &p50e,
             &p50c,
             false,
         );
         row(
-            "W3 64 concurrent vs raw lapin waiting for confirms",
+            "W3 64 concurrent vs raw lapin with transient requests",
             "calls/s",
             &cpse,
             &cpsc,

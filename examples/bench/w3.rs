@@ -108,6 +108,16 @@ pub async fn w3_raw(q: &str, confirmed: bool) -> RpcResult {
 /// Raw lapin RPC with the client's channel in confirm mode (`confirm_mode`) and each
 /// request's confirm awaited before the reply (`await_confirm`) or not.
 pub async fn w3_raw_with(q: &str, confirm_mode: bool, await_confirm: bool) -> RpcResult {
+    w3_raw_mode(q, confirm_mode, await_confirm, 2).await
+}
+
+/// [`w3_raw_with`] with the requests' delivery mode (1 transient, 2 persistent).
+pub async fn w3_raw_mode(
+    q: &str,
+    confirm_mode: bool,
+    await_confirm: bool,
+    delivery_mode: u8,
+) -> RpcResult {
     let confirmed = confirm_mode;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
@@ -204,6 +214,7 @@ pub async fn w3_raw_with(q: &str, confirm_mode: bool, await_confirm: bool) -> Rp
             pending.lock().unwrap().insert(id.clone(), tx);
             let body = serde_json::to_vec(&json!({"action": "ECHO", "data": {"n": n}})).unwrap();
             let props = persistent()
+                .with_delivery_mode(delivery_mode)
                 .with_reply_to("amq.rabbitmq.reply-to".into())
                 .with_correlation_id(id.into());
             let confirm = cch

@@ -118,6 +118,62 @@ async fn call_to_a_missing_queue_fails_at_once() {
     assert!(matches!(err, Error::Unroutable { .. }), "{err}");
 }
 
+/// A request is transient (delivery mode 1; see README, "Wire format"), carries
+/// `reply_to`, a `correlation_id` and a `message_id`, and a server that is not eventrabbit
+/// can answer it.
+#[tokio::test]
+async fn a_request_is_transient_and_any_server_can_answer_it() {
+    let queue = unique("q-rpc-transient");
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &queue, true).await;
+    let (events, handle) = deps(Config::default()).await;
+    let server = {
+        let (ch, queue) = (ch.clone(), queue.clone());
+        tokio::spawn(async move {
+            let m = get_message(&ch, &queue, Duration::from_secs(20))
+                .await
+                .expect("the request");
+            let props = m.delivery.properties.clone();
+            let reply_to = props.reply_to().clone().expect("reply_to");
+            let correlation_id = props.correlation_id().clone().expect("correlation_id");
+            publish_raw(
+                &ch,
+                "",
+                reply_to.as_str(),
+                br#"{"data": {"total": 3, "tag": "raw"}}"#,
+                lapin::BasicProperties::default().with_correlation_id(correlation_id),
+            )
+            .await;
+            (props, m.delivery.data)
+        })
+    };
+    let reply: Sum = events
+        .call(&queue, "T_RPC_ADD", json!({"a": 1, "b": 2, "tag": "raw"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        Sum {
+            total: 3,
+            tag: "raw".into()
+        }
+    );
+    let (props, body) = server.await.unwrap();
+    assert_eq!(*props.delivery_mode(), Some(1), "{props:?}");
+    assert!(props.message_id().is_some(), "{props:?}");
+    assert_eq!(
+        props.content_type().as_ref().map(|c| c.as_str()),
+        Some("application/json")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body,
+        json!({"action": "T_RPC_ADD", "data": {"a": 1, "b": 2, "tag": "raw"}})
+    );
+    handle.shutdown().await;
+    cleanup(&[&queue], &[]).await;
+}
+
 #[consumer(action = "T_RPC_FAILS")]
 async fn always_fails(reason: String) -> Result<Sum, String> {
     Err(reason)
