@@ -67,8 +67,10 @@ async fn run() {
     if which == "w5-eventrabbit-only" || which == "w5-raw-only" {
         // W5_DLQ=1: the dead-letter queues exist already, as after a first start.
         let queues = w5::w5_setup(&tag, std::env::var_os("W5_DLQ").is_some()).await;
+        // W5_SEQUENTIAL=1: the raw consumers started one after another.
+        let one_after_another = std::env::var_os("W5_SEQUENTIAL").is_some();
         let (rate, cpu) = if which == "w5-raw-only" {
-            with_cpu(w5::w5_raw(&queues)).await
+            with_cpu(w5::w5_raw(&queues, one_after_another)).await
         } else {
             with_cpu(w5::w5_eventrabbit(&queues)).await
         };
@@ -323,15 +325,16 @@ async fn run() {
     if which == "w5" {
         let (mut e5, mut r5) = (vec![], vec![]);
         let (mut e5d, mut r5d) = (vec![], vec![]);
+        let (mut e5s, mut r5s) = (vec![], vec![]);
         for i in 0..runs {
             let run = |side: &'static str, restart: bool| {
                 let tag = format!("{tag}-{i}-{side}-{restart}");
                 async move {
                     let queues = w5::w5_setup(&tag, restart).await;
-                    let rate = if side == "e" {
-                        w5::w5_eventrabbit(&queues).await
-                    } else {
-                        w5::w5_raw(&queues).await
+                    let rate = match side {
+                        "e" => w5::w5_eventrabbit(&queues).await,
+                        "s" => w5::w5_raw(&queues, true).await,
+                        _ => w5::w5_raw(&queues, false).await,
                     };
                     let (_c, ch) = raw().await;
                     for q in &queues {
@@ -348,6 +351,10 @@ async fn run() {
             run_line("W5 200 queues, dead-letter queues there", i, e, r, "msg/s");
             e5d.push(e);
             r5d.push(r);
+            let (e, r) = paired(i, || run("e", false), || run("s", false)).await;
+            run_line("W5 vs raw consumers started in turn", i, e, r, "msg/s");
+            e5s.push(e);
+            r5s.push(r);
         }
         row(
             "W5 200 queues x 500, one connection",
@@ -361,6 +368,13 @@ async fn run() {
             "msg/s",
             &e5d,
             &r5d,
+            true,
+        );
+        row(
+            "W5 vs raw lapin starting its consumers one after another",
+            "msg/s",
+            &e5s,
+            &r5s,
             true,
         );
         // Idle memory, each side in a fresh process of its own.

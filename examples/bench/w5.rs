@@ -55,46 +55,68 @@ pub async fn w5_eventrabbit(queues: &[String]) -> f64 {
     (W5_QUEUES as u64 * W5_EACH) as f64 / secs
 }
 
-/// Raw lapin structured the same way: one connection, a channel and a consumer task per
-/// queue, each decoding and acking every 50 as W1's raw consumer does.
-pub async fn w5_raw(queues: &[String]) -> f64 {
+/// Raw lapin structured the same way: one connection, and for each queue a task that
+/// opens its channel, sets its prefetch, consumes, decodes and acks every 50 as W1's raw
+/// consumer does; all started at once, as eventrabbit's consumers are.
+///
+/// With `one_after_another`, the channels are opened and the consumers started one queue
+/// after the other instead (the form of this baseline until 2026-11-27): each consumer
+/// then drains most of its 500 events while the next ones are set up, so the queues are
+/// consumed nearly in turn rather than at once, a lighter load on the broker.
+pub async fn w5_raw(queues: &[String], one_after_another: bool) -> f64 {
     let start = Instant::now();
     let (conn, _ch) = raw().await;
+    let conn = std::sync::Arc::new(conn);
     let mut tasks = Vec::new();
     for q in queues {
-        let ch = conn.create_channel().await.unwrap();
-        ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-        let mut consumer = ch
-            .basic_consume(
-                q.as_str().into(),
-                "raw-w5".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while let Some(Ok(d)) = consumer.next().await {
-                let env: RawEnvelope = serde_json::from_slice(&d.data).unwrap();
-                std::hint::black_box((env.data.user_id, env.data.name));
-                n += 1;
-                if n.is_multiple_of(50) || n == W5_EACH {
-                    let ack = ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true });
-                    if let Some(Err(e)) = ack.now_or_never() {
-                        panic!("ack failed: {e}");
-                    }
-                }
-                if n == W5_EACH {
-                    break;
-                }
-            }
-        }));
+        let consuming = raw_consumer(conn.clone(), q.clone());
+        if one_after_another {
+            let consuming = consuming.await;
+            tasks.push(tokio::spawn(consuming));
+        } else {
+            tasks.push(tokio::spawn(async move { consuming.await.await }));
+        }
     }
     for t in tasks {
         t.await.unwrap();
     }
     (W5_QUEUES as u64 * W5_EACH) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Opens a channel on `conn` and starts consuming `q`; the returned future consumes
+/// its `W5_EACH` events.
+async fn raw_consumer(
+    conn: std::sync::Arc<lapin::Connection>,
+    q: String,
+) -> impl std::future::Future<Output = ()> {
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "raw-w5".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    async move {
+        let mut n = 0u64;
+        while let Some(Ok(d)) = consumer.next().await {
+            let env: RawEnvelope = serde_json::from_slice(&d.data).unwrap();
+            std::hint::black_box((env.data.user_id, env.data.name));
+            n += 1;
+            if n.is_multiple_of(50) || n == W5_EACH {
+                let ack = ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true });
+                if let Some(Err(e)) = ack.now_or_never() {
+                    panic!("ack failed: {e}");
+                }
+            }
+            if n == W5_EACH {
+                break;
+            }
+        }
+    }
 }
 
 /// Resident memory now, in KiB.
