@@ -97,10 +97,10 @@ pub async fn w3_eventrabbit(q: &str) -> RpcResult {
 }
 
 /// Raw lapin RPC: a server echoing on `q` (replies confirmed, as eventrabbit's are), a
-/// client with direct reply-to and a pending map. With `confirmed`, the client waits for
-/// the broker's confirm of each request before waiting for its reply (eventrabbit's form
-/// until 2026-11-26); without, its channel is not in confirm mode and the reply alone
-/// ends the call.
+/// client with direct reply-to and a pending map, sending persistent requests. With
+/// `confirmed`, the client waits for the broker's confirm of each request before waiting
+/// for its reply (eventrabbit's form until 2026-11-26); without, its channel is not in
+/// confirm mode and the reply alone ends the call.
 pub async fn w3_raw(q: &str, confirmed: bool) -> RpcResult {
     w3_raw_with(q, confirmed, confirmed).await
 }
