@@ -495,6 +495,65 @@ async fn run() {
             false,
         );
     }
+    if which == "w3-split" {
+        // Which side of an RPC costs what: each client against each server, in turn.
+        let mut rows: Vec<(&str, Vec<f64>)> = vec![
+            ("eventrabbit client, eventrabbit server", vec![]),
+            ("eventrabbit client, raw server", vec![]),
+            ("raw client, eventrabbit server", vec![]),
+            ("raw client in confirm mode, raw server", vec![]),
+            ("raw client, raw server", vec![]),
+        ];
+        for i in 0..runs {
+            let qs: Vec<String> = (0..5).map(|k| format!("bench-w3s-{k}-{tag}-{i}")).collect();
+            let only: Option<usize> = std::env::var("W3_SPLIT_ONLY")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            if let Some(k) = only {
+                let r = match k {
+                    0 => w3::w3_eventrabbit_client(&qs[0], false).await,
+                    1 => w3::w3_eventrabbit_client(&qs[1], true).await,
+                    2 => w3::w3_raw_client(&qs[2], false, false, 1, true).await,
+                    3 => w3::w3_raw_client(&qs[3], true, false, 1, false).await,
+                    _ => w3::w3_raw_client(&qs[4], false, false, 1, false).await,
+                };
+                eprintln!("  W3 split {k}: p50 {:.1} µs", r.p50_us);
+                let (_c, ch) = raw().await;
+                delete_queue(&ch, &qs[k.min(4)]).await;
+                continue;
+            }
+            let results = [
+                w3::w3_eventrabbit_client(&qs[0], false).await,
+                w3::w3_eventrabbit_client(&qs[1], true).await,
+                w3::w3_raw_client(&qs[2], false, false, 1, true).await,
+                w3::w3_raw_client(&qs[3], true, false, 1, false).await,
+                w3::w3_raw_client(&qs[4], false, false, 1, false).await,
+            ];
+            for (k, r) in results.iter().enumerate() {
+                eprintln!(
+                    "  W3 split run {}: {}: p50 {:.1} µs",
+                    i + 1,
+                    rows[k].0,
+                    r.p50_us
+                );
+                rows[k].1.push(r.p50_us);
+            }
+            let (_c, ch) = raw().await;
+            for q in &qs {
+                delete_queue(&ch, q).await;
+            }
+        }
+        let base = rows[4].1.clone();
+        for (name, v) in &rows[..4] {
+            row(
+                &format!("W3 p50, {name} vs raw client, raw server"),
+                "µs",
+                v,
+                &base,
+                false,
+            );
+        }
+    }
     if which == "w3-confirm-modes" {
         // Where the time goes: the raw client with its channel in confirm mode and the
         // confirm awaited aside, against no confirm mode at all.

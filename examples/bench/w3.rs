@@ -76,13 +76,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn w3_eventrabbit(q: &str) -> RpcResult {
+    w3_eventrabbit_client(q, false).await
+}
+
+/// eventrabbit's client against eventrabbit's server (one `Handle` for both, as a
+/// service calling its own queue has), or against raw lapin's (`raw_server_side`).
+pub async fn w3_eventrabbit_client(q: &str, raw_server_side: bool) -> RpcResult {
     let (events, handle) = build_event_dependencies(addr(), Config::default())
         .await
         .unwrap();
-    let h = handle.clone();
-    let channel = ConsumeChannel::new(q).prefetch(100).actions(["ECHO"]);
-    let task = tokio::spawn(async move { h.consume(channel).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = if raw_server_side {
+        Server::Raw(raw_server(q).await)
+    } else {
+        Server::Eventrabbit(eventrabbit_server_on(q, Some(handle)).await)
+    };
     let call = |n: u64| {
         let events = events.clone();
         async move {
@@ -91,8 +98,7 @@ pub async fn w3_eventrabbit(q: &str) -> RpcResult {
         }
     };
     let result = measure_rpc(call).await;
-    handle.shutdown().await;
-    task.await.unwrap().unwrap();
+    server.stop().await;
     result
 }
 
@@ -118,64 +124,27 @@ pub async fn w3_raw_mode(
     await_confirm: bool,
     delivery_mode: u8,
 ) -> RpcResult {
+    w3_raw_client(q, confirm_mode, await_confirm, delivery_mode, false).await
+}
+
+/// Raw lapin's client against raw lapin's server, or against eventrabbit's
+/// (`eventrabbit_server`).
+pub async fn w3_raw_client(
+    q: &str,
+    confirm_mode: bool,
+    await_confirm: bool,
+    delivery_mode: u8,
+    eventrabbit_server: bool,
+) -> RpcResult {
     let confirmed = confirm_mode;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use tokio::sync::oneshot;
-    // Server.
-    let (server_conn, sch) = raw().await;
-    declare_queue(&sch, q).await;
-    sch.basic_qos(100, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut server = sch
-        .basic_consume(
-            q.into(),
-            "raw-w3".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let pub_ch = server_conn.create_channel().await.unwrap();
-    pub_ch
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let server_task = tokio::spawn(async move {
-        while let Some(Ok(d)) = server.next().await {
-            let pub_ch = pub_ch.clone();
-            let sch = sch.clone();
-            tokio::spawn(async move {
-                #[derive(Deserialize)]
-                struct Req {
-                    data: serde_json::Value,
-                }
-                let req: Req = serde_json::from_slice(&d.data).unwrap();
-                let body = serde_json::to_vec(&json!({"data": {"n": req.data["n"]}})).unwrap();
-                let props = BasicProperties::default()
-                    .with_correlation_id(d.properties.correlation_id().clone().unwrap());
-                let reply_to = d.properties.reply_to().clone().unwrap();
-                pub_ch
-                    .basic_publish(
-                        "".into(),
-                        reply_to,
-                        BasicPublishOptions::default(),
-                        &body,
-                        props,
-                    )
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-                // Queued without awaiting the write, as in W1.
-                let ack = sch.basic_ack(d.delivery_tag, BasicAckOptions::default());
-                if let Some(Err(e)) = ack.now_or_never() {
-                    panic!("ack failed: {e}");
-                }
-            });
-        }
-    });
+    let server = if eventrabbit_server {
+        Server::Eventrabbit(eventrabbit_server_on(q, None).await)
+    } else {
+        Server::Raw(raw_server(q).await)
+    };
     // Client.
     let (_client_conn, cch) = raw().await;
     if confirmed {
@@ -247,6 +216,112 @@ pub async fn w3_raw_mode(
         }
     };
     let result = measure_rpc(call).await;
-    server_task.abort();
+    server.stop().await;
     result
+}
+
+/// An echo server on `q`: raw lapin, a task per request, replies confirmed, acks queued.
+async fn raw_server(q: &str) -> (lapin::Connection, tokio::task::JoinHandle<()>) {
+    let (server_conn, sch) = raw().await;
+    declare_queue(&sch, q).await;
+    sch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut server = sch
+        .basic_consume(
+            q.into(),
+            "raw-w3".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let pub_ch = server_conn.create_channel().await.unwrap();
+    pub_ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let server_task = tokio::spawn(async move {
+        while let Some(Ok(d)) = server.next().await {
+            let pub_ch = pub_ch.clone();
+            let sch = sch.clone();
+            tokio::spawn(async move {
+                #[derive(Deserialize)]
+                struct Req {
+                    data: serde_json::Value,
+                }
+                let req: Req = serde_json::from_slice(&d.data).unwrap();
+                let body = serde_json::to_vec(&json!({"data": {"n": req.data["n"]}})).unwrap();
+                let props = BasicProperties::default()
+                    .with_correlation_id(d.properties.correlation_id().clone().unwrap());
+                let reply_to = d.properties.reply_to().clone().unwrap();
+                pub_ch
+                    .basic_publish(
+                        "".into(),
+                        reply_to,
+                        BasicPublishOptions::default(),
+                        &body,
+                        props,
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                // Queued without awaiting the write, as in W1.
+                let ack = sch.basic_ack(d.delivery_tag, BasicAckOptions::default());
+                if let Some(Err(e)) = ack.now_or_never() {
+                    panic!("ack failed: {e}");
+                }
+            });
+        }
+    });
+    (server_conn, server_task)
+}
+
+/// The server side of a W3 run.
+enum Server {
+    Eventrabbit(
+        (
+            eventrabbit::Handle,
+            tokio::task::JoinHandle<eventrabbit::Result<()>>,
+        ),
+    ),
+    Raw((lapin::Connection, tokio::task::JoinHandle<()>)),
+}
+
+impl Server {
+    async fn stop(self) {
+        match self {
+            Server::Eventrabbit((handle, task)) => {
+                handle.shutdown().await;
+                task.await.unwrap().unwrap();
+            }
+            Server::Raw((_conn, task)) => task.abort(),
+        }
+    }
+}
+
+/// An eventrabbit echo server on `q`: on `handle` (and its connection), or on a `Handle`
+/// of its own.
+async fn eventrabbit_server_on(
+    q: &str,
+    handle: Option<eventrabbit::Handle>,
+) -> (
+    eventrabbit::Handle,
+    tokio::task::JoinHandle<eventrabbit::Result<()>>,
+) {
+    let handle = match handle {
+        Some(handle) => handle,
+        None => {
+            build_event_dependencies(addr(), Config::default())
+                .await
+                .unwrap()
+                .1
+        }
+    };
+    let h = handle.clone();
+    let channel = ConsumeChannel::new(q).prefetch(100).actions(["ECHO"]);
+    let task = tokio::spawn(async move { h.consume(channel).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (handle, task)
 }
