@@ -63,28 +63,28 @@ pub struct RawUser {
     pub name: String,
 }
 
-/// Raw lapin the fast way: decode in the delivery loop, ack every 50 with `multiple`,
-/// queued without awaiting the write.
-pub async fn w1_raw(q: &str) -> f64 {
-    // Timed from connecting, as eventrabbit's run is (it connects and declares in `consume`).
-    let start = Instant::now();
-    let (_c, ch) = raw().await;
+/// Starts consuming `q` on `ch` with raw lapin, prefetch 100, as consumer `tag`.
+pub async fn raw_consume(ch: &lapin::Channel, q: &str, tag: &str) -> lapin::Consumer {
     ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            q.into(),
-            "raw-w1".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut n = 0u64;
+    ch.basic_consume(
+        q.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Raw lapin the fast way, for `n` deliveries: decode each in the delivery loop, ack
+/// every 50 (and the last) with `multiple`, queued without awaiting the write.
+pub async fn raw_drain(ch: &lapin::Channel, consumer: &mut lapin::Consumer, n: u64) {
+    let mut seen = 0u64;
     while let Some(Ok(d)) = consumer.next().await {
         let env: RawEnvelope = serde_json::from_slice(&d.data).unwrap();
         std::hint::black_box((env.data.user_id, env.data.name));
-        n += 1;
-        if n.is_multiple_of(50) || n == W1_N {
+        seen += 1;
+        if seen.is_multiple_of(50) || seen == n {
             // Queued without waiting for the write, as eventrabbit does: the fastest correct
             // form (an ack that fails with its channel is redelivered by the broker anyway).
             let ack = ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true });
@@ -92,10 +92,20 @@ pub async fn w1_raw(q: &str) -> f64 {
                 panic!("ack failed: {e}");
             }
         }
-        if n == W1_N {
+        if seen == n {
             break;
         }
     }
+}
+
+/// Raw lapin the fast way: decode in the delivery loop, ack every 50 with `multiple`,
+/// queued without awaiting the write.
+pub async fn w1_raw(q: &str) -> f64 {
+    // Timed from connecting, as eventrabbit's run is (it connects and declares in `consume`).
+    let start = Instant::now();
+    let (_c, ch) = raw().await;
+    let mut consumer = raw_consume(&ch, q, "raw-w1").await;
+    raw_drain(&ch, &mut consumer, W1_N).await;
     let secs = start.elapsed().as_secs_f64();
     ch.basic_cancel("raw-w1".into(), BasicCancelOptions::default())
         .await

@@ -2,11 +2,8 @@
 //! the memory of an idle process with 200 consumers (each side in a process of its own).
 
 use crate::broker::{addr, dead_letter_queue, declare_queue, delete_queue, preload, raw};
-use crate::w1::{RawEnvelope, expect};
+use crate::w1::{expect, raw_consume, raw_drain};
 use eventrabbit::{Config, ConsumeChannel, build_event_dependencies};
-use futures_util::{FutureExt, StreamExt};
-use lapin::options::*;
-use lapin::types::FieldTable;
 use std::time::{Duration, Instant};
 
 pub const W5_QUEUES: usize = 200;
@@ -90,33 +87,8 @@ async fn raw_consumer(
     q: String,
 ) -> impl std::future::Future<Output = ()> {
     let ch = conn.create_channel().await.unwrap();
-    ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            q.as_str().into(),
-            "raw-w5".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    async move {
-        let mut n = 0u64;
-        while let Some(Ok(d)) = consumer.next().await {
-            let env: RawEnvelope = serde_json::from_slice(&d.data).unwrap();
-            std::hint::black_box((env.data.user_id, env.data.name));
-            n += 1;
-            if n.is_multiple_of(50) || n == W5_EACH {
-                let ack = ch.basic_ack(d.delivery_tag, BasicAckOptions { multiple: true });
-                if let Some(Err(e)) = ack.now_or_never() {
-                    panic!("ack failed: {e}");
-                }
-            }
-            if n == W5_EACH {
-                break;
-            }
-        }
-    }
+    let mut consumer = raw_consume(&ch, &q, "raw-w5").await;
+    async move { raw_drain(&ch, &mut consumer, W5_EACH).await }
 }
 
 /// Resident memory now, in KiB.
@@ -158,16 +130,7 @@ pub async fn w5_idle(eventrabbit: bool, tag: &str) {
         let mut consumers = Vec::new();
         for q in &queues {
             let ch = conn2.create_channel().await.unwrap();
-            ch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-            let consumer = ch
-                .basic_consume(
-                    q.as_str().into(),
-                    "raw-w5i".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+            let consumer = raw_consume(&ch, q, "raw-w5i").await;
             consumers.push((ch, consumer));
         }
         raw_side = Some((conn2, consumers));
