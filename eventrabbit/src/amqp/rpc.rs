@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::telemetry::{metric, trace};
 use crate::wire::envelope::decode_reply;
 use crate::wire::limits;
-use crate::wire::properties::{new_message_id, properties};
+use crate::wire::properties::{new_message_id, request_properties};
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -30,19 +30,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-/// The delivery mode of a request: transient (1), where everything else eventrabbit
-/// publishes is persistent (2).
-///
-/// A request is worth something only while its caller waits on the channel the reply
-/// goes to. Nothing the broker keeps across a restart can be answered: the restart ends
-/// that channel, and with it the call. Persisting it would only let a handler run, after
-/// the restart, for nobody. And it costs every call: the broker confirms a persistent
-/// message in a classic queue once it has synced it to disk, and that sync holds up the
-/// queue's next delivery. With RabbitMQ 3.10 the bench measured raw lapin's calls at a
-/// median 391 µs persistent and 302 µs transient, both on a channel in confirm mode
-/// (`bench w3-transient`). Quorum queues keep every message on disk whatever its mode.
-const TRANSIENT: u8 = 1;
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 
@@ -191,11 +178,11 @@ impl RpcClient {
                 pending: &ch.pending,
                 id: &id,
             };
-            // Transient: see [`TRANSIENT`].
-            let props = properties(trace::outgoing_trace(self.trace_propagation))
-                .with_delivery_mode(TRANSIENT)
-                .with_reply_to(ShortString::from(DIRECT_REPLY_TO))
-                .with_correlation_id(ShortString::from(id.as_str()));
+            let props = request_properties(
+                trace::outgoing_trace(self.trace_propagation),
+                ShortString::from(DIRECT_REPLY_TO),
+                ShortString::from(id.as_str()),
+            );
             let mut confirm = ch
                 .channel
                 .basic_publish(

@@ -16,7 +16,7 @@ use crate::pipeline::policy::QueuePolicy;
 use crate::pipeline::redrive::{Redrive, RedriveReport, Verdict, action_of, verdict};
 use crate::telemetry::trace;
 use crate::wire::envelope;
-use crate::wire::properties::properties;
+use crate::wire::properties::request_properties;
 use futures_util::future::join_all;
 use lapin::BasicProperties;
 use lapin::types::ShortString;
@@ -284,9 +284,11 @@ impl TestBroker {
     ) -> Result<R> {
         let body = envelope::encode_envelope(action, &data)?;
         let id = crate::wire::properties::new_message_id();
-        let props = properties(trace::outgoing_trace(self.inner.config.trace_propagation))
-            .with_reply_to(ShortString::from(format!("{REPLY_PREFIX}{id}")))
-            .with_correlation_id(ShortString::from(id.as_str()));
+        let props = request_properties(
+            trace::outgoing_trace(self.inner.config.trace_propagation),
+            ShortString::from(format!("{REPLY_PREFIX}{id}")),
+            ShortString::from(id.as_str()),
+        );
         if !self.state().queues.contains_key(queue) {
             return Err(Error::Unroutable {
                 exchange: String::new(),
