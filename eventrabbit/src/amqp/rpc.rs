@@ -199,8 +199,8 @@ impl RpcClient {
                 .map_err(sending)?;
             let mut rx = rx;
             // The reply proves the request arrived: the call completes on it, without
-            // waiting for the broker's confirm. A confirm that comes first still fails the call at once if the
-            // broker refused the request or no queue took it.
+            // waiting for the broker's confirm. A confirm that comes first still fails
+            // the call at once if the broker refused the request or no queue took it.
             tokio::select! {
                 biased;
                 reply = &mut rx => {
