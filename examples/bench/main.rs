@@ -441,7 +441,8 @@ async fn run() {
         }
     }
     if which == "w3-transient" {
-        // Experiment: is the cost of confirm mode the broker's sync of persistent requests?
+        // Raw lapin alone, one thing changed at a time: the requests' delivery mode and the
+        // client channel's confirm mode (why eventrabbit's requests are transient).
         let (mut ta, mut pn, mut tn, mut pa) = (vec![], vec![], vec![], vec![]);
         for i in 0..runs {
             let qs: Vec<String> = (0..4).map(|k| format!("bench-w3t-{k}-{tag}-{i}")).collect();
