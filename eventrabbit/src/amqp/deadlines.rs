@@ -115,10 +115,21 @@ struct Wait<'a> {
 
 struct Entry {
     key: usize,
-    /// The waker the table holds, to see without the lock whether it is still current.
-    waker: Waker,
+    /// Which waker the table holds (its data and vtable addresses), to see without the
+    /// lock whether it is still current: compared, not cloned, which saves two atomic
+    /// operations on the caller's task per publish. The table's clone keeps the data alive,
+    /// so the addresses cannot be reused by another waker while the entry exists.
+    waker: (usize, usize),
     /// `Shared::sweeps` when last checked.
     sweeps: u64,
+}
+
+/// What [`Entry::waker`] compares.
+fn identity(waker: &Waker) -> (usize, usize) {
+    (
+        waker.data() as usize,
+        std::ptr::from_ref(waker.vtable()) as usize,
+    )
 }
 
 impl Wait<'_> {
@@ -129,7 +140,7 @@ impl Wait<'_> {
             return Poll::Pending;
         };
         let sweeps = shared.sweeps.load(Ordering::Acquire);
-        let waker_moved = !entry.waker.will_wake(cx.waker());
+        let waker_moved = entry.waker != identity(cx.waker());
         if sweeps == entry.sweeps && !waker_moved {
             return Poll::Pending;
         }
@@ -143,7 +154,7 @@ impl Wait<'_> {
         }
         if waker_moved {
             waiter.waker.clone_from(cx.waker());
-            entry.waker.clone_from(cx.waker());
+            entry.waker = identity(cx.waker());
         }
         Poll::Pending
     }
@@ -158,7 +169,7 @@ impl Wait<'_> {
         });
         self.entry = Some(Entry {
             key,
-            waker: waker.clone(),
+            waker: identity(waker),
             sweeps: shared.sweeps.load(Ordering::Acquire),
         });
         // On the connection's runtime, not the caller's: a caller's runtime may sit idle
@@ -342,6 +353,52 @@ mod tests {
             "the deadline did not fire while the first runtime sat idle"
         );
         drop(visitor);
+    }
+
+    struct Flag(std::sync::atomic::AtomicBool);
+
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A waiter polled by another task after it registered (moved between tasks, or
+    /// polled from a `select!` elsewhere) is woken through the new task's waker.
+    #[tokio::test(start_paused = true)]
+    async fn the_latest_waker_is_woken_at_the_deadline() {
+        let deadlines = Deadlines::new(tokio::runtime::Handle::current());
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut waiting = std::pin::pin!(deadlines.within(deadline, std::future::pending::<()>()));
+        let first = Arc::new(Flag(false.into()));
+        let second = Arc::new(Flag(false.into()));
+        let first_waker = Waker::from(first.clone());
+        let second_waker = Waker::from(second.clone());
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&first_waker))
+                .is_pending()
+        );
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&second_waker))
+                .is_pending()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            second.0.load(Ordering::SeqCst),
+            "the current waker was not woken"
+        );
+        assert!(
+            !first.0.load(Ordering::SeqCst),
+            "a replaced waker was woken"
+        );
+        let polled = waiting
+            .as_mut()
+            .poll(&mut Context::from_waker(&second_waker));
+        assert!(matches!(polled, Poll::Ready(Err(Elapsed))));
     }
 
     #[tokio::test(start_paused = true)]
