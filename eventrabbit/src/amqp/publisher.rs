@@ -76,10 +76,12 @@ impl Publisher {
 
     /// The confirm-mode channel for `exchange`, opened if needed (given up at `deadline`).
     async fn channel(&self, exchange: &str, deadline: Instant) -> Result<Arc<Channel>> {
-        let lane = self.lane(exchange);
-        if let Some(ch) = lane.live() {
+        // Looked up under the map's read lock, without cloning the lane's `Arc`.
+        let live = self.lanes.read().get(exchange).and_then(|lane| lane.live());
+        if let Some(ch) = live {
             return Ok(ch);
         }
+        let lane = self.lane(exchange);
         // Boxed: opening is rare, and its large future would otherwise inflate every publish.
         let opening = Box::pin(tokio::time::timeout_at(
             deadline,
