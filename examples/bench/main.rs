@@ -10,6 +10,9 @@
 //! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2,4}-{raw,eventrabbit}-only
 //!     (with BENCH_THREADS=1, W2's also prints its future's size and each thread's CPU and context switches)
 //! cargo run --release --example bench -- w5-raw-only   # W5 one side alone, for profiling (w5-eventrabbit-only likewise)
+//! cargo run --release --example bench -- w3-split 7   # each RPC client against each server (W3_SPLIT_ONLY=k: one pairing)
+//! cargo run --release --example bench -- w3-transient 5   # raw lapin alone: requests' delivery mode and confirm mode
+//!     (W3_DROP_CONFIRM=1: its confirm-mode client drops each confirm unpolled, so that no one is woken for it)
 //! cargo run --release --example bench -- w5 3     # 200 queues on one connection, and idle RSS with 200 consumers
 //! cargo run --release --example bench -- w6 3     # latency under an open-loop load (30 s per side and run)
 //! cargo run --release --example bench -- alloc    # allocations per message, W1 and W2, both sides

@@ -201,6 +201,10 @@ pub async fn w3_raw_client(
                 .unwrap();
             if await_confirm {
                 confirm.await.unwrap();
+            } else if confirmed && std::env::var_os("W3_DROP_CONFIRM").is_some() {
+                // An experiment only: lapin keeps a confirm dropped unawaited until
+                // someone waits for all confirms. It shows what waking for a confirm costs.
+                drop(confirm);
             } else if confirmed {
                 // Confirm mode, the confirm awaited aside (as eventrabbit does now).
                 tokio::spawn(async move {

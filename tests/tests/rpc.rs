@@ -118,6 +118,39 @@ async fn call_to_a_missing_queue_fails_at_once() {
     assert!(matches!(err, Error::Unroutable { .. }), "{err}");
 }
 
+/// A request the broker refuses (here a queue that holds no message and rejects what
+/// comes: it nacks) fails the call with `Nacked`, not at its timeout, although a call
+/// looks at its request's confirm only once its reply is a moment late.
+#[tokio::test]
+async fn call_the_broker_refuses_fails_with_nacked_before_its_timeout() {
+    let queue = unique("q-rpc-nack");
+    let (_c, ch) = raw_channel().await;
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongLongInt(0),
+    );
+    args.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(
+        queue.as_str().into(),
+        lapin::options::QueueDeclareOptions::default(),
+        args,
+    )
+    .await
+    .unwrap();
+    let (events, _handle) = deps(Config::default()).await;
+    // Failing at the timeout would be `Error::Timeout`.
+    let err = events
+        .call_with_timeout::<Sum>(&queue, "T_RPC_ADD", json!({}), Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Nacked { .. }), "{err}");
+    cleanup(&[&queue], &[]).await;
+}
+
 /// A request is transient (delivery mode 1; see README, "Wire format"), carries
 /// `reply_to`, a `correlation_id` and a `message_id`, and a server that is not eventrabbit
 /// can answer it.
