@@ -209,43 +209,52 @@ impl RpcClient {
             let lost = || Error::ReplyLost {
                 action: action.to_owned(),
             };
+            // What the confirm says against the request, if anything: the broker refused
+            // it (its channel closed), nacked it, or no queue took it.
+            let refused = |confirmed: lapin::Result<lapin::Confirmation>| match confirmed {
+                Err(e) => Some(sending(e)),
+                Ok(c) if c.is_nack() => Some(Error::Nacked {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                }),
+                Ok(c) => c.take_message().map(|returned| Error::Unroutable {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                    reply_text: returned.reply_text.to_string(),
+                }),
+            };
             // The reply proves the request arrived: the call completes on it, without
             // waiting for the broker's confirm. First the reply alone, for a moment:
             // the confirm is not even polled, so its coming wakes no one.
-            tokio::select! {
+            let reply = tokio::select! {
                 biased;
-                reply = &mut rx => {
-                    settle(confirm);
-                    return reply.map_err(|_| lost());
-                }
-                () = tokio::time::sleep(CONFIRM_GRACE) => {}
-            }
+                reply = &mut rx => Some(reply),
+                () = tokio::time::sleep(CONFIRM_GRACE) => None,
+            };
             // Then the confirm too: it fails the call if the broker refused the request
             // or no queue took it.
-            tokio::select! {
-                biased;
-                reply = &mut rx => {
+            let reply = match reply {
+                Some(reply) => reply,
+                None => tokio::select! {
+                    biased;
+                    reply = &mut rx => reply,
+                    confirmed = &mut confirm => {
+                        if let Some(e) = refused(confirmed) {
+                            return Err(e);
+                        }
+                        return rx.await.map_err(|_| lost());
+                    }
+                },
+            };
+            match reply {
+                Ok(reply) => {
                     settle(confirm);
-                    return reply.map_err(|_| lost());
+                    Ok(reply)
                 }
-                confirmed = &mut confirm => {
-                    let confirmed = confirmed.map_err(sending)?;
-                    if confirmed.is_nack() {
-                        return Err(Error::Nacked {
-                            exchange: exchange.to_owned(),
-                            routing_key: routing_key.to_owned(),
-                        });
-                    }
-                    if let Some(returned) = confirmed.take_message() {
-                        return Err(Error::Unroutable {
-                            exchange: exchange.to_owned(),
-                            routing_key: routing_key.to_owned(),
-                            reply_text: returned.reply_text.to_string(),
-                        });
-                    }
-                }
+                // The reply channel ended. If that is the broker refusing this very
+                // request, its confirm (failed by the channel's end) says so.
+                Err(_) => Err(refused(confirm.await).unwrap_or_else(lost)),
             }
-            rx.await.map_err(|_| lost())
         };
         let span = trace::call_span(target, action, &id);
         let started = std::time::Instant::now();
