@@ -252,8 +252,11 @@ impl RpcClient {
                     Ok(reply)
                 }
                 // The reply channel ended. If that is the broker refusing this very
-                // request, its confirm (failed by the channel's end) says so.
-                Err(_) => Err(refused(confirm.await).unwrap_or_else(lost)),
+                // request, its confirm (failed by the channel's end) says so; a
+                // connection that went away is a lost reply, as ever.
+                Err(_) => Err(refused(confirm.await)
+                    .filter(|e| !e.is_transient())
+                    .unwrap_or_else(lost)),
             }
         };
         let span = trace::call_span(target, action, &id);
@@ -275,8 +278,7 @@ impl RpcClient {
 /// Lets the confirm of a request whose reply came go: looked at once (it has usually come
 /// before the reply), else awaited in the background, as a confirm dropped unawaited would
 /// be kept by lapin until someone waits for all confirms.
-fn settle(confirm: lapin::PublisherConfirm) {
-    let mut confirm = confirm;
+fn settle(mut confirm: lapin::PublisherConfirm) {
     if (&mut confirm).now_or_never().is_none() {
         tokio::spawn(async move {
             let _ = confirm.await;
