@@ -4,10 +4,11 @@
 //! Exit codes a script can rely on: 0 done; 1 the operation failed (the broker refused
 //! it, a call failed remotely or timed out, a redrive stopped early, a contract check
 //! found a breaking change); 2 a usage error (as clap reports it, or an unreadable
-//! document); 3 no broker at the address.
+//! document); 3 no broker at the address; 4 no database (`outbox` commands).
 
 mod contract;
 mod dlq;
+mod outbox;
 mod tail;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +71,18 @@ enum Command {
         #[command(subcommand)]
         command: ContractCommand,
     },
+    /// Outbox rows the broker refused for good (eventrabbit-postgres), in the service's
+    /// database.
+    Outbox {
+        /// The service's PostgreSQL database.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// The schema the outbox lives in.
+        #[arg(long, default_value = "public")]
+        schema: String,
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Calls ACTION behind QUEUE with JSON as its data and prints the reply.
     Call {
         /// The queue serving the action.
@@ -115,6 +128,24 @@ enum ContractCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// Lists the failed rows: id, ordering key, exchange, action, attempts and why.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Sends failed rows again (the ids given, or all with `--all`), once the cause is fixed.
+    Retry {
+        /// The rows' ids.
+        ids: Vec<i64>,
+        /// Every failed row.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DlqCommand {
     /// How many dead letters QUEUE has, by reason code and action.
     List {
@@ -152,6 +183,8 @@ enum Failure {
     Usage(String),
     /// No broker (exit 3).
     NoBroker(String),
+    /// No database (exit 4).
+    NoDatabase(String),
 }
 
 impl From<eventrabbit::Error> for Failure {
@@ -179,6 +212,10 @@ async fn main() -> ExitCode {
         Err(Failure::NoBroker(e)) => {
             eprintln!("error: no broker: {e}");
             ExitCode::from(3)
+        }
+        Err(Failure::NoDatabase(e)) => {
+            eprintln!("error: no database: {e}");
+            ExitCode::from(4)
         }
     }
 }
@@ -211,7 +248,7 @@ async fn connect(url: &str) -> Result<(Events, Handle), Failure> {
 }
 
 /// `url` without its password.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let user = url[scheme + 3..at].split(':').next().unwrap_or("");
@@ -284,6 +321,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             key,
             count,
         } => tail::tail(&cli.url, &exchange, &key, count).await,
+        Command::Outbox {
+            database_url,
+            schema,
+            command,
+        } => match command {
+            OutboxCommand::List { limit } => outbox::list(&database_url, &schema, limit).await,
+            OutboxCommand::Retry { ids, all } => {
+                if ids.is_empty() && !all {
+                    return Err(Failure::Usage(
+                        "name the rows to retry, or pass --all".to_owned(),
+                    ));
+                }
+                outbox::retry(&database_url, &schema, &ids).await
+            }
+        },
         Command::Dlq { command } => {
             let (_events, handle) = connect(&cli.url).await?;
             let done = match command {

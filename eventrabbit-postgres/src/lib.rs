@@ -36,13 +36,15 @@
 #![deny(missing_docs)]
 
 mod error;
+mod failed;
 mod inbox;
 mod outbox;
 mod relay;
 mod schema;
 
 pub use error::{Error, Result};
+pub use failed::FailedRow;
 pub use inbox::{Claim, Inbox, InboxTx, StoredReply};
 pub use outbox::{Outbox, OutboxMessage};
-pub use relay::{Relay, RelayConfig, RelayHealth};
+pub use relay::{FAILED_METRIC, Relay, RelayConfig, RelayHealth};
 pub use schema::migrate;

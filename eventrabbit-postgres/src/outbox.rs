@@ -112,6 +112,10 @@ impl Outbox {
         })
     }
 
+    pub(crate) fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
     /// Writes `message` on `conn`, which should be in the caller's transaction (pass
     /// `&mut tx`): the event exists if and only if the transaction commits. Returns its
     /// message id. Relays are woken at commit.

@@ -11,16 +11,33 @@
 
 use crate::error::Result;
 use crate::schema::Schema;
-use eventrabbit::{ErrorKind, Events, PublishOptions};
+use eventrabbit::{Events, PublishOptions};
+use futures_util::FutureExt;
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// How often a relay counts the failed and retrying rows for its health.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
+
+/// The counter of outbox rows marked failed for good, by exchange.
+pub const FAILED_METRIC: &str = "eventrabbit_outbox_failed_total";
+
+/// Sets a flag back to false when dropped.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
 
 /// How a relay works.
 #[derive(Debug, Clone)]
@@ -30,6 +47,7 @@ pub struct RelayConfig {
     poll_interval: Duration,
     retention: Duration,
     max_backoff: Duration,
+    give_up_after: Option<Duration>,
 }
 
 impl Default for RelayConfig {
@@ -40,6 +58,7 @@ impl Default for RelayConfig {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             max_backoff: Duration::from_secs(30),
+            give_up_after: None,
         }
     }
 }
@@ -75,10 +94,20 @@ impl RelayConfig {
     }
 
     /// The longest wait before a row whose send failed for a passing reason (the broker
-    /// away) is tried again, and between rounds while the database is away (30 s).
+    /// away, a nack while a quorum queue elects a leader, a full queue refusing publishes)
+    /// is tried again, and between rounds while the database is away (30 s).
     #[must_use]
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
+        self
+    }
+
+    /// Marks a row failed once it has been tried for this long, measured from its commit,
+    /// without the broker taking it (`None`, the default: a committed event is tried until
+    /// it is sent, however long the broker is in trouble; health says so meanwhile).
+    #[must_use]
+    pub fn give_up_after(mut self, deadline: Option<Duration>) -> Self {
+        self.give_up_after = deadline;
         self
     }
 }
@@ -87,22 +116,40 @@ impl RelayConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RelayHealth {
-    /// Whether its loop runs.
+    /// Whether its loop runs (`false` once [`Relay::run`] returned, panicked or was
+    /// dropped).
     pub running: bool,
-    /// Whether its last round reached the database and the broker.
+    /// Whether its last round reached the database and the broker, and sent every row it
+    /// took (a row the broker did not take for now makes it `false` until one does).
     pub healthy: bool,
     /// Rows sent (confirmed by RabbitMQ) so far.
     pub sent: u64,
-    /// Rows RabbitMQ refused for good (marked failed).
+    /// Rows this relay marked failed for good so far.
     pub failed: u64,
+    /// Rows of the outbox marked failed and not retried yet (by any relay), as last
+    /// counted; see [`Outbox::failed`](crate::Outbox::failed).
+    pub failed_rows: u64,
+    /// Rows waiting for a retry after the broker did not take them (nacked, the broker
+    /// away), as last counted.
+    pub retrying_rows: u64,
     /// What last went wrong, if anything did.
     pub last_error: Option<String>,
+}
+
+impl RelayHealth {
+    /// Ready: running, healthy, and no row failed for good waiting for an operator.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.running && self.healthy && self.failed_rows == 0
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     healthy: bool,
     last_error: Option<String>,
+    failed_rows: u64,
+    retrying_rows: u64,
 }
 
 #[derive(Debug)]
@@ -138,6 +185,8 @@ struct OutboxRow {
     headers: Option<serde_json::Value>,
     ordering_key: Option<String>,
     attempts: i32,
+    /// How long ago it was committed.
+    age: Duration,
 }
 
 /// What became of a row.
@@ -180,6 +229,8 @@ impl Relay {
             healthy: state.healthy,
             sent: self.inner.sent.load(Ordering::Relaxed),
             failed: self.inner.failed.load(Ordering::Relaxed),
+            failed_rows: state.failed_rows,
+            retrying_rows: state.retrying_rows,
             last_error: state.last_error.clone(),
         }
     }
@@ -196,9 +247,12 @@ impl Relay {
     pub async fn run(&self) {
         let inner = &self.inner;
         inner.running.store(true, Ordering::SeqCst);
+        // `running` goes back to false however the loop ends: returned, panicked, dropped.
+        let _running = Running(&inner.running);
         let mut listener: Option<PgListener> = None;
         let mut backoff = Duration::from_millis(100);
         let mut last_cleanup = tokio::time::Instant::now();
+        let mut last_count: Option<tokio::time::Instant> = None;
         while !inner.stopped.load(Ordering::SeqCst) {
             if listener.is_none() {
                 listener = self.listen().await;
@@ -219,6 +273,10 @@ impl Relay {
                     continue;
                 }
             }
+            if last_count.is_none_or(|at| at.elapsed() >= COUNT_EVERY) {
+                last_count = Some(tokio::time::Instant::now());
+                self.count_rows().await;
+            }
             if last_cleanup.elapsed() >= Duration::from_secs(60) {
                 last_cleanup = tokio::time::Instant::now();
                 if let Err(e) = self.clean_up().await {
@@ -238,7 +296,6 @@ impl Relay {
                 None => self.pause(wait).await,
             }
         }
-        inner.running.store(false, Ordering::SeqCst);
     }
 
     async fn pause(&self, d: Duration) {
@@ -252,6 +309,22 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.inner.pool).await.ok()?;
         listener.listen(&self.inner.schema.channel()).await.ok()?;
         Some(listener)
+    }
+
+    /// Counts the rows failed for good and those waiting for a retry, for health.
+    async fn count_rows(&self) {
+        let sql = self.inner.schema.sql(
+            "SELECT count(*) FILTER (WHERE failed_at IS NOT NULL), \
+                    count(*) FILTER (WHERE failed_at IS NULL AND attempts > 0) \
+             FROM {schema}.eventrabbit_outbox WHERE sent_at IS NULL",
+        );
+        let counted: std::result::Result<(i64, i64), _> =
+            sqlx::query_as(&sql).fetch_one(&self.inner.pool).await;
+        if let Ok((failed, retrying)) = counted {
+            let mut state = self.inner.state.lock();
+            state.failed_rows = u64::try_from(failed).unwrap_or(0);
+            state.retrying_rows = u64::try_from(retrying).unwrap_or(0);
+        }
     }
 
     fn report(&self, error: Option<String>) {
@@ -301,7 +374,8 @@ impl Relay {
     async fn take(&self, tx: &mut Transaction<'_, Postgres>) -> Result<Vec<OutboxRow>> {
         let sql = self.inner.schema.sql(
             "SELECT o.id, o.message_id, o.exchange, o.routing_key, o.action, o.data, o.headers, \
-                    o.ordering_key, o.attempts \
+                    o.ordering_key, o.attempts, \
+                    EXTRACT(EPOCH FROM (now() - o.created_at))::float8 AS age \
              FROM {schema}.eventrabbit_outbox o \
              WHERE o.sent_at IS NULL AND o.failed_at IS NULL \
                AND (o.publish_at IS NULL OR o.publish_at <= now()) \
@@ -309,6 +383,7 @@ impl Relay {
                AND (o.ordering_key IS NULL OR NOT EXISTS ( \
                      SELECT 1 FROM {schema}.eventrabbit_outbox e \
                      WHERE e.ordering_key = o.ordering_key AND e.id < o.id AND e.sent_at IS NULL \
+                       AND e.failed_at IS NULL \
                        AND (e.publish_at IS NULL OR e.publish_at <= now()))) \
              ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
         );
@@ -328,13 +403,15 @@ impl Relay {
                     headers: r.try_get("headers")?,
                     ordering_key: r.try_get("ordering_key")?,
                     attempts: r.try_get("attempts")?,
+                    age: Duration::from_secs_f64(r.try_get::<f64, _>("age")?.max(0.0)),
                 })
             })
             .collect()
     }
 
-    /// Sends the rows: those of one key one after another (a row not sent stops its key),
-    /// the rest concurrently.
+    /// Sends the rows: those of one key one after another (a row the broker did not take
+    /// for now stops its key, to keep the order; a row refused for good is set aside and
+    /// the key goes on), the rest concurrently.
     async fn send(&self, rows: &[OutboxRow]) -> Vec<Outcome> {
         let mut lanes: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
         let mut solo = Vec::new();
@@ -354,7 +431,7 @@ impl Relay {
                 } else {
                     self.send_one(&rows[i]).await
                 };
-                blocked |= !matches!(outcome, Outcome::Sent);
+                blocked |= matches!(outcome, Outcome::Later(_));
                 outcomes.push((i, outcome));
             }
             outcomes
@@ -370,7 +447,36 @@ impl Relay {
             .collect()
     }
 
+    /// Sends one row. Weather (a nack, the broker away, a leader change) is tried again
+    /// later; a refusal of this very row (no such exchange, a name or header key over 255
+    /// bytes, too large) fails it for good; so does anything that panics while sending it
+    /// (it can never be sent, and must not stop the rows behind it).
     async fn send_one(&self, row: &OutboxRow) -> Outcome {
+        let sending = AssertUnwindSafe(self.publish_row(row)).catch_unwind().await;
+        let published = match sending {
+            Ok(published) => published,
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                return Outcome::Failed(format!("sending it panicked: {text}"));
+            }
+        };
+        match published {
+            Ok(()) => Outcome::Sent,
+            Err(e) if e.is_retryable() => match self.inner.config.give_up_after {
+                Some(deadline) if row.age >= deadline => Outcome::Failed(format!(
+                    "not taken by the broker within {deadline:?} of its commit: {e}"
+                )),
+                _ => Outcome::Later(e.to_string()),
+            },
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+
+    async fn publish_row(&self, row: &OutboxRow) -> eventrabbit::Result<()> {
         let mut options = PublishOptions::new().message_id(&row.message_id);
         if let Some(serde_json::Value::Object(headers)) = &row.headers {
             for (k, v) in headers {
@@ -379,8 +485,7 @@ impl Relay {
                 }
             }
         }
-        let published = self
-            .inner
+        self.inner
             .events
             .publish_with(
                 &row.exchange,
@@ -389,12 +494,7 @@ impl Relay {
                 &row.data,
                 &options,
             )
-            .await;
-        match published {
-            Ok(()) => Outcome::Sent,
-            Err(e) if e.kind() == ErrorKind::Transient => Outcome::Later(e.to_string()),
-            Err(e) => Outcome::Failed(e.to_string()),
-        }
+            .await
     }
 
     async fn mark(
@@ -409,8 +509,19 @@ impl Relay {
             match outcome {
                 Outcome::Sent => sent.push(row.id),
                 Outcome::Failed(error) => {
-                    tracing::warn!(id = row.id, exchange = %row.exchange, %error, "outbox row refused by the broker; marked failed");
+                    tracing::error!(
+                        id = row.id,
+                        message_id = %row.message_id,
+                        ordering_key = row.ordering_key.as_deref().unwrap_or(""),
+                        exchange = %row.exchange,
+                        action = %row.action,
+                        %error,
+                        "outbox row refused for good: marked failed, later rows of its key go on; \
+                         list with `eventrabbit outbox list`, send again with `eventrabbit outbox retry`"
+                    );
                     self.inner.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(FAILED_METRIC, "exchange" => row.exchange.clone())
+                        .increment(1);
                     sqlx::query(&schema.sql(
                         "UPDATE {schema}.eventrabbit_outbox SET failed_at = now(), last_error = $2, \
                          attempts = attempts + 1 WHERE id = $1",

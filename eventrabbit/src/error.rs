@@ -40,9 +40,11 @@ pub enum Error {
         #[source]
         source: lapin::Error,
     },
-    /// The broker refused (negatively confirmed) a publish.
+    /// The broker negatively confirmed a publish: it could not take the message for now
+    /// (a quorum queue electing a new leader, a full queue with `overflow =
+    /// reject-publish`). Weather, not a verdict: [`Error::is_retryable`] is `true`.
     #[error(
-        "broker refused the message published to exchange `{exchange}` with routing key `{routing_key}`"
+        "broker did not take (nacked) the message published to exchange `{exchange}` with routing key `{routing_key}`"
     )]
     Nacked {
         /// The exchange published to (`""` is the default exchange).
@@ -211,15 +213,19 @@ pub enum Error {
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What kind of trouble an [`Error`] is: whether trying again can help.
+/// What kind of trouble an [`Error`] is: whether trying again can help. This is the one
+/// place that decides it: the publisher, the consumer's retry and dead-letter path, the
+/// outbox relay, redrive and the stream reader all ask [`Error::is_retryable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The broker could not be reached, the connection dropped or a deadline passed:
-    /// the same operation may succeed later.
+    /// Weather: the broker could not be reached, the connection or channel dropped, a
+    /// deadline passed, the broker blocked publishing (flow control, an alarm), a queue's
+    /// node is down or its leader is changing, or the broker nacked a publish. The same
+    /// operation may succeed later: retry it with backoff until your deadline.
     Transient,
-    /// The broker refused this operation (no such exchange, a declaration that conflicts
-    /// with an existing one, access refused, a negative confirm, an unroutable message):
+    /// The broker refused this very operation (no such exchange, a declaration that
+    /// conflicts with an existing one, access refused, an unroutable mandatory message):
     /// it fails again until someone changes the broker's state.
     Refused,
     /// The request itself is wrong (a bad URL or name, data that does not serialize, a
@@ -250,11 +256,10 @@ impl Error {
             | Error::Timeout { .. }
             | Error::ReplyLost { .. }
             | Error::Cancelled { .. }
+            | Error::Nacked { .. }
             | Error::Stream(_)
             | Error::Shutdown => ErrorKind::Transient,
-            Error::Nacked { .. } | Error::Unroutable { .. } | Error::NoSuchExchange(_) => {
-                ErrorKind::Refused
-            }
+            Error::Unroutable { .. } | Error::NoSuchExchange(_) => ErrorKind::Refused,
             Error::InvalidUrl(_)
             | Error::NoRuntime
             | Error::DuplicateAction { .. }
@@ -278,6 +283,21 @@ impl Error {
         self.kind() == ErrorKind::Transient
     }
 
+    /// Whether to try again (with backoff, until the caller's deadline): the error is
+    /// weather ([`ErrorKind::Transient`]: a nack, flow control, a lost connection or
+    /// channel, a leader change, a timeout), not a refusal of this very message.
+    ///
+    /// ```
+    /// use eventrabbit::Error;
+    /// let nack = Error::Nacked { exchange: "orders".into(), routing_key: "".into() };
+    /// assert!(nack.is_retryable());
+    /// assert!(!Error::NoSuchExchange("orders".into()).is_retryable());
+    /// ```
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        self.is_transient()
+    }
+
     /// Whether the broker refused the operation itself.
     #[must_use]
     pub fn is_refused(&self) -> bool {
@@ -286,15 +306,22 @@ impl Error {
 }
 
 /// A lapin error's kind. A channel-level protocol error is the broker refusing the
-/// operation; a connection-level one means the connection is gone and a new one may do
-/// better (but for `NOT_ALLOWED`: no access to the virtual host). Everything else (I/O,
-/// missed heartbeats, a closed channel or connection) is transient, but for errors no
-/// reconnection can fix.
+/// operation, but for a queue whose node is down or whose process is restarting (RabbitMQ
+/// says `NOT_FOUND` with "home node .. down or inaccessible", or "process is stopped by
+/// supervisor"): that passes when the node or a new leader is back. A connection-level
+/// one means the connection is gone and a new one may do better (but for `NOT_ALLOWED`:
+/// no access to the virtual host). Everything else (I/O, missed heartbeats, a closed
+/// channel or connection) is transient, but for errors no reconnection can fix.
 fn lapin_kind(e: &lapin::Error) -> ErrorKind {
     use lapin::ErrorKind as K;
-    use lapin::protocol::{AMQPErrorKind, AMQPHardError};
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
     match e.kind() {
         K::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
+                if node_away(amqp.get_message().as_str()) =>
+            {
+                ErrorKind::Transient
+            }
             AMQPErrorKind::Soft(_) | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => {
                 ErrorKind::Refused
             }
@@ -305,5 +332,70 @@ fn lapin_kind(e: &lapin::Error) -> ErrorKind {
         }
         K::ParsingError(_) | K::SerialisationError(_) | K::NoDefaultRuntime => ErrorKind::Permanent,
         _ => ErrorKind::Transient,
+    }
+}
+
+/// Whether a broker's `NOT_FOUND` text says that the queue exists but its node or process
+/// is away for now (not that the queue or exchange is missing).
+fn node_away(text: &str) -> bool {
+    text.contains("down or inaccessible") || text.contains("stopped by supervisor")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+
+    fn protocol(kind: AMQPErrorKind, text: &str) -> Error {
+        let amqp = AMQPError::new(kind, text.into());
+        Error::Amqp {
+            op: "publishing".into(),
+            source: lapin::ErrorKind::ProtocolError(amqp).into(),
+        }
+    }
+
+    #[test]
+    fn weather_is_retryable_and_refusals_are_not() {
+        let nack = Error::Nacked {
+            exchange: "x".into(),
+            routing_key: "k".into(),
+        };
+        assert!(nack.is_retryable());
+        let home_down = protocol(
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND),
+            "NOT_FOUND - home node 'rabbit@n1' of durable queue 'q' in vhost '/' is down or inaccessible",
+        );
+        assert!(home_down.is_retryable(), "{home_down}");
+        let no_exchange = protocol(
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND),
+            "NOT_FOUND - no exchange 'x' in vhost '/'",
+        );
+        assert_eq!(no_exchange.kind(), ErrorKind::Refused);
+        let access = protocol(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            "ACCESS_REFUSED - access to exchange 'x' refused",
+        );
+        assert!(!access.is_retryable());
+        let forced = protocol(
+            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED),
+            "CONNECTION_FORCED - broker forced connection closure",
+        );
+        assert!(forced.is_retryable());
+        assert!(
+            !Error::TooLarge {
+                what: "body",
+                size: 2,
+                limit: 1
+            }
+            .is_retryable()
+        );
+        assert!(
+            Error::Blocked {
+                exchange: "x".into(),
+                reason: "low on memory".into(),
+                waited: Duration::ZERO
+            }
+            .is_retryable()
+        );
     }
 }

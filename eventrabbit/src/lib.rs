@@ -88,11 +88,12 @@ pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;
 pub use handler::rejection::{HandlerError, Rejected};
 pub use pipeline::redrive::{Redrive, RedriveGroup, RedriveReport};
-pub use telemetry::health::{ConsumerHealth, ConsumerState, Health};
+pub use telemetry::health::{ConsumerHealth, ConsumerState, Health, StuckMessage};
 pub use wire::headers::{
     ATTEMPTS_HEADER, DELIVERY_COUNT_HEADER, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER,
     ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER,
-    REASON_CODE_HEADER, REASON_HEADER, RETRY_COUNT_HEADER, TRACEPARENT_HEADER,
+    REASON_CODE_HEADER, REASON_HEADER, REDRIVE_COUNT_HEADER, REDRIVEN_ATTEMPTS_HEADER,
+    REDRIVEN_CODE_HEADER, REDRIVEN_DELIVERY_COUNT_HEADER, RETRY_COUNT_HEADER, TRACEPARENT_HEADER,
 };
 
 #[doc(inline)]

@@ -331,6 +331,44 @@ pub fn rabbitmqctl(args: &[&str]) {
     );
 }
 
+/// A policy (`max-length 0`, `overflow = reject-publish`) making the broker nack every
+/// publish to the queues matching `pattern`, for as long as it lives: weather made on
+/// purpose, on a test's own queues only.
+#[derive(Debug)]
+pub struct Refusing(String);
+
+impl Refusing {
+    /// Refuses publishes to the queues whose names match the regular expression `pattern`.
+    pub fn queues(pattern: &str) -> Self {
+        let name = unique("refuse");
+        rabbitmqctl(&[
+            "set_policy",
+            "--apply-to",
+            "queues",
+            "--priority",
+            "100",
+            &name,
+            pattern,
+            r#"{"max-length":0,"overflow":"reject-publish"}"#,
+        ]);
+        Self(name)
+    }
+
+    /// Lifts the policy: the queues take publishes again.
+    pub fn lift(self) {}
+}
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        rabbitmqctl(&["clear_policy", &self.0]);
+    }
+}
+
+/// `queue` as a regular expression matching only that name.
+pub fn exactly(queue: &str) -> String {
+    format!("^{}$", queue.replace('.', "\\."))
+}
+
 /// How many messages of `queue` are delivered and not yet acknowledged, as `rabbitmqctl`
 /// reports it (panics if `rabbitmqctl` cannot tell).
 pub fn unacked(queue: &str) -> u64 {

@@ -334,6 +334,241 @@ async fn a_refused_row_is_marked_failed_and_other_keys_go_on() {
     s.finish().await;
 }
 
+/// A row refused for good is set aside, not a wall: later rows of its own key are sent
+/// too; health is not ready while it waits for an operator, who lists it (with its key
+/// and reason) and, once the cause is fixed (here: the exchange created), sends it again.
+#[tokio::test]
+async fn a_refused_row_does_not_stop_its_key_and_an_operator_can_retry_it() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let missing = unique("x-pg-missing");
+    let mut tx = s.pool.begin().await.unwrap();
+    let refused = s
+        .outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new(&missing, "T_PG_ORDER", &json!({"order_id": 1}))
+                .unwrap()
+                .ordering_key("k1"),
+        )
+        .await
+        .unwrap();
+    s.outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": 2}))
+                .unwrap()
+                .routing_key(&s.queue)
+                .ordering_key("k1"),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let relay = s.relay(RelayConfig::default().poll_interval(Duration::from_millis(200)));
+    let running = spawn_relay(&relay);
+    wait_until!(WAIT, s.effects().await.0 >= 1);
+    assert_eq!(s.effects().await, (1, 1), "the later row of key k1 went");
+    wait_until!(WAIT, relay.health().failed_rows == 1);
+    let health = relay.health();
+    assert!(health.running && !health.is_ready(), "{health:?}");
+    let failed = s.outbox.failed(&s.pool, 10).await.unwrap();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].message_id, refused);
+    assert_eq!(failed[0].ordering_key.as_deref(), Some("k1"));
+    assert!(failed[0].error.as_deref().unwrap().contains(&missing));
+    // The cause fixed: the exchange exists and routes to the queue.
+    let (_c, ch) = raw_channel().await;
+    ch.exchange_declare(
+        missing.as_str().into(),
+        lapin::ExchangeKind::Fanout,
+        lapin::options::ExchangeDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        s.queue.as_str().into(),
+        missing.as_str().into(),
+        "".into(),
+        lapin::options::QueueBindOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.outbox.retry_failed(&s.pool, &[]).await.unwrap(), 1);
+    wait_until!(WAIT, s.effects().await.0 >= 2);
+    assert_eq!(s.effects().await, (2, 2), "the retried row went");
+    assert!(s.outbox.failed(&s.pool, 10).await.unwrap().is_empty());
+    wait_until!(WAIT, relay.health().is_ready());
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+    cleanup(&[], &[&missing]).await;
+}
+
+/// Rows the broker nacks (the target queue full, `reject-publish`, as during a quorum
+/// leader change) are weather: tried again with backoff, never marked failed, health not
+/// healthy meanwhile; once the queue takes messages every row goes, each key's rows in
+/// commit order on the wire. (Before, every nacked row was marked failed for good and
+/// its key stopped.)
+#[tokio::test]
+async fn nacked_rows_are_retried_in_key_order_until_the_broker_takes_them() {
+    const ROWS: i64 = 200;
+    const KEYS: i64 = 10;
+    let s = setup(None, "T_PG_ORDER").await;
+    let target = unique("q-pg-full");
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &target, true).await;
+    let refusing = Refusing::queues(&exactly(&target));
+    let mut tx = s.pool.begin().await.unwrap();
+    for n in 0..ROWS {
+        let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": n}))
+            .unwrap()
+            .routing_key(&target)
+            .ordering_key(format!("k{}", n % KEYS));
+        s.outbox.publish(&mut tx, message).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let events = deps(Config::default().with_publish_timeout(Duration::from_millis(300)))
+        .await
+        .0;
+    let relay = Relay::new(
+        s.pool.clone(),
+        events,
+        RelayConfig::default()
+            .schema(&s.schema)
+            .max_backoff(Duration::from_millis(400)),
+    )
+    .unwrap();
+    let running = spawn_relay(&relay);
+    wait_until!(WAIT, relay.health().retrying_rows > 0);
+    let health = relay.health();
+    assert!(!health.healthy && health.failed_rows == 0, "{health:?}");
+    assert_eq!(queue_len(&ch, &target).await, 0);
+    refusing.lift();
+    wait_until!(WAIT, queue_len(&ch, &target).await as i64 >= ROWS);
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    let mut got = 0;
+    while let Some(m) = get_message(&ch, &target, Duration::from_millis(300)).await {
+        let v: Value = serde_json::from_slice(&m.delivery.data).unwrap();
+        let n = v["data"]["order_id"].as_i64().unwrap();
+        if let Some(before) = last.insert(n % KEYS, n) {
+            assert!(before < n, "key k{}: {n} after {before}", n % KEYS);
+        }
+        got += 1;
+    }
+    assert_eq!(got, ROWS, "every row sent once");
+    assert_eq!(relay.health().failed, 0, "none marked failed");
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+    cleanup(&[&target], &[]).await;
+}
+
+/// Poison in the outbox: a row that can never be sent (a header key over the 255 bytes
+/// AMQP carries) does not panic the relay: it is marked failed with the reason naming
+/// the header key, the rows behind it (its own key's too) go, and the relay keeps
+/// running. (Before, it panicked the relay task, left the row unmarked, and every relay
+/// started after took it and died again.)
+#[tokio::test]
+async fn a_poison_row_is_set_aside_and_the_relay_keeps_going() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let mut tx = s.pool.begin().await.unwrap();
+    let poison = s
+        .outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": 1}))
+                .unwrap()
+                .routing_key(&s.queue)
+                .ordering_key("k")
+                .header("h".repeat(300), "v"),
+        )
+        .await
+        .unwrap();
+    for id in 2..=3 {
+        s.outbox
+            .publish(
+                &mut tx,
+                OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": id}))
+                    .unwrap()
+                    .routing_key(&s.queue)
+                    .ordering_key("k"),
+            )
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let relay = s.relay(RelayConfig::default());
+    let running = spawn_relay(&relay);
+    wait_until!(WAIT, s.effects().await.0 >= 2);
+    assert_eq!(s.effects().await, (2, 2), "the rows behind it went");
+    let (error, sent, failed) = s.outbox_row(&poison).await;
+    assert!(failed && !sent, "marked failed");
+    assert!(error.unwrap().contains("header key"), "with the reason");
+    assert!(relay.health().running, "{:?}", relay.health());
+    relay.stop();
+    running.await.unwrap();
+    assert!(!relay.health().running);
+    s.finish().await;
+}
+
+/// A relay whose task ended without returning (aborted, or dropped) says it is not running.
+#[tokio::test]
+async fn a_relay_whose_task_ended_is_not_running() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let relay = s.relay(RelayConfig::default());
+    let running = spawn_relay(&relay);
+    wait_until!(WAIT, relay.health().running);
+    running.abort();
+    let _ = running.await;
+    assert!(!relay.health().running, "{:?}", relay.health());
+    s.finish().await;
+}
+
+/// With `give_up_after`, a row the broker keeps refusing for now is marked failed once
+/// that long has passed since its commit, saying so.
+#[tokio::test]
+async fn a_row_not_taken_within_give_up_after_is_marked_failed() {
+    let s = setup(None, "T_PG_ORDER").await;
+    let target = unique("q-pg-never");
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &target, true).await;
+    let _refusing = Refusing::queues(&exactly(&target));
+    let mut tx = s.pool.begin().await.unwrap();
+    let id = s
+        .outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": 1}))
+                .unwrap()
+                .routing_key(&target),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let events = deps(Config::default().with_publish_timeout(Duration::from_millis(300)))
+        .await
+        .0;
+    let relay = Relay::new(
+        s.pool.clone(),
+        events,
+        RelayConfig::default()
+            .schema(&s.schema)
+            .max_backoff(Duration::from_millis(300))
+            .give_up_after(Some(Duration::from_secs(2))),
+    )
+    .unwrap();
+    let running = spawn_relay(&relay);
+    wait_until!(WAIT, s.outbox_row(&id).await.2);
+    let (error, sent, failed) = s.outbox_row(&id).await;
+    assert!(failed && !sent);
+    assert!(error.unwrap().contains("not taken by the broker within"));
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+    cleanup(&[&target], &[]).await;
+}
+
 /// While the database is unreachable the relay retries with backoff and says so in its
 /// health; once it is back, the rows go.
 #[tokio::test]

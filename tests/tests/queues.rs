@@ -192,7 +192,10 @@ async fn queue_arguments_apply_and_a_conflict_names_the_queue_and_argument() {
     let task = start(&declaring, limited).await;
     declaring.shutdown().await; // the queue stays, with nobody consuming it
     task.await.unwrap().unwrap();
-    let (events, handle) = deps(Config::default()).await;
+    // A nack is weather: each is sent again until the publish deadline, then reported as
+    // the nack it still is, retryable.
+    let config = Config::default().with_publish_timeout(Duration::from_millis(500));
+    let (events, handle) = deps(config).await;
     let mut refused = 0;
     for n in 0..6u64 {
         if let Err(e) = events
@@ -200,6 +203,7 @@ async fn queue_arguments_apply_and_a_conflict_names_the_queue_and_argument() {
             .await
         {
             assert!(matches!(e, Error::Nacked { .. }), "{e}");
+            assert!(e.is_retryable(), "{e}");
             refused += 1;
         }
     }

@@ -32,9 +32,6 @@ pub(crate) enum Settle {
     Ack,
     /// Not settled: give it back to the broker for redelivery.
     Requeue,
-    /// Cannot be settled: leave it unacknowledged (the broker redelivers it only once
-    /// this channel closes).
-    Hold,
 }
 
 /// Where delivery tasks running apart from the delivery loop report how their delivery is
@@ -98,7 +95,6 @@ impl Settlements {
     /// Records how `tag` is settled; sends acknowledgements once a batch is full.
     pub(crate) fn settle(&mut self, tag: u64, how: Settle) {
         match how {
-            Settle::Hold => return,
             Settle::Ack => self.state.finished(tag),
             Settle::Requeue => {
                 let opts = BasicNackOptions {
@@ -148,13 +144,14 @@ impl Settlements {
     }
 
     /// Shutdown: takes the settlements of the delivery tasks still running until the last
-    /// of them ends, then sends every acknowledgement due and waits until it is written.
+    /// of them ends, then sends every acknowledgement due (those finished above a gap
+    /// included) and waits until it is written.
     pub(crate) async fn finish(mut self) {
         self.tx = None;
         while let Some((tag, how)) = self.rx.recv().await {
             self.settle(tag, how);
         }
-        for (tag, multiple) in self.state.flush(self.spill) {
+        for (tag, multiple) in self.state.flush(1) {
             if let Err(e) = self.ch.basic_ack(tag, BasicAckOptions { multiple }).await {
                 tracing::warn!(queue = %self.queue, error = %e, "ack failed; the broker will redeliver");
             }

@@ -13,12 +13,13 @@ use crate::handler::producers::{ProducerSink, PublishFuture};
 use crate::pipeline::transport::Outgoing;
 use crate::telemetry::health::{ConsumerHealth, ConsumerSlot};
 use crate::telemetry::trace;
-use crate::wire::limits::check_name;
+use crate::wire::limits::{check_name, short};
 use crate::wire::properties::{Plain, properties};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// The connection, publisher, RPC client, configuration and shutdown signal of one
@@ -146,7 +147,11 @@ impl Client {
         }
         check_name("exchange", exchange)?;
         check_name("routing key", routing_key)?;
-        let (queue, arguments) = delay::wait_queue(exchange, routing_key, delay);
+        let queue_type = self
+            .config
+            .delay_queue_type
+            .unwrap_or(self.config.queue.queue_type);
+        let (queue, arguments) = delay::wait_queue(exchange, routing_key, delay, queue_type);
         send_to_queue(
             &self.connector,
             &self.publisher,
@@ -154,6 +159,7 @@ impl Client {
             delay::target(&queue, arguments),
             body,
             properties(trace::outgoing_trace(self.config.trace_propagation)),
+            Instant::now() + self.config.publish_timeout,
         )
         .await
     }
@@ -171,10 +177,10 @@ impl Client {
             check_name("message id", id)?;
             props = props.with_message_id(id.as_str().into());
         }
-        if let Some(extra) = &options.headers {
+        if !options.headers.is_empty() {
             let mut headers = props.headers().clone().unwrap_or_default();
-            for (k, v) in extra.inner() {
-                headers.insert(k.clone(), v.clone());
+            for (k, v) in &options.headers {
+                headers.insert(short("header key", k)?, v.clone());
             }
             props = props.with_headers(headers);
         }

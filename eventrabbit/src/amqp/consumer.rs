@@ -48,10 +48,12 @@ fn prepare(
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
     spec.check(&settings)?;
+    let policy = QueuePolicy::new(&spec.queue, routes, settings)
+        .with_layers(shared.layers.lock().around(&layers));
+    policy.check_wait_queues()?;
     Ok(Arc::new(QueueContext {
         spec: spec.clone(),
-        policy: QueuePolicy::new(&spec.queue, routes, settings)
-            .with_layers(shared.layers.lock().around(&layers)),
+        policy,
         client: shared.clone(),
         slot: slot.clone(),
         unsettled: Unsettled::default(),

@@ -6,10 +6,16 @@
 //! the broker a minute after the last message it holds is due (its lease is renewed while
 //! messages are sent to it, see [`retry`](super::retry)).
 //!
+//! In front of a cluster (`QueueType::Quorum` for the delay queues, which follow
+//! `QueueConfig::queue_type` unless `Config::delay_queue_type` says otherwise) a wait queue
+//! is a quorum queue, named `eventrabbit.delay.quorum.<ms>ms:..`, that survives the loss of
+//! a node and moves due messages on with at-least-once dead-lettering.
+//!
 //! Delays are rounded up onto a grid first ([`on_grid`](crate::wire::delay::on_grid)), so
 //! that a service publishing at many different times makes few wait queues.
 
-use super::retry::{LEASE_MARGIN_MS, Target};
+use super::retry::{LEASE_MARGIN_MS, Target, quorum_arguments};
+use crate::config::QueueType;
 use crate::wire::limits::MAX_NAME_LEN;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use std::time::Duration;
@@ -20,14 +26,19 @@ pub(crate) fn wait_queue(
     exchange: &str,
     routing_key: &str,
     delay: Duration,
+    queue_type: QueueType,
 ) -> (String, FieldTable) {
     let ms = delay.as_millis() as i64;
-    let readable = format!("eventrabbit.delay.{ms}ms:{exchange}:{routing_key}");
+    let prefix = match queue_type {
+        QueueType::Quorum => "eventrabbit.delay.quorum.",
+        _ => "eventrabbit.delay.",
+    };
+    let readable = format!("{prefix}{ms}ms:{exchange}:{routing_key}");
     let name = if readable.len() <= MAX_NAME_LEN {
         readable
     } else {
         format!(
-            "eventrabbit.delay.{ms}ms:{:016x}",
+            "{prefix}{ms}ms:{:016x}",
             fnv1a(&[exchange.as_bytes(), b"\0", routing_key.as_bytes()])
         )
     };
@@ -40,6 +51,9 @@ pub(crate) fn wait_queue(
         "x-expires".into(),
         AMQPValue::LongLongInt(ms + LEASE_MARGIN_MS),
     );
+    if queue_type == QueueType::Quorum {
+        quorum_arguments(&mut args);
+    }
     (name, args)
 }
 
@@ -69,12 +83,29 @@ mod tests {
 
     #[test]
     fn long_names_are_hashed_to_fit() {
-        let (short, args) = wait_queue("orders", "order.placed", Duration::from_secs(5));
+        let classic = QueueType::Classic;
+        let (short, args) = wait_queue("orders", "order.placed", Duration::from_secs(5), classic);
         assert_eq!(short, "eventrabbit.delay.5000ms:orders:order.placed");
         assert!(args.inner().contains_key("x-dead-letter-routing-key"));
         let key = "k".repeat(255);
-        let (long, _) = wait_queue("orders", &key, Duration::from_secs(5));
-        assert!(long.len() <= MAX_NAME_LEN, "{long}");
-        assert_eq!(long, wait_queue("orders", &key, Duration::from_secs(5)).0);
+        for queue_type in [classic, QueueType::Quorum] {
+            let (long, _) = wait_queue("orders", &key, Duration::from_secs(5), queue_type);
+            assert!(long.len() <= MAX_NAME_LEN, "{long}");
+            assert_eq!(
+                long,
+                wait_queue("orders", &key, Duration::from_secs(5), queue_type).0
+            );
+        }
+    }
+
+    #[test]
+    fn quorum_wait_queues_move_messages_on_at_least_once() {
+        let (name, args) = wait_queue("orders", "k", Duration::from_secs(5), QueueType::Quorum);
+        assert_eq!(name, "eventrabbit.delay.quorum.5000ms:orders:k");
+        let arg = |k: &str| args.inner().get(k).cloned();
+        let long = |v: &str| Some(AMQPValue::LongString(LongString::from(v)));
+        assert_eq!(arg("x-queue-type"), long("quorum"));
+        assert_eq!(arg("x-dead-letter-strategy"), long("at-least-once"));
+        assert_eq!(arg("x-overflow"), long("reject-publish"));
     }
 }

@@ -3,13 +3,16 @@
 
 use super::ack::{self, Settle, Settlements};
 use super::client::Client;
+use super::recording::Recording;
 use super::topology;
-use super::unsettled::{GIVE_BACK_LIMIT, MessageKey, Unsettled};
+use super::unsettled::{MessageKey, Unsettled};
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
 use crate::handler::context::Message;
+use crate::pipeline::dead_reason::DeadReason;
 use crate::pipeline::handle::handle;
 use crate::pipeline::policy::QueuePolicy;
+use crate::pipeline::transport::Transport;
 use crate::telemetry::health::ConsumerSlot;
 use crate::telemetry::trace;
 use futures_util::{FutureExt, StreamExt};
@@ -34,9 +37,6 @@ pub(super) struct QueueContext {
     pub(super) slot: Arc<ConsumerSlot>,
     pub(super) unsettled: Unsettled,
 }
-
-/// The pause before a delivery that could not be settled is given back, against hot loops.
-const GIVE_BACK_PAUSE: Duration = Duration::from_secs(1);
 
 /// The delivery loop: runs each delivery, giving it a task of its own once its handler
 /// waits, and settles what finished, until shutdown or a channel error.
@@ -177,6 +177,7 @@ async fn guarded(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
                 &ctx,
                 &message,
                 format!("panicked while handling a delivery: {text}"),
+                None,
             )
             .await
         }
@@ -185,58 +186,72 @@ async fn guarded(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
 
 /// Handles one delivery from decision to acknowledgement, in its span and trace.
 async fn process(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
-    if ctx.unsettled.any() && ctx.unsettled.is_held(MessageKey::of(&message)) {
-        // Failed to settle too often already: keep it, do not run its handler again.
-        return Settle::Hold;
+    let recording = Recording::new(&ctx.client);
+    if ctx.unsettled.any() {
+        let key = MessageKey::of(&message);
+        if let Some(reason) = ctx.unsettled.pending_dead_letter(key) {
+            // Its dead letter was decided before and could not be sent: send it now, without
+            // running its handler again.
+            let settings = &ctx.policy.settings;
+            return match ctx.client.dead_letter(&message, &reason, settings).await {
+                Ok(()) => settled(&ctx, key),
+                Err(e) => {
+                    let why = format!("its dead letter cannot be sent: {e}");
+                    give_back(&ctx, &message, why, Some(reason)).await
+                }
+            };
+        }
     }
     let (incoming, from_header) = trace::incoming_trace(&message);
     let span = trace::delivery_span(&message, &incoming);
     let propagate = trace::propagates(ctx.client.config.trace_propagation, from_header, &span);
-    let settled = trace::in_trace(
+    let settled_now = trace::in_trace(
         incoming,
         propagate,
-        handle(&ctx.policy, &*ctx.client, &message),
+        handle(&ctx.policy, &recording, &message),
     )
     .instrument(span)
     .await;
-    match settled {
+    match settled_now {
         Ok(()) => {
             if ctx.unsettled.any() {
-                ctx.unsettled.settled(MessageKey::of(&message));
+                return settled(&ctx, MessageKey::of(&message));
             }
             Settle::Ack
         }
-        // The connection is in trouble: nothing was lost, the broker redelivers it.
-        Err(e) if e.is_transient() => {
-            tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; giving it back");
-            give_back(&ctx, &message, e.to_string()).await
-        }
-        // Not even its dead letter can be sent: keep it rather than lose it or loop.
+        // Weather for longer than `Config::settle_timeout`, or a dead letter the broker
+        // refuses: nothing was lost, the broker has it back after a pause.
         Err(e) => {
-            ctx.unsettled.hold(MessageKey::of(&message));
-            hold(&ctx, format!("cannot settle a message: {e}"))
+            tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; giving it back");
+            let why = format!("could not settle it: {e}");
+            give_back(&ctx, &message, why, recording.unsent_dead_letter()).await
         }
     }
 }
 
-/// Gives a delivery back to the broker after a pause; holds it instead once it came back
-/// too often.
-async fn give_back(ctx: &QueueContext, message: &Message, why: String) -> Settle {
-    tokio::time::sleep(GIVE_BACK_PAUSE).await;
-    if ctx.unsettled.gave_back(MessageKey::of(message)) {
-        hold(
-            ctx,
-            format!("holding a message that could not be settled {GIVE_BACK_LIMIT} times: {why}"),
-        )
-    } else {
-        Settle::Requeue
-    }
+/// Acknowledges a message that was given back before, and forgets it.
+fn settled(ctx: &QueueContext, key: MessageKey) -> Settle {
+    ctx.unsettled.settled(key);
+    ctx.slot.stuck(ctx.unsettled.stuck());
+    Settle::Ack
 }
 
-/// Holds a delivery (left unacknowledged) and says so in health.
-fn hold(ctx: &QueueContext, why: String) -> Settle {
-    ctx.slot.held(ctx.unsettled.held(), why);
-    Settle::Hold
+/// Gives a delivery back to the broker after a pause that grows with each give-back of
+/// the same message (at most [`MAX_PAUSE`](super::unsettled::MAX_PAUSE); at once on
+/// shutdown), and says in health which messages keep coming back.
+async fn give_back(
+    ctx: &QueueContext,
+    message: &Message,
+    why: String,
+    dead_letter: Option<DeadReason>,
+) -> Settle {
+    let pause = ctx.unsettled.gave_back(message, why, dead_letter);
+    ctx.slot.stuck(ctx.unsettled.stuck());
+    tokio::select! {
+        () = tokio::time::sleep(pause) => {}
+        () = ctx.client.shutdown.cancelled() => {}
+    }
+    Settle::Requeue
 }
 
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {

@@ -11,6 +11,7 @@ pub(crate) mod deadlines;
 pub(crate) mod delay;
 pub(crate) mod delivery;
 pub(crate) mod publisher;
+pub(crate) mod recording;
 pub(crate) mod redact;
 pub(crate) mod redrive;
 pub(crate) mod reopen;

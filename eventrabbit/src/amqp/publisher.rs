@@ -23,6 +23,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+/// The pause before a publish that was not taken (nacked, or its channel lost) is sent
+/// again; doubled each time up to [`MAX_NACK_PAUSE`].
+const FIRST_NACK_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest pause between two attempts of one publish.
+const MAX_NACK_PAUSE: Duration = Duration::from_secs(1);
+
 /// Publishes with confirms, reopening its channels (and the connection) when needed.
 pub(crate) struct Publisher {
     connector: Arc<Connector>,
@@ -117,7 +124,14 @@ impl Publisher {
         msg.properties.check(self.connector.frame_max())
     }
 
-    /// Publishes and waits for the broker's confirm; retries on connection loss until the deadline.
+    /// Publishes and waits for the broker's confirm; retries weather (a lost channel or
+    /// connection, a nack) until the publish deadline (`Config::publish_timeout`).
+    ///
+    pub(crate) fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
+        self.publish_until(msg, Instant::now() + self.timeout)
+    }
+
+    /// [`Publisher::publish`], giving up at `deadline` (or the publish deadline, if sooner).
     ///
     /// A plain function returning the future (not an `async fn`): `msg` is then stored in
     /// the future once, not copied from an argument slot into a local, which keeps the
@@ -126,21 +140,26 @@ impl Publisher {
         clippy::manual_async_fn,
         reason = "an async fn would store `msg` twice in its future"
     )]
-    pub(crate) fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
+    pub(crate) fn publish_until(
+        &self,
+        msg: Outgoing<'_>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<()>> + Send {
         async move {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             // Counted down however the publish ends, even if its future is dropped.
             let _in_flight = InFlight(self);
+            let deadline = deadline.min(Instant::now() + self.timeout);
             // No span at all while no tracing subscriber is set: making a disabled one
             // (and offering it to `log`) took about 200 instructions of each publish, and
             // dropping even `Span::none()` shows in a profile.
             if tracing::dispatcher::has_been_set() {
                 let span = trace::publish_span(msg.exchange, msg.routing_key);
                 if !span.is_disabled() {
-                    return self.publish_in_span(&msg).instrument(span).await;
+                    return self.publish_in_span(&msg, deadline).instrument(span).await;
                 }
             }
-            self.publish_in_span(&msg).await
+            self.publish_in_span(&msg, deadline).await
         }
     }
 
@@ -155,14 +174,16 @@ impl Publisher {
         }
     }
 
-    async fn publish_in_span(&self, msg: &Outgoing<'_>) -> Result<()> {
+    async fn publish_in_span(&self, msg: &Outgoing<'_>, deadline: Instant) -> Result<()> {
         self.check(msg)?;
         // Read before written: publishes on many threads then share the flag's cache
         // line instead of taking it from each other.
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
         }
-        let deadline = Instant::now() + self.timeout;
+        let waited = |start: Instant| Instant::now().saturating_duration_since(start);
+        let start = Instant::now();
+        let mut pause = FIRST_NACK_PAUSE;
         loop {
             let ch = self.channel(msg.exchange, deadline).await?;
             let attempt = self
@@ -175,10 +196,10 @@ impl Publisher {
                     Some(reason) => Error::Blocked {
                         exchange: msg.exchange.to_owned(),
                         reason,
-                        waited: self.timeout,
+                        waited: waited(start),
                     },
                     None => Error::Unavailable(
-                        self.timeout,
+                        waited(start),
                         format!(
                             "waiting for the broker to confirm a publish to exchange `{}`",
                             msg.exchange
@@ -186,38 +207,45 @@ impl Publisher {
                     ),
                 });
             };
-            match attempt {
+            let e = match attempt {
                 Ok(()) => {
                     self.confirms.increment(1);
                     return Ok(());
                 }
                 Err(PublishError::Final(e)) => {
-                    if matches!(e, Error::Nacked { .. }) {
-                        self.retire(msg.exchange, &ch);
+                    if !matches!(e, Error::Nacked { .. }) {
+                        return Err(e);
                     }
-                    return Err(e);
+                    // A nack is weather (a leader change, a full queue): a fresh channel
+                    // finds a new leader; the message is sent again after a pause.
+                    self.retire(msg.exchange, &ch);
+                    e
                 }
                 Err(PublishError::Channel(e)) => {
                     let e = Error::amqp(format!(
                         "publishing to exchange `{}` with routing key `{}`",
                         msg.exchange, msg.routing_key
                     ))(e);
-                    if !e.is_transient() {
+                    if !e.is_retryable() {
                         // The broker refused this very publish (e.g. no such exchange).
                         return Err(e);
                     }
-                    if Instant::now() >= deadline {
-                        return Err(Error::Unavailable(
-                            self.timeout,
-                            format!("publishing to exchange `{}`", msg.exchange),
-                        ));
-                    }
-                    // The channel or connection went away: not this message's fault, so
-                    // send it again.
-                    tracing::debug!(error = %e, "publish interrupted, retrying on a new channel");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    e
                 }
+            };
+            // Weather: not this message's fault, so send it again until the deadline.
+            if Instant::now() + pause >= deadline {
+                return Err(match e {
+                    Error::Nacked { .. } => e,
+                    _ => Error::Unavailable(
+                        waited(start),
+                        format!("publishing to exchange `{}`: {e}", msg.exchange),
+                    ),
+                });
             }
+            tracing::debug!(error = %e, ?pause, "publish not taken, sending it again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_NACK_PAUSE);
         }
     }
 

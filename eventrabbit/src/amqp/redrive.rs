@@ -23,6 +23,9 @@ use tokio::time::Instant;
 /// How long one step (a `basic.get`, a publish and its confirm) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long one message is sent again while the broker does not take it for now.
+const WEATHER: Duration = Duration::from_secs(30);
+
 /// Moves (or, in a dry run, examines) the dead letters of `policy`'s queue that are in
 /// `dead_letter_queue` when it starts.
 pub(crate) async fn redrive(
@@ -102,7 +105,7 @@ async fn run(
         if how.dry_run {
             continue;
         }
-        match move_back(ch, queue, &delivery, frame_max).await {
+        match move_back_through_weather(ch, queue, &delivery, frame_max).await {
             Ok(()) => {
                 step(delivery.acker.ack(BasicAckOptions::default()))
                     .await?
@@ -124,6 +127,29 @@ async fn run(
     }
     // In a dry run, what was looked at goes back when the channel closes.
     Ok(report)
+}
+
+/// [`move_back`], sent again while the broker does not take it for now (a nack from a
+/// queue electing a leader or full for a moment), with backoff, for up to [`WEATHER`];
+/// a refusal, or the redrive's channel gone, stops the redrive at once.
+async fn move_back_through_weather(
+    ch: &Channel,
+    queue: &str,
+    delivery: &lapin::message::Delivery,
+    frame_max: usize,
+) -> Result<()> {
+    let until = Instant::now() + WEATHER;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match move_back(ch, queue, delivery, frame_max).await {
+            Err(e) if e.is_retryable() && ch.status().connected() && Instant::now() < until => {
+                tracing::warn!(queue, error = %e, ?pause, "redrive: the broker did not take a message; sending it again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Publishes a dead letter back to `queue`, with the failure bookkeeping removed, as

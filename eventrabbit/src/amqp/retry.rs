@@ -15,6 +15,8 @@ use super::publisher::Publisher;
 use crate::config::QueueType;
 use crate::error::{Error, Result};
 use crate::pipeline::transport::Outgoing;
+use crate::wire::limits;
+use crate::wire::names::retry_queue_name;
 use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -23,19 +25,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How many times a retry or a dead letter is tried before it is given up.
-const ATTEMPTS: u32 = 3;
+/// How many times a retry or a dead letter the broker refuses is tried (the queue is
+/// declared again in between: a wait queue may have expired) before it is given up.
+const REFUSED_ATTEMPTS: u32 = 3;
 
 /// The pause before the second attempt; doubled for each further one.
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 
+/// The longest pause between two attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
 /// How long a declaration may take.
 const DECLARE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The name of the wait queue for `delay` in front of `queue`.
-pub(crate) fn retry_queue_name(queue: &str, delay: Duration) -> String {
-    format!("{queue}.retry.{}ms", delay.as_millis())
-}
 
 /// How long a wait queue stays after it was last declared, beyond its message TTL.
 pub(super) const LEASE_MARGIN_MS: i64 = 60_000;
@@ -105,11 +106,17 @@ pub(crate) fn wait_queue(
         AMQPValue::LongLongInt(ttl + LEASE_MARGIN_MS),
     );
     if queue_type == QueueType::Quorum {
-        args.insert("x-queue-type".into(), long("quorum"));
-        args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
-        args.insert("x-overflow".into(), long("reject-publish"));
+        quorum_arguments(&mut args);
     }
     (name, args)
+}
+
+/// Makes a wait queue a quorum queue whose expired messages go on with at-least-once
+/// dead-lettering (which needs `reject-publish`).
+pub(crate) fn quorum_arguments(args: &mut FieldTable) {
+    args.insert("x-queue-type".into(), long("quorum"));
+    args.insert("x-dead-letter-strategy".into(), long("at-least-once"));
+    args.insert("x-overflow".into(), long("reject-publish"));
 }
 
 /// The arguments of a dead-letter queue: of the consumed queue's type.
@@ -126,9 +133,10 @@ fn long(value: &str) -> AMQPValue {
 }
 
 /// Sends `body` to `target` through the default exchange (mandatory, confirmed),
-/// declaring the queue first if it is not known to exist. Tried up to [`ATTEMPTS`] times,
-/// with a pause between, while the broker refuses it; a connection that stays away fails
-/// it at the publish deadline.
+/// declaring the queue first if it is not known to exist. Weather (a nack, a lost
+/// connection, the queue's node away) is tried again with backoff until `deadline`; a
+/// refusal up to [`REFUSED_ATTEMPTS`] times (declaring the queue again in between). The
+/// error returned says which it was ([`Error::is_retryable`]).
 pub(crate) async fn send_to_queue(
     connector: &Connector,
     publisher: &Publisher,
@@ -136,21 +144,40 @@ pub(crate) async fn send_to_queue(
     target: Target<'_>,
     body: &[u8],
     properties: BasicProperties,
+    deadline: Instant,
 ) -> Result<()> {
     let mut pause = FIRST_PAUSE;
-    let mut attempt = 1;
+    let mut refused = 0;
     loop {
-        let sent = send_once(connector, publisher, declared, &target, body, &properties).await;
-        match sent {
+        let sent = send_once(
+            connector,
+            publisher,
+            declared,
+            &target,
+            body,
+            &properties,
+            deadline,
+        )
+        .await;
+        let e = match sent {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() || attempt >= ATTEMPTS => return Err(e),
-            Err(e) => {
-                tracing::warn!(queue = target.queue, attempt, error = %e, "could not send to {}; trying again", target.what);
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-                attempt += 1;
+            Err(e) => e,
+        };
+        if e.is_retryable() {
+            if Instant::now() + pause >= deadline {
+                return Err(e);
             }
+        } else {
+            refused += 1;
+            if refused >= REFUSED_ATTEMPTS {
+                return Err(e);
+            }
+            // The queue may be gone or declared otherwise meanwhile: declare it again.
+            declared.forget(target.queue);
         }
+        tracing::warn!(queue = target.queue, error = %e, ?pause, "could not send to {}; trying again", target.what);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
@@ -161,19 +188,24 @@ async fn send_once(
     target: &Target<'_>,
     body: &[u8],
     properties: &BasicProperties,
+    deadline: Instant,
 ) -> Result<()> {
+    limits::check_name(target.what, target.queue)?;
     if !declared.has(target.queue) {
-        declare(connector, target).await?;
+        declare(connector, target, deadline).await?;
         declared.add(target.queue);
     }
     let sent = publisher
-        .publish(Outgoing {
-            exchange: "",
-            routing_key: target.queue,
-            body,
-            properties: properties.clone().into(),
-            mandatory: true,
-        })
+        .publish_until(
+            Outgoing {
+                exchange: "",
+                routing_key: target.queue,
+                body,
+                properties: properties.clone().into(),
+                mandatory: true,
+            },
+            deadline,
+        )
         .await;
     if let Err(Error::Unroutable { .. }) = &sent {
         // The queue is gone (an unused wait queue expires): declare it next time.
@@ -182,9 +214,9 @@ async fn send_once(
     sent
 }
 
-async fn declare(connector: &Connector, target: &Target<'_>) -> Result<()> {
+async fn declare(connector: &Connector, target: &Target<'_>, deadline: Instant) -> Result<()> {
     let what = format!("declaring {} `{}`", target.what, target.queue);
-    let deadline = Instant::now() + DECLARE_TIMEOUT;
+    let deadline = deadline.min(Instant::now() + DECLARE_TIMEOUT);
     let op = what.clone();
     let declaring = connector.with_channel(deadline, &what, |ch| async move {
         ch.queue_declare(
@@ -202,7 +234,7 @@ async fn declare(connector: &Connector, target: &Target<'_>) -> Result<()> {
     match tokio::time::timeout_at(deadline, declaring).await {
         Ok(declared) => declared,
         Err(_) => Err(Error::Unavailable(
-            DECLARE_TIMEOUT,
+            deadline.saturating_duration_since(Instant::now()),
             format!("declaring {} `{}`", target.what, target.queue),
         )),
     }

@@ -10,10 +10,21 @@ use crate::pipeline::dead_reason::DeadReason;
 use crate::pipeline::failure::{dead_letter_properties, retry_properties};
 use crate::pipeline::transport::{Outgoing, Transport};
 use std::time::Duration;
+use tokio::time::Instant;
 
+impl Client {
+    /// How long a consumer sends what settles a delivery through weather.
+    fn settle_deadline(&self) -> Instant {
+        Instant::now() + self.config.settle_timeout
+    }
+}
+
+/// What the consumers send to settle a delivery (a result, a reply, a retry, a dead
+/// letter, a failure event) goes through weather until `Config::settle_timeout`, then the
+/// delivery is given back: a finished delivery is never kept unacknowledged for long.
 impl Transport for Client {
     fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
-        self.publisher.publish(msg)
+        self.publisher.publish_until(msg, self.settle_deadline())
     }
 
     fn frame_max(&self) -> usize {
@@ -47,6 +58,7 @@ impl Transport for Client {
             target,
             &message.body,
             properties,
+            self.settle_deadline(),
         )
         .await
     }
@@ -71,6 +83,7 @@ impl Transport for Client {
             target,
             &message.body,
             properties,
+            self.settle_deadline(),
         )
         .await
     }

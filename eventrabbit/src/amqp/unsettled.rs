@@ -1,18 +1,35 @@
-//! Deliveries that could not be settled, by message: a message given back to the broker
-//! again and again (its retry or dead letter cannot be sent, or settling it panics) is
-//! held after a few tries: left unacknowledged, its handler not run again, and reported
-//! in health, instead of cycling between the broker and the handler forever.
+//! Deliveries that could not be settled, by message. Nothing is held: a delivery whose
+//! retry or dead letter cannot be sent (after `Config::settle_timeout` of weather) is given
+//! back to the broker after a pause that grows with each give-back of the same message, up
+//! to [`MAX_PAUSE`], and comes back. A message whose dead letter was decided but could not
+//! be sent does not run its handler again when it comes back: its dead letter is sent.
+//! Health names the messages given back more than once (queue, message id, why).
 
 use crate::handler::context::Message;
+use crate::pipeline::dead_reason::DeadReason;
+use crate::telemetry::health::StuckMessage;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-/// How many times a message is given back before it is held.
-pub(super) const GIVE_BACK_LIMIT: u32 = 5;
+/// The pause before the first give-back of a message; doubled for each further one.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
 
-/// Beyond this many messages tracked, the counts start over (held ones are kept).
+/// The longest pause before a give-back. With `Config::settle_timeout` (5 s by default)
+/// it bounds how long a delivery stays unacknowledged after its handler finished, far
+/// below the broker's `consumer_timeout`.
+pub(super) const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// A message given back this often is reported as stuck in health.
+const STUCK_AFTER: u32 = 2;
+
+/// A message not seen again for this long is forgotten (another consumer took it, or it
+/// was settled elsewhere).
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+
+/// Beyond this many messages tracked, the oldest are forgotten.
 const MAX_TRACKED: usize = 10_000;
 
 /// Identifies a message across redeliveries: its `message_id`, else its body.
@@ -30,12 +47,21 @@ impl MessageKey {
     }
 }
 
+#[derive(Debug)]
+struct Entry {
+    given_back: u32,
+    message_id: Option<String>,
+    why: String,
+    /// The dead letter decided for it, which could not be sent yet.
+    dead_letter: Option<DeadReason>,
+    seen: Instant,
+}
+
 /// What one consumer knows of the messages it could not settle.
 #[derive(Debug, Default)]
 pub(super) struct Unsettled {
-    /// Times given back, by message; `GIVE_BACK_LIMIT` or more means held.
-    counts: Mutex<HashMap<MessageKey, u32>>,
-    /// How many entries `counts` has: the delivery path looks at it without locking.
+    entries: Mutex<HashMap<MessageKey, Entry>>,
+    /// How many entries there are: the delivery path looks at it without locking.
     tracked: AtomicUsize,
 }
 
@@ -45,47 +71,76 @@ impl Unsettled {
         self.tracked.load(Ordering::Relaxed) > 0
     }
 
-    /// Whether `key` is held.
-    pub(super) fn is_held(&self, key: MessageKey) -> bool {
-        self.counts
-            .lock()
-            .get(&key)
-            .is_some_and(|n| *n >= GIVE_BACK_LIMIT)
+    /// The dead letter decided for `key` that could not be sent yet, if any.
+    pub(super) fn pending_dead_letter(&self, key: MessageKey) -> Option<DeadReason> {
+        let mut entries = self.entries.lock();
+        let entry = entries.get_mut(&key)?;
+        entry.seen = Instant::now();
+        entry.dead_letter.clone()
     }
 
-    /// Counts a give-back of `key`; `true` once it is to be held.
-    pub(super) fn gave_back(&self, key: MessageKey) -> bool {
-        let mut counts = self.counts.lock();
-        if counts.len() >= MAX_TRACKED {
-            counts.retain(|_, n| *n >= GIVE_BACK_LIMIT);
+    /// Counts a give-back of `message` for `why` (remembering the dead letter decided for
+    /// it, if that is what could not be sent); returns how long to pause before giving it
+    /// back.
+    pub(super) fn gave_back(
+        &self,
+        message: &Message,
+        why: String,
+        dead_letter: Option<DeadReason>,
+    ) -> Duration {
+        let key = MessageKey::of(message);
+        let mut entries = self.entries.lock();
+        if entries.len() >= MAX_TRACKED {
+            entries.retain(|_, e| e.seen.elapsed() < FORGET_AFTER);
+            if entries.len() >= MAX_TRACKED {
+                entries.clear();
+            }
         }
-        let n = counts.entry(key).or_default();
-        *n = n.saturating_add(1);
-        let held = *n >= GIVE_BACK_LIMIT;
-        self.tracked.store(counts.len(), Ordering::Relaxed);
-        held
-    }
-
-    /// Holds `key` at once (it can never be settled).
-    pub(super) fn hold(&self, key: MessageKey) {
-        let mut counts = self.counts.lock();
-        counts.insert(key, GIVE_BACK_LIMIT);
-        self.tracked.store(counts.len(), Ordering::Relaxed);
+        let entry = entries.entry(key).or_insert_with(|| Entry {
+            given_back: 0,
+            message_id: message
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string()),
+            why: String::new(),
+            dead_letter: None,
+            seen: Instant::now(),
+        });
+        entry.given_back = entry.given_back.saturating_add(1);
+        entry.why = why;
+        entry.seen = Instant::now();
+        if dead_letter.is_some() {
+            entry.dead_letter = dead_letter;
+        }
+        let pause = FIRST_PAUSE.saturating_mul(1 << (entry.given_back - 1).min(8));
+        self.tracked.store(entries.len(), Ordering::Relaxed);
+        pause.min(MAX_PAUSE)
     }
 
     /// `key` was settled: forget it.
     pub(super) fn settled(&self, key: MessageKey) {
-        let mut counts = self.counts.lock();
-        counts.remove(&key);
-        self.tracked.store(counts.len(), Ordering::Relaxed);
+        let mut entries = self.entries.lock();
+        if entries.remove(&key).is_some() {
+            self.tracked.store(entries.len(), Ordering::Relaxed);
+        }
     }
 
-    /// How many messages are held.
-    pub(super) fn held(&self) -> usize {
-        self.counts
-            .lock()
+    /// The messages given back more than once and seen lately, for health.
+    pub(super) fn stuck(&self) -> Vec<StuckMessage> {
+        let mut entries = self.entries.lock();
+        entries.retain(|_, e| e.seen.elapsed() < FORGET_AFTER);
+        self.tracked.store(entries.len(), Ordering::Relaxed);
+        let mut stuck: Vec<StuckMessage> = entries
             .values()
-            .filter(|n| **n >= GIVE_BACK_LIMIT)
-            .count()
+            .filter(|e| e.given_back >= STUCK_AFTER)
+            .map(|e| StuckMessage {
+                message_id: e.message_id.clone(),
+                given_back: e.given_back,
+                reason: e.why.clone(),
+            })
+            .collect();
+        stuck.sort_by_key(|m| std::cmp::Reverse(m.given_back));
+        stuck
     }
 }

@@ -45,6 +45,8 @@ pub struct Binding {
     pub(crate) kind: ExchangeKind,
     pub(crate) routing_key: String,
     pub(crate) arguments: FieldTable,
+    /// A header key over 255 bytes, refused when the queue is consumed (never a panic).
+    pub(crate) long_key: Option<String>,
     pub(crate) durable: Option<bool>,
 }
 
@@ -58,6 +60,7 @@ impl Binding {
             kind,
             routing_key: String::new(),
             arguments: FieldTable::default(),
+            long_key: None,
             durable: None,
         }
     }
@@ -98,10 +101,14 @@ impl Binding {
     /// A header to match, for headers exchanges.
     #[must_use]
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.arguments.insert(
-            ShortString::from(key.into()),
-            AMQPValue::LongString(value.into().into()),
-        );
+        let key = key.into();
+        match ShortString::try_new(key.as_str()) {
+            Ok(short) => {
+                self.arguments
+                    .insert(short, AMQPValue::LongString(value.into().into()));
+            }
+            Err(_) => self.long_key = Some(key),
+        }
         self
     }
 

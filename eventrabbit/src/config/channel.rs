@@ -6,6 +6,7 @@ use super::queue_kind::{DeadLetterStrategy, Overflow, QueueArguments, QueueType}
 use super::{QueueConfig, RetryConfig, UnknownAction};
 use crate::error::{Error, Result};
 use crate::wire::limits::check_name;
+use crate::wire::names::retry_queue_name;
 use lapin::types::{AMQPValue, FieldTable};
 use std::time::Duration;
 
@@ -344,17 +345,16 @@ impl ConsumeChannel {
         check_name("dead-letter queue", &settings.dead_letter_queue)?;
         check_name(
             "retry wait queue",
-            &format!(
-                "{}.retry.{}ms",
-                self.queue,
-                settings.retry.delay_for(u32::MAX).as_millis()
-            ),
+            &retry_queue_name(&self.queue, settings.retry.delay_for(u32::MAX)),
         )?;
+        if let Some(key) = &self.arguments.1 {
+            check_name("queue argument", key)?;
+        }
         for b in &self.bindings {
             check_name("exchange", &b.exchange)?;
             check_name("binding key", &b.routing_key)?;
-            for key in b.arguments.inner().keys() {
-                check_name("binding header", key.as_str())?;
+            if let Some(key) = &b.long_key {
+                check_name("binding header", key)?;
             }
         }
         Ok(())

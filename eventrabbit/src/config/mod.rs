@@ -95,6 +95,16 @@ pub struct Config {
     /// [`Error::TooLarge`](crate::Error::TooLarge) instead of being refused by the broker.
     /// Set it to the broker's `max_message_size` if that is lower than RabbitMQ's default.
     pub max_publish_size: usize,
+    /// How long a consumer keeps sending a message's retry, dead letter, failure event,
+    /// reply or result through weather (nacks, a lost connection, a leader change) before
+    /// it gives the delivery back to the broker. Together with the pause before a give-back
+    /// (at most 5 s), this bounds how long a finished delivery stays unacknowledged: keep
+    /// it well below the broker's `consumer_timeout` (30 min by default), which closes the
+    /// channel of a consumer holding a delivery longer.
+    pub settle_timeout: Duration,
+    /// The type of the wait queues of delayed publishes (`publish_after`, `publish_at`);
+    /// `None`: as [`QueueConfig::queue_type`]. Quorum wait queues survive the loss of a node.
+    pub delay_queue_type: Option<QueueType>,
 }
 
 impl Config {
@@ -116,6 +126,24 @@ impl Config {
     pub const DEFAULT_TOPOLOGY_CHECK_INTERVAL: Duration = Duration::from_secs(30);
     /// Default largest body published: RabbitMQ's default `max_message_size` (128 MiB).
     pub const DEFAULT_MAX_PUBLISH_SIZE: usize = 128 * 1024 * 1024;
+    /// Default time a consumer sends a retry or a dead letter through weather.
+    pub const DEFAULT_SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Sets how long a consumer sends a retry, a dead letter or a reply through weather
+    /// before giving the delivery back (keep it well below the broker's `consumer_timeout`).
+    #[must_use]
+    pub fn with_settle_timeout(mut self, timeout: Duration) -> Self {
+        self.settle_timeout = timeout;
+        self
+    }
+
+    /// Sets the type of the wait queues of delayed publishes (quorum on a cluster, so that
+    /// delayed messages survive the loss of a node).
+    #[must_use]
+    pub fn with_delay_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.delay_queue_type = Some(queue_type);
+        self
+    }
 
     /// Sets the idle timeout (`None` never closes an idle connection).
     #[must_use]
@@ -243,6 +271,8 @@ impl Default for Config {
             stream_port: Self::DEFAULT_STREAM_PORT,
             topology_check_interval: Some(Self::DEFAULT_TOPOLOGY_CHECK_INTERVAL),
             mandatory: false,
+            settle_timeout: Self::DEFAULT_SETTLE_TIMEOUT,
+            delay_queue_type: None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! [`PublishOptions`]: how one message is published.
 
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{AMQPValue, LongString};
 
 /// How one message is published, beyond its exchange, routing key, action and data.
 ///
@@ -17,7 +17,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 #[non_exhaustive]
 pub struct PublishOptions {
     pub(crate) message_id: Option<String>,
-    pub(crate) headers: Option<FieldTable>,
+    /// Checked when published: a key over 255 bytes is `Error::InvalidName`, never a panic.
+    pub(crate) headers: Vec<(String, AMQPValue)>,
     pub(crate) mandatory: bool,
 }
 
@@ -36,22 +37,19 @@ impl PublishOptions {
         self
     }
 
-    /// Adds a header (a string value).
+    /// Adds a header (a string value). A key over 255 bytes makes the publish fail with
+    /// `Error::InvalidName` before anything is sent.
     #[must_use]
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.get_or_insert_with(FieldTable::default).insert(
-            ShortString::from(key.into()),
-            AMQPValue::LongString(LongString::from(value.into())),
-        );
-        self
+    pub fn header(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.header_value(key, AMQPValue::LongString(LongString::from(value.into())))
     }
 
-    /// Adds a header of any AMQP value.
+    /// Adds a header of any AMQP value (replacing one of the same key).
     #[must_use]
     pub fn header_value(mut self, key: impl Into<String>, value: AMQPValue) -> Self {
-        self.headers
-            .get_or_insert_with(FieldTable::default)
-            .insert(ShortString::from(key.into()), value);
+        let key = key.into();
+        self.headers.retain(|(k, _)| *k != key);
+        self.headers.push((key, value));
         self
     }
 

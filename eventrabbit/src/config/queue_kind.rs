@@ -62,11 +62,19 @@ pub enum DeadLetterStrategy {
 /// [`ConsumeChannel`](crate::ConsumeChannel)'s typed setters or
 /// [`ConsumeChannel::argument`](crate::ConsumeChannel::argument).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct QueueArguments(pub(crate) FieldTable);
+pub(crate) struct QueueArguments(pub(crate) FieldTable, pub(crate) LongKey);
+
+/// An argument key over 255 bytes, refused when the queue is consumed (never a panic).
+pub(crate) type LongKey = Option<String>;
 
 impl QueueArguments {
     pub(crate) fn set(&mut self, key: &str, value: AMQPValue) {
-        self.0.insert(ShortString::from(key), value);
+        match ShortString::try_new(key) {
+            Ok(key) => {
+                self.0.insert(key, value);
+            }
+            Err(_) => self.1 = Some(key.to_owned()),
+        }
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&AMQPValue> {

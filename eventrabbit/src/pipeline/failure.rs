@@ -4,11 +4,13 @@
 use super::dead_reason::DeadReason;
 use crate::handler::context::Message;
 use crate::wire::headers::{
-    ATTEMPTS_HEADER, FAILURE_HEADERS, FIRST_FAILURE_HEADER, LAST_ERROR_HEADER,
-    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER, ORIGINAL_ROUTING_KEY_HEADER,
-    REASON_CODE_HEADER, REASON_HEADER, RETRY_COUNT_HEADER,
+    self, ATTEMPTS_HEADER, DELIVERY_COUNT_HEADER, FAILURE_HEADERS, FIRST_FAILURE_HEADER,
+    LAST_ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_QUEUE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER, REASON_CODE_HEADER, REASON_HEADER, REDRIVE_COUNT_HEADER,
+    REDRIVEN_ATTEMPTS_HEADER, REDRIVEN_CODE_HEADER, REDRIVEN_DELIVERY_COUNT_HEADER,
+    RETRY_COUNT_HEADER,
 };
-use crate::wire::limits::{self, MAX_HEADER_TEXT, cap};
+use crate::wire::limits::{self, MAX_HEADER_TEXT, MAX_QUOTED, cap};
 use crate::wire::properties::republished;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -129,13 +131,39 @@ fn dead_letter_properties_with(
     republished(&message.properties, headers)
 }
 
-/// `headers` without the retry and dead-letter bookkeeping (for a fresh start).
+/// `headers` of a dead letter moved back to its queue, for a fresh start: without the
+/// counters that decide dead-lettering (the retry count, the attempts, a quorum queue's
+/// `x-delivery-count` for crash-loop detection) and the failure bookkeeping, with the
+/// history kept in `x-redrive-count`, `x-redriven-code`, `x-redriven-attempts` and
+/// `x-redriven-delivery-count`.
 pub(crate) fn without_failure_headers(headers: FieldTable) -> FieldTable {
-    let kept: std::collections::BTreeMap<_, _> = headers
-        .inner()
+    let old = headers.inner();
+    let count = |key: &str| old.get(key).and_then(headers::header_count);
+    let mut kept: std::collections::BTreeMap<_, _> = old
         .iter()
-        .filter(|(k, _)| !FAILURE_HEADERS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !FAILURE_HEADERS.contains(&k.as_str()) && k.as_str() != DELIVERY_COUNT_HEADER
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let redrives = count(REDRIVE_COUNT_HEADER).unwrap_or(0).saturating_add(1);
+    kept.insert(
+        REDRIVE_COUNT_HEADER.into(),
+        AMQPValue::LongLongInt(redrives.into()),
+    );
+    if let Some(code) = old.get(REASON_CODE_HEADER).and_then(headers::header_text) {
+        kept.insert(
+            REDRIVEN_CODE_HEADER.into(),
+            long(cap(&code, MAX_QUOTED).into_owned()),
+        );
+    }
+    for (from, to) in [
+        (ATTEMPTS_HEADER, REDRIVEN_ATTEMPTS_HEADER),
+        (DELIVERY_COUNT_HEADER, REDRIVEN_DELIVERY_COUNT_HEADER),
+    ] {
+        if let Some(n) = count(from) {
+            kept.insert(to.into(), AMQPValue::LongLongInt(n.into()));
+        }
+    }
     kept.into()
 }

@@ -1,10 +1,13 @@
 //! [`QueuePolicy`]: how one queue treats its messages.
 
 use crate::config::{Resolved, RetryConfig};
+use crate::error::{Error, Result};
 use crate::handler::batch::Batcher;
 use crate::handler::middleware::Layers;
 use crate::handler::registry::{Route, Routes};
 use crate::telemetry::metric::ActionMetrics;
+use crate::wire::limits;
+use crate::wire::names::retry_queue_name;
 use std::sync::Arc;
 
 /// How one queue treats its messages.
@@ -69,6 +72,21 @@ impl QueuePolicy {
     /// How `route`'s handler is retried.
     pub(super) fn retry(&self, route: Route) -> &RetryConfig {
         &self.retries[route.index]
+    }
+
+    /// Fails unless the longest retry wait queue of every handler (under the queue's
+    /// policy or its own `retry(..)`) fits in AMQP's 255 bytes, naming the handler.
+    pub(crate) fn check_wait_queues(&self) -> Result<()> {
+        for (reg, retry) in self.routes.iter().zip(&self.retries) {
+            let longest = retry_queue_name(&self.queue, retry.delay_for(u32::MAX));
+            if let Err(e) = limits::check_name("retry wait queue", &longest) {
+                return Err(Error::InvalidQueue {
+                    queue: self.queue.to_string(),
+                    reason: format!("handler `{}`: {e}", reg.action),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn metrics(&self, route: Route) -> &ActionMetrics {

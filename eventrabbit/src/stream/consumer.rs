@@ -11,10 +11,11 @@ use crate::pipeline::handle::handle;
 use crate::pipeline::in_place::InPlace;
 use crate::pipeline::policy::QueuePolicy;
 use crate::pipeline::transport::Transport;
-use crate::telemetry::health::{ConsumerSlot, ConsumerState};
+use crate::telemetry::health::{ConsumerSlot, ConsumerState, StuckMessage};
 use crate::telemetry::trace;
 use futures_util::StreamExt;
-use rabbitmq_stream_client::types::{Delivery, OffsetSpecification};
+use rabbitmq_stream_client::error::ClientError;
+use rabbitmq_stream_client::types::{Delivery, OffsetSpecification, ResponseCode};
 use rabbitmq_stream_client::{Consumer, Environment};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -140,15 +141,29 @@ async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -
 }
 
 /// Where a consumer starts: after its stored position if it is named and has one, else
-/// where it was told to.
+/// where it was told to. Only the broker's "no offset stored" means that there is none:
+/// any other error (a lost connection, a timeout, a leader away) fails the session, which
+/// is tried again with backoff and shown in health, instead of starting over from the
+/// configured position (a full replay, or events skipped).
 async fn first_offset<T>(run: &StreamRun<'_, T>) -> Result<OffsetSpecification> {
     if let Some(name) = &run.spec.name {
         let client = run.streams.client().await?;
         let stored = client.query_offset(name.clone(), &run.spec.log).await;
         let _ = client.close().await;
-        if let Ok(offset) = stored {
-            tracing::info!(log = %run.spec.log, %name, offset, "resuming after the stored position");
-            return Ok(OffsetSpecification::Offset(offset + 1));
+        match stored {
+            Ok(offset) => {
+                tracing::info!(log = %run.spec.log, %name, offset, "resuming after the stored position");
+                return Ok(OffsetSpecification::Offset(offset.saturating_add(1)));
+            }
+            Err(ClientError::RequestError(ResponseCode::OffsetNotFound)) => {
+                tracing::info!(log = %run.spec.log, %name, "no stored position: starting as configured");
+            }
+            Err(e) => {
+                return Err(Error::Stream(format!(
+                    "querying the stored position of consumer `{name}` on log `{}`: {e}",
+                    run.spec.log
+                )));
+            }
         }
     }
     Ok(match run.spec.start {
@@ -221,15 +236,15 @@ async fn handle_event<T: Transport>(
 ) -> bool {
     let mut message = Arc::new(message);
     let mut stuck_for = Duration::from_millis(500);
+    let mut tries = 0u32;
     loop {
         let in_place = InPlace::new(run.transport);
         let settled = settle_once(run, &in_place, &message).await;
         let wait = match settled {
             Ok(()) => match in_place.take_retry() {
                 None => {
-                    if run.slot.state() == ConsumerState::Stuck {
-                        run.slot.held(0, String::new());
-                        run.slot.running();
+                    if tries > 0 {
+                        run.slot.stuck(Vec::new());
                     }
                     return true;
                 }
@@ -240,18 +255,27 @@ async fn handle_event<T: Transport>(
                     retry.delay
                 }
             },
-            Err(e) if e.is_transient() => {
-                tracing::warn!(log = %run.spec.log, error = %e, "could not settle an event; trying again");
-                Duration::from_secs(1)
-            }
+            // Its retry or dead letter cannot be sent: tried again with backoff (never
+            // skipped), and named in health (log, offset, message id) from the second try.
             Err(e) => {
-                run.slot.held(
-                    1,
-                    format!(
-                        "cannot dead-letter the event at offset {}: {e}",
-                        delivery.offset()
-                    ),
+                tries = tries.saturating_add(1);
+                let reason = format!(
+                    "cannot settle the event at offset {} of log `{}`: {e}",
+                    delivery.offset(),
+                    run.spec.log
                 );
+                tracing::warn!(log = %run.spec.log, offset = delivery.offset(), error = %e, "could not settle an event; trying again");
+                if tries >= 2 || !e.is_retryable() {
+                    run.slot.stuck(vec![StuckMessage {
+                        message_id: message
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map(|id| id.to_string()),
+                        given_back: tries,
+                        reason,
+                    }]);
+                }
                 stuck_for = (stuck_for * 2).min(Duration::from_secs(30));
                 stuck_for
             }

@@ -2,6 +2,7 @@
 //! 0-9-1 properties and headers as they were published, and its offset.
 
 use crate::handler::context::Message;
+use crate::wire::limits::{self, short_lossy};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use rabbitmq_stream_client::types::{AnnonationKey, Delivery, SimpleValue, Value};
@@ -23,17 +24,19 @@ impl Reader {
         let m = delivery.message();
         let mut props = BasicProperties::default();
         if let Some(p) = m.properties() {
+            // Another service wrote these: an AMQP 0-9-1 short string takes 255 bytes at
+            // most, so longer ones are cut (never a panic).
             if let Some(id) = p.message_id.as_ref().and_then(id_text) {
-                props = props.with_message_id(id.into());
+                props = props.with_message_id(short_lossy(&id));
             }
             if let Some(id) = p.correlation_id.as_ref().and_then(id_text) {
-                props = props.with_correlation_id(id.into());
+                props = props.with_correlation_id(short_lossy(&id));
             }
             if let Some(reply_to) = &p.reply_to {
-                props = props.with_reply_to(reply_to.as_str().into());
+                props = props.with_reply_to(short_lossy(reply_to));
             }
             if let Some(ct) = &p.content_type {
-                props = props.with_content_type(ct.as_str().into());
+                props = props.with_content_type(short_lossy(ct));
             }
             if let Some(secs) = p.creation_time.as_ref().and_then(|t| self.seconds(t)) {
                 props = props.with_timestamp(secs);
@@ -46,8 +49,8 @@ impl Reader {
                     continue;
                 };
                 match key.as_str() {
-                    "x-exchange" => exchange = text.into(),
-                    "x-routing-key" => routing_key = text.into(),
+                    "x-exchange" => exchange = short_lossy(text),
+                    "x-routing-key" => routing_key = short_lossy(text),
                     _ => {}
                 }
             }
@@ -55,8 +58,9 @@ impl Reader {
         if let Some(app) = m.application_properties() {
             let mut headers = FieldTable::default();
             for (k, v) in app.iter() {
-                if let Some(v) = simple_value(v) {
-                    headers.insert(ShortString::from(k.as_str()), v);
+                // A key over 255 bytes cannot be an AMQP 0-9-1 header: left out.
+                if let (Ok(k), Some(v)) = (limits::short("header key", k), simple_value(v)) {
+                    headers.insert(k, v);
                 }
             }
             props = props.with_headers(headers);

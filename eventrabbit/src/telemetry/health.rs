@@ -12,8 +12,10 @@ pub enum ConsumerState {
     Starting,
     /// Consuming.
     Running,
-    /// Consuming, but holding messages it cannot settle (not even dead-letter): they stay
-    /// unacknowledged, their handlers are not run again; `last_error` says why.
+    /// Consuming, but some messages cannot be settled (their retry or dead letter cannot
+    /// be sent): they are given back to the broker again and again, with a pause, and
+    /// [`ConsumerHealth::stuck`] names them; `last_error` says why. An event log's reader
+    /// is stuck on one event it cannot dead-letter.
     Stuck,
     /// Lost its channel or connection; reconnecting. `last_error` says why.
     Recovering,
@@ -71,10 +73,26 @@ pub struct ConsumerHealth {
     pub state: ConsumerState,
     /// Deliveries being handled now.
     pub in_flight: usize,
-    /// Messages it holds because it cannot settle them.
+    /// How many messages it cannot settle for now (the length of `stuck`).
     pub held: usize,
+    /// The messages it cannot settle for now: given back to the broker more than once
+    /// (their retry or dead letter could not be sent), or, for an event log, the event its
+    /// reader waits on.
+    pub stuck: Vec<StuckMessage>,
     /// What last went wrong, if anything ever did.
     pub last_error: Option<String>,
+}
+
+/// A message a consumer cannot settle for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StuckMessage {
+    /// Its `message_id`, if it has one.
+    pub message_id: Option<String>,
+    /// How many times it was given back to the broker (or, for an event log, tried).
+    pub given_back: u32,
+    /// Why it could not be settled.
+    pub reason: String,
 }
 
 /// A snapshot of the connection and every consumer started by one [`Handle`](crate::Handle).
@@ -124,6 +142,7 @@ pub(crate) struct ConsumerSlot {
     pub(crate) queue: String,
     state: AtomicU8,
     held: AtomicUsize,
+    stuck: Mutex<Vec<StuckMessage>>,
     pub(crate) tracker: TaskTracker,
     last_error: Mutex<Option<String>>,
 }
@@ -134,6 +153,7 @@ impl ConsumerSlot {
             queue,
             state: AtomicU8::new(ConsumerState::Starting.code()),
             held: AtomicUsize::new(0),
+            stuck: Mutex::default(),
             tracker: TaskTracker::new(),
             last_error: Mutex::new(None),
         }
@@ -167,11 +187,19 @@ impl ConsumerSlot {
         *self.last_error.lock() = Some(error.to_string());
     }
 
-    /// The consumer holds `count` messages it cannot settle, the last for `why`.
-    pub(crate) fn held(&self, count: usize, why: String) {
+    /// The messages the consumer cannot settle for now: `Stuck` while there are any, back
+    /// to `Running` when none is left.
+    pub(crate) fn stuck(&self, stuck: Vec<StuckMessage>) {
+        let count = stuck.len();
+        let last = stuck.first().map(|m| m.reason.clone());
+        *self.stuck.lock() = stuck;
         self.held.store(count, Ordering::Relaxed);
-        if count > 0 {
-            self.error(ConsumerState::Stuck, why);
+        match (last, self.state()) {
+            (Some(why), ConsumerState::Running | ConsumerState::Stuck) => {
+                self.error(ConsumerState::Stuck, why);
+            }
+            (None, ConsumerState::Stuck) => self.set(ConsumerState::Running),
+            _ => {}
         }
     }
 
@@ -181,6 +209,7 @@ impl ConsumerSlot {
             state: self.state(),
             in_flight: self.tracker.len(),
             held: self.held.load(Ordering::Relaxed),
+            stuck: self.stuck.lock().clone(),
             last_error: self.last_error.lock().clone(),
         }
     }

@@ -105,8 +105,9 @@ impl TestBroker {
         let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
         channel.check(&settings)?;
         let layers = self.state().layers.around(&layers);
-        let policy =
-            Arc::new(QueuePolicy::new(&channel.queue, routes, settings).with_layers(layers));
+        let policy = QueuePolicy::new(&channel.queue, routes, settings).with_layers(layers);
+        policy.check_wait_queues()?;
+        let policy = Arc::new(policy);
         let mut state = self.state();
         state.queues.insert(
             channel.queue.clone(),

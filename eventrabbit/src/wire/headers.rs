@@ -25,6 +25,15 @@ pub const FIRST_FAILURE_HEADER: &str = "x-first-failure-time";
 /// Header: the last handler error.
 pub const LAST_ERROR_HEADER: &str = "x-last-error";
 
+/// Header: how many times the message was moved back from its dead-letter queue.
+pub const REDRIVE_COUNT_HEADER: &str = "x-redrive-count";
+/// Header: the dead-letter code of the message when it was last moved back.
+pub const REDRIVEN_CODE_HEADER: &str = "x-redriven-code";
+/// Header: the handler attempts of the message before it was last moved back.
+pub const REDRIVEN_ATTEMPTS_HEADER: &str = "x-redriven-attempts";
+/// Header: the quorum queue's delivery count of the message before it was last moved back.
+pub const REDRIVEN_DELIVERY_COUNT_HEADER: &str = "x-redriven-delivery-count";
+
 /// The headers a failure adds; a redrive removes them for a fresh start.
 pub(crate) const FAILURE_HEADERS: [&str; 6] = [
     REASON_HEADER,

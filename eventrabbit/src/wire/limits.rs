@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 /// RabbitMQ's default `frame_max`: assumed until a connection says otherwise, and what
 /// the test broker enforces.
@@ -34,6 +34,23 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
         name: cap(name, 64).into_owned(),
         len: name.len(),
     })
+}
+
+/// `name` as an AMQP short string, or [`Error::InvalidName`] if it is over 255 bytes
+/// (`ShortString::from` panics on those).
+pub(crate) fn short(what: &'static str, name: &str) -> Result<ShortString> {
+    check_name(what, name)?;
+    Ok(ShortString::from(name))
+}
+
+/// `text` as an AMQP short string, cut to 255 bytes on a character boundary: for strings
+/// another service sent (a stream event's ids and annotations), which must never panic.
+pub(crate) fn short_lossy(text: &str) -> ShortString {
+    let mut end = text.len().min(MAX_NAME_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    ShortString::from(&text[..end])
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, saying how much was cut.
@@ -116,7 +133,7 @@ pub(crate) fn value_size(v: &AMQPValue) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::types::{LongString, ShortString};
+    use lapin::types::LongString;
 
     /// The size we compute is the size lapin writes.
     #[test]
@@ -164,6 +181,18 @@ mod tests {
         assert!(capped.len() <= MAX_HEADER_TEXT, "{}", capped.len());
         assert!(capped.ends_with("bytes cut)"));
         assert_eq!(cap("short", 10), "short");
+    }
+
+    #[test]
+    fn short_strings_never_panic() {
+        for len in [0, 255, 256, 65_536] {
+            let text = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            assert!(short_lossy(&text).as_str().len() <= MAX_NAME_LEN);
+            assert_eq!(
+                short("header key", &text).is_ok(),
+                text.len() <= MAX_NAME_LEN
+            );
+        }
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub(crate) mod delay;
 pub(crate) mod envelope;
 pub(crate) mod headers;
 pub(crate) mod limits;
+pub(crate) mod names;
 pub(crate) mod properties;
 pub(crate) mod trace_context;
