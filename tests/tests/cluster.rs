@@ -368,3 +368,94 @@ async fn a_publish_in_a_total_outage_fails_by_its_deadline_then_succeeds_body() 
     after.expect("published once the cluster is back");
     handle.shutdown_within(Duration::from_secs(5)).await;
 }
+
+/// Fails the first attempt of each message, succeeds on its retry.
+#[consumer(action = "T_CLUSTER_FLAKY")]
+async fn flaky(n: u64, ctx: eventrabbit::MessageContext) -> Result<(), String> {
+    if ctx.retry_count() == 0 {
+        return Err("the first attempt fails".into());
+    }
+    seen(n, ctx).await;
+    Ok(())
+}
+
+/// Delayed publishes and retries go on while the node leading their wait queues is
+/// stopped: on a cluster (quorum queues) the wait queues are quorum queues too. Before,
+/// the wait queues were classic queues homed on one node, and with that node stopped every
+/// delayed publish failed with `NOT_FOUND - home node .. down or inaccessible`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_publishes_and_retries_go_on_with_a_node_stopped() {
+    bounded(delayed_publishes_and_retries_go_on_with_a_node_stopped_body()).await;
+}
+
+async fn delayed_publishes_and_retries_go_on_with_a_node_stopped_body() {
+    let _serial = SERIAL.lock().await;
+    let _heal = Heal;
+    heal();
+    let queue = unique("q-cl-delay");
+    let quorum =
+        eventrabbit::QueueConfig::default().with_queue_type(eventrabbit::QueueType::Quorum);
+    let config = config()
+        .with_queue(quorum)
+        .with_retry(eventrabbit::RetryConfig::default().with_delay(Duration::from_millis(500)));
+    let (events, handle) = connect(config).await;
+    let consuming = {
+        let handle = handle.clone();
+        let spec = ConsumeChannel::new(&queue).actions(["T_CLUSTER", "T_CLUSTER_FLAKY"]);
+        tokio::spawn(async move { handle.consume(spec).await })
+    };
+    wait_until!(
+        Duration::from_secs(60),
+        handle
+            .health()
+            .await
+            .consumers
+            .iter()
+            .any(|c| c.state == eventrabbit::ConsumerState::Running)
+    );
+    // Both wait queues exist (declared by a first delayed publish and a first retry).
+    let delay = Duration::from_secs(1);
+    events
+        .publish_after(delay, "", &queue, "T_CLUSTER", &json!({"n": 0}))
+        .await
+        .expect("a delayed publish with every node up");
+    events
+        .publish("", &queue, "T_CLUSTER_FLAKY", &json!({"n": 1}))
+        .await
+        .unwrap();
+    wait_until!(Duration::from_secs(60), tally(&queue).0 >= 2);
+    let delay_queue = format!("eventrabbit.delay.quorum.1000ms::{queue}");
+    let retry_queue = format!("{queue}.retry.500ms");
+    let via = (1..=3)
+        .find(|n| leader_of(&delay_queue, *n).is_some())
+        .unwrap_or(1);
+    let leader = leader_of(&delay_queue, via).expect("the delay queue is a quorum queue");
+    progress(&format!("stopping node {leader}, leader of {delay_queue}"));
+    stop_node(leader);
+    // Delayed publishes and retries while that node is down.
+    for n in 10..20u64 {
+        events
+            .publish_after(delay, "", &queue, "T_CLUSTER", &json!({"n": n}))
+            .await
+            .unwrap_or_else(|e| panic!("delayed publish {n} with node {leader} down: {e}"));
+    }
+    for n in 20..25u64 {
+        events
+            .publish("", &queue, "T_CLUSTER_FLAKY", &json!({"n": n}))
+            .await
+            .unwrap_or_else(|e| panic!("publish {n} with node {leader} down: {e}"));
+    }
+    wait_until!(Duration::from_secs(90), tally(&queue).0 >= 17);
+    let (distinct, _) = tally(&queue);
+    assert_eq!(distinct, 17, "every delayed and retried message handled");
+    let retry_leader = (1..=3)
+        .filter(|n| *n != leader)
+        .find_map(|n| leader_of(&retry_queue, n));
+    assert!(
+        retry_leader.is_some(),
+        "the retry wait queue is a quorum queue"
+    );
+    start_node(leader);
+    handle.shutdown().await;
+    consuming.await.unwrap().unwrap();
+}

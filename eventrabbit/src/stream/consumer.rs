@@ -158,6 +158,9 @@ async fn first_offset<T>(run: &StreamRun<'_, T>) -> Result<OffsetSpecification> 
             Err(ClientError::RequestError(ResponseCode::OffsetNotFound)) => {
                 tracing::info!(log = %run.spec.log, %name, "no stored position: starting as configured");
             }
+            Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist)) => {
+                return Err(missing_log(&run.spec.log));
+            }
             Err(e) => {
                 return Err(Error::Stream(format!(
                     "querying the stored position of consumer `{name}` on log `{}`: {e}",
@@ -192,15 +195,19 @@ async fn subscribe<T>(
     builder.build(&run.spec.log).await.map_err(|e| {
         let text = e.to_string();
         if text.contains("does not exist") || text.contains("StreamDoesNotExist") {
-            Error::InvalidQueue {
-                queue: run.spec.log.clone(),
-                reason: "the event log does not exist: declare it with `Handle::declare_log`"
-                    .to_owned(),
-            }
+            missing_log(&run.spec.log)
         } else {
             Error::Stream(format!("subscribing to log `{}`: {text}", run.spec.log))
         }
     })
+}
+
+/// The error of a log that does not exist: permanent (declaring it is the user's call).
+fn missing_log(log: &str) -> Error {
+    Error::InvalidQueue {
+        queue: log.to_owned(),
+        reason: "the event log does not exist: declare it with `Handle::declare_log`".to_owned(),
+    }
 }
 
 /// Stores a named consumer's position, if it moved.
