@@ -350,6 +350,12 @@ impl ConsumeChannel {
         if let Some(key) = &self.arguments.1 {
             check_name("queue argument", key)?;
         }
+        if let Some(events) = &settings.failure_events {
+            check_name("failure events exchange", &events.exchange)?;
+            if let Some(key) = &events.routing_key {
+                check_name("failure events routing key", key)?;
+            }
+        }
         for b in &self.bindings {
             check_name("exchange", &b.exchange)?;
             check_name("binding key", &b.routing_key)?;

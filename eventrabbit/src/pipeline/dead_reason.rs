@@ -44,6 +44,12 @@ pub(crate) enum DeadReason {
         deliveries: u32,
         limit: u32,
     },
+    /// An event of a log the stream client cannot read (decode): set aside so that the
+    /// reader goes on; the dead letter has no body.
+    Unreadable {
+        offset: u64,
+        detail: String,
+    },
     /// The message cannot be sent on as it is (its headers leave no room in a frame): its
     /// own headers are dropped from the dead letter.
     Unpublishable {
@@ -69,6 +75,7 @@ impl DeadReason {
             DeadReason::Rejected { .. } => "rejected",
             DeadReason::RetryUnpublishable { .. } => "retry-unpublishable",
             DeadReason::Unpublishable { .. } => "unpublishable",
+            DeadReason::Unreadable { .. } => "unreadable",
             DeadReason::CrashLoop { .. } => "crash-loop",
         }
     }
@@ -150,6 +157,11 @@ impl std::fmt::Display for DeadReason {
             DeadReason::CrashLoop { deliveries, limit } => write!(
                 f,
                 "delivered {deliveries} times without being settled (the limit is {limit}): its handler keeps crashing the process"
+            ),
+            DeadReason::Unreadable { offset, detail } => write!(
+                f,
+                "the event at offset {offset} could not be read from the log: {}",
+                cap(detail, MAX_DETAIL)
             ),
             DeadReason::Unpublishable { first, detail } => write!(
                 f,

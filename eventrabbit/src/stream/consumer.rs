@@ -6,6 +6,7 @@ use super::message::Reader;
 use crate::config::{StartAt, StreamConsumer, TracePropagation};
 use crate::error::{Error, Result};
 use crate::handler::context::Message;
+use crate::pipeline::dead_reason::DeadReason;
 use crate::pipeline::failure::retry_properties;
 use crate::pipeline::handle::handle;
 use crate::pipeline::in_place::InPlace;
@@ -41,38 +42,113 @@ pub(crate) struct StreamRun<'a, T> {
 enum Ended {
     /// Shutdown.
     Stopped,
+    /// The subscription was live and then ended (the stream client's connection closed,
+    /// or it reported an error) before the next event came: weather, or an event the
+    /// client cannot read, which ends every subscription at the same offset.
+    Lost(Error),
 }
 
+/// A subscription that ends this many times in a row at the same offset, with nothing
+/// read, means the event there cannot be read by the stream client: it is set aside.
+const UNREADABLE_AFTER: u32 = 5;
+
 /// Reads the log until shutdown, starting over (after the last event handled) when the
-/// connection is lost.
+/// connection is lost. The backoff between attempts grows while no event is handled. An
+/// event the client cannot read (every subscription ends at its offset) is set aside, a
+/// dead letter with code `unreadable` naming its offset, and the reader goes on after it;
+/// health names it meanwhile.
 pub(crate) async fn run<T: Transport>(run: StreamRun<'_, T>) -> Result<()> {
-    // The offset to read next, once this run has handled something.
+    // The offset to read next, once known (an event handled, or a start at an offset).
     let mut next: Option<u64> = None;
     let mut failures = 0u32;
+    // The offset subscriptions keep ending at, and how many times in a row.
+    let mut stalled: Option<(u64, u32)> = None;
     loop {
         if run.shutdown.is_cancelled() {
             return Ok(());
         }
-        match session(&run, &mut next).await {
+        let before = next;
+        let e = match session(&run, &mut next).await {
             Ok(Ended::Stopped) => return Ok(()),
-            Err(e) if !e.is_transient() => return Err(e),
-            Err(e) => {
-                if matches!(
-                    run.slot.state(),
-                    ConsumerState::Running | ConsumerState::Stuck
-                ) {
-                    failures = 0;
+            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) => e,
+            Ok(Ended::Lost(e)) => {
+                if next != before && before.is_some() {
+                    stalled = None;
+                } else if let Some(offset) = next {
+                    let times = match stalled {
+                        Some((at, n)) if at == offset => n + 1,
+                        _ => 1,
+                    };
+                    stalled = Some((offset, times));
+                    let reason = format!(
+                        "reading the event at offset {offset} of log `{}` failed {times} times in a row: {e}",
+                        run.spec.log
+                    );
+                    run.slot.stuck(vec![StuckMessage {
+                        message_id: None,
+                        given_back: times,
+                        reason,
+                    }]);
+                    if times >= UNREADABLE_AFTER && set_aside(&run, offset, &e).await {
+                        next = Some(offset.saturating_add(1));
+                        stalled = None;
+                        failures = 0;
+                        run.slot.stuck(Vec::new());
+                        continue;
+                    }
                 }
-                failures += 1;
-                run.slot.error(ConsumerState::Recovering, &e);
-                let delay = Duration::from_millis(100 * 2u64.pow(failures.min(7)))
-                    .min(run.max_reconnect_delay);
-                tracing::warn!(log = %run.spec.log, error = %e, ?delay, "stream consumer interrupted, resuming");
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = run.shutdown.cancelled() => return Ok(()),
-                }
+                e
             }
+        };
+        if next != before && before.is_some() {
+            // It got further: the trouble is new.
+            failures = 0;
+        }
+        failures += 1;
+        run.slot.error(ConsumerState::Recovering, &e);
+        let delay =
+            Duration::from_millis(100 * 2u64.pow(failures.min(7))).min(run.max_reconnect_delay);
+        tracing::warn!(log = %run.spec.log, error = %e, ?delay, "stream consumer interrupted, resuming");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = run.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Sets aside the event at `offset`, which the stream client cannot read: a dead letter
+/// (no body, code `unreadable`) to the consumer's dead-letter queue. `false` if that
+/// could not be sent either (the event is not skipped then).
+async fn set_aside<T: Transport>(run: &StreamRun<'_, T>, offset: u64, e: &Error) -> bool {
+    let reason = DeadReason::Unreadable {
+        offset,
+        detail: e.to_string(),
+    };
+    let message = Message {
+        queue: run.policy.queue.clone(),
+        exchange: "".into(),
+        routing_key: "".into(),
+        redelivered: false,
+        offset: Some(offset),
+        properties: lapin::BasicProperties::default(),
+        body: Vec::new(),
+    };
+    match run
+        .transport
+        .dead_letter(&message, &reason, &run.policy.settings)
+        .await
+    {
+        Ok(()) => {
+            tracing::error!(log = %run.spec.log, offset, error = %e, "an event the stream client cannot read was set aside (dead letter `unreadable`); reading goes on after it");
+            run.slot.note(format!(
+                "set aside the unreadable event at offset {offset}: {e}"
+            ));
+            true
+        }
+        Err(sent) => {
+            tracing::error!(log = %run.spec.log, offset, error = %sent, "could not set aside an unreadable event; trying again");
+            false
         }
     }
 }
@@ -90,6 +166,9 @@ async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -
         Some(offset) => OffsetSpecification::Offset(offset),
         None => first_offset(run).await?,
     };
+    if let OffsetSpecification::Offset(offset) = start {
+        *next = Some(offset);
+    }
     let mut consumer = subscribe(&env, run, start).await?;
     tracing::info!(log = %run.spec.log, name = ?run.spec.name, "reading the event log");
     run.slot.running();
@@ -132,8 +211,8 @@ async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -
                         store(run, &consumer, &mut position).await;
                     }
                 }
-                Some(Err(e)) => return Err(Error::Stream(format!("reading log `{}`: {e}", run.spec.log))),
-                None => return Err(Error::Stream(format!("the consumer of log `{}` was closed", run.spec.log))),
+                Some(Err(e)) => return Ok(Ended::Lost(Error::Stream(format!("reading log `{}`: {e}", run.spec.log)))),
+                None => return Ok(Ended::Lost(Error::Stream(format!("the consumer of log `{}` was closed", run.spec.log)))),
             },
             _ = store_timer.tick() => store(run, &consumer, &mut position).await,
         }
@@ -148,26 +227,16 @@ async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -
 async fn first_offset<T>(run: &StreamRun<'_, T>) -> Result<OffsetSpecification> {
     if let Some(name) = &run.spec.name {
         let client = run.streams.client().await?;
-        let stored = client.query_offset(name.clone(), &run.spec.log).await;
+        let querying = client.query_offset(name.clone(), &run.spec.log);
+        let stored = tokio::time::timeout(QUERY_TIMEOUT, querying).await;
         let _ = client.close().await;
-        match stored {
-            Ok(offset) => {
-                tracing::info!(log = %run.spec.log, %name, offset, "resuming after the stored position");
-                return Ok(OffsetSpecification::Offset(offset.saturating_add(1)));
-            }
-            Err(ClientError::RequestError(ResponseCode::OffsetNotFound)) => {
-                tracing::info!(log = %run.spec.log, %name, "no stored position: starting as configured");
-            }
-            Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist)) => {
-                return Err(missing_log(&run.spec.log));
-            }
-            Err(e) => {
-                return Err(Error::Stream(format!(
-                    "querying the stored position of consumer `{name}` on log `{}`: {e}",
-                    run.spec.log
-                )));
-            }
+        let stored =
+            stored.map_err(|_| Error::Stream(format!("no answer within {QUERY_TIMEOUT:?}")));
+        if let Some(offset) = stored_position(stored, &run.spec.log, name)? {
+            tracing::info!(log = %run.spec.log, %name, offset, "resuming after the stored position");
+            return Ok(OffsetSpecification::Offset(offset.saturating_add(1)));
         }
+        tracing::info!(log = %run.spec.log, %name, "no stored position: starting as configured");
     }
     Ok(match run.spec.start {
         StartAt::First => OffsetSpecification::First,
@@ -200,6 +269,34 @@ async fn subscribe<T>(
             Error::Stream(format!("subscribing to log `{}`: {text}", run.spec.log))
         }
     })
+}
+
+/// How long the broker may take to say where a named consumer stopped.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the broker said of `name`'s stored position on `log`: `Some(offset)`, or `None`
+/// for "no offset stored" only. Any other answer is an error, never a silent start from
+/// the configured position: a missing log is permanent, the rest (a lost connection, no
+/// answer in time, a refusal) is retried with backoff and shown in health.
+fn stored_position(
+    stored: Result<std::result::Result<u64, ClientError>>,
+    log: &str,
+    name: &str,
+) -> Result<Option<u64>> {
+    let failed = |e: &dyn std::fmt::Display| {
+        Error::Stream(format!(
+            "querying the stored position of consumer `{name}` on log `{log}`: {e}"
+        ))
+    };
+    match stored {
+        Ok(Ok(offset)) => Ok(Some(offset)),
+        Ok(Err(ClientError::RequestError(ResponseCode::OffsetNotFound))) => Ok(None),
+        Ok(Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist))) => {
+            Err(missing_log(log))
+        }
+        Ok(Err(e)) => Err(failed(&e)),
+        Err(e) => Err(failed(&e)),
+    }
 }
 
 /// The error of a log that does not exist: permanent (declaring it is the user's call).
@@ -305,4 +402,40 @@ async fn settle_once<T: Transport>(
     trace::in_trace(incoming, propagate, handle(run.policy, transport, message))
         .instrument(span)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_no_offset_stored_means_start_as_configured() {
+        let at = |r| stored_position(r, "log", "reader");
+        assert_eq!(at(Ok(Ok(41))).unwrap(), Some(41));
+        assert_eq!(
+            at(Ok(Err(ClientError::RequestError(
+                ResponseCode::OffsetNotFound
+            ))))
+            .unwrap(),
+            None
+        );
+        let missing = at(Ok(Err(ClientError::RequestError(
+            ResponseCode::StreamDoesNotExist,
+        ))))
+        .unwrap_err();
+        assert!(!missing.is_retryable(), "{missing}");
+        for weather in [
+            Ok(Err(ClientError::ConnectionClosed)),
+            Ok(Err(ClientError::RequestError(ResponseCode::AccessRefused))),
+            Err(Error::Stream("no answer within 10s".into())),
+        ] {
+            let e = at(weather).unwrap_err();
+            assert!(e.is_retryable(), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("stored position of consumer `reader`"),
+                "{e}"
+            );
+        }
+    }
 }
