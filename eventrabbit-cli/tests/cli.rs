@@ -426,3 +426,80 @@ fn contract_commands_name_breaking_changes_and_exit_1() {
     assert!(page.contains("T_CLI_ECHO") && page.starts_with("<!DOCTYPE html>"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `outbox list` shows a row the broker refused for good (its id, key and why), `outbox
+/// retry` makes the relay send it again, and no database at the address is exit 4.
+#[tokio::test]
+async fn failed_outbox_rows_are_listed_and_retried() {
+    use eventrabbit_postgres::{Outbox, OutboxMessage};
+    let pool = eventrabbit_tests::pg_pool().await;
+    let schema = eventrabbit_tests::pg_schema(&pool).await;
+    let outbox = Outbox::new(&schema).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let id = outbox
+        .publish(
+            &mut tx,
+            OutboxMessage::new(
+                "x-cli-missing",
+                "T_CLI_OUTBOX",
+                &serde_json::json!({"n": 1}),
+            )
+            .unwrap()
+            .ordering_key("order-7"),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Marked failed as a relay does when the broker refuses a row for good.
+    sqlx::query(&format!(
+        "UPDATE {schema}.eventrabbit_outbox SET failed_at = now(), attempts = 1, \
+         last_error = 'no exchange x-cli-missing' WHERE message_id = $1"
+    ))
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let db = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/eventrabbit_test".into());
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_eventrabbit"))
+            .args(["outbox", "--database-url", &db, "--schema", &schema])
+            .args(args)
+            .output()
+            .expect("the CLI runs")
+    };
+    let listed = run(&["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let text = stdout(&listed);
+    assert!(
+        text.contains("order-7")
+            && text.contains("no exchange x-cli-missing")
+            && text.contains(&id),
+        "{text}"
+    );
+    let retried = run(&["retry", "--all"]);
+    assert!(retried.status.success(), "{retried:?}");
+    assert!(
+        stdout(&retried).contains("1 failed outbox row"),
+        "{}",
+        stdout(&retried)
+    );
+    assert!(outbox.failed(&pool, 10).await.unwrap().is_empty());
+    let nothing = run(&["retry"]);
+    assert_eq!(
+        nothing.status.code(),
+        Some(2),
+        "naming no row is a usage error"
+    );
+    let no_db = Command::new(env!("CARGO_BIN_EXE_eventrabbit"))
+        .args([
+            "outbox",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(no_db.status.code(), Some(4), "{no_db:?}");
+    eventrabbit_tests::drop_schema(&pool, &schema).await;
+}
