@@ -92,18 +92,13 @@ async fn main() -> eventrabbit::Result<()> {
     let (events, handle) = build_event_dependencies(&url, Config::default()).await?;
     handle.layer(Timing);
     let queue = "middleware_example_invoices";
-    let consuming = {
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let layers = Layers::new()
-                .with(RequireTenant)
-                .with(Idempotent::default());
-            handle
-                .consume_with(ConsumeChannel::new(queue).durable(false), layers)
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let layers = Layers::new()
+        .with(RequireTenant)
+        .with(Idempotent::default());
+    // Consuming once `start_with` returns: what is published next reaches it.
+    let consumer = handle
+        .start_with(ConsumeChannel::new(queue).durable(false), layers)
+        .await?;
 
     let with_tenant = PublishOptions::new()
         .message_id("invoice-1")
@@ -124,8 +119,9 @@ async fn main() -> eventrabbit::Result<()> {
     events
         .publish("", queue, "INVOICE_ISSUED", &json!({"invoice": 2}))
         .await?;
+    // Lets the three deliveries be handled before the shutdown, only for the output.
     tokio::time::sleep(Duration::from_secs(1)).await;
     handle.shutdown().await;
-    consuming.await.expect("consumer task")?;
+    consumer.join().await?;
     Ok(())
 }

@@ -84,12 +84,11 @@ async fn main() -> eventrabbit::Result<()> {
         .collect();
     channels.push(ConsumeChannel::new("tracker_info"));
 
-    let mut tasks = Vec::new();
+    // Each consumer is consuming once `start` returns: the chain can begin.
+    let mut consumers = Vec::new();
     for channel in channels {
-        let handle = handle.clone();
-        tasks.push(tokio::spawn(async move { handle.consume(channel).await }));
+        consumers.push(handle.start(channel).await?);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     Retro.abc().await?; // start the chain
 
     tokio::select! {
@@ -97,8 +96,8 @@ async fn main() -> eventrabbit::Result<()> {
         _ = tokio::signal::ctrl_c() => println!("Ctrl-C"),
     }
     handle.shutdown().await;
-    for t in tasks {
-        t.await.expect("consumer task")?;
+    for consumer in consumers {
+        consumer.join().await?;
     }
     Ok(())
 }

@@ -81,13 +81,13 @@ async fn main() -> eventrabbit::Result<()> {
     }
     let (events, handle) = build_event_dependencies(&url, Config::default()).await?;
 
-    // One consumer loop per queue; all run on the same connection.
-    let mut loops = Vec::new();
+    // One consumer per queue, all on the same connection. `start` returns once the queue,
+    // its bindings and dead-letter queue exist and the broker delivers to it: what is
+    // published from now on reaches it.
+    let mut consumers = Vec::new();
     for channel in channels() {
-        let handle = handle.clone();
-        loops.push(tokio::spawn(async move { handle.consume(channel).await }));
+        consumers.push(handle.start(channel).await?);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await; // let the queues be declared
 
     // Ctrl-C during the demo shuts down the same graceful way as its end.
     tokio::select! {
@@ -95,10 +95,12 @@ async fn main() -> eventrabbit::Result<()> {
         _ = tokio::signal::ctrl_c() => println!("Ctrl-C: shutting down"),
     }
 
+    // Lets the last events published above be handled before the shutdown, only so that
+    // the output shows them (they would be handled on the next run otherwise).
     tokio::time::sleep(Duration::from_millis(300)).await;
     handle.shutdown().await; // lets in-flight handlers finish, then closes
-    for l in loops {
-        l.await.expect("consumer task")?;
+    for consumer in consumers {
+        consumer.join().await?;
     }
     println!("done");
     Ok(())

@@ -161,6 +161,14 @@ pub enum Error {
     /// The service is shutting down.
     #[error("eventrabbit is shut down")]
     Shutdown,
+    /// A consumer's task ended without returning (it panicked, or was cancelled).
+    #[error("the consumer of queue `{queue}` ended: {reason}")]
+    Ended {
+        /// The queue.
+        queue: String,
+        /// Why.
+        reason: String,
+    },
     /// A redrive stopped before moving every dead letter it was asked to.
     #[error("redriving `{queue}` stopped after moving {moved}: {error}")]
     Redrive {
@@ -270,6 +278,7 @@ impl Error {
             | Error::Remote { .. }
             | Error::BadReply { .. }
             | Error::Redrive { .. }
+            | Error::Ended { .. }
             | Error::InvalidQueue { .. }
             | Error::InvalidName { .. }
             | Error::InvalidDelay { .. }

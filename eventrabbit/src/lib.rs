@@ -77,6 +77,7 @@ pub mod middleware {
 }
 
 pub use api::build::build_event_dependencies;
+pub use api::consumer::Consumer;
 pub use api::events::Events;
 pub use api::handle::Handle;
 pub use config::{

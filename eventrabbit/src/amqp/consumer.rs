@@ -19,12 +19,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 
-/// Runs `spec` until shutdown, reconnecting when the connection drops.
-pub(crate) async fn run(shared: Arc<Client>, spec: ConsumeChannel, layers: Layers) -> Result<()> {
+/// Told once the consumer is consuming (its topology declared, `basic.consume` active).
+pub(crate) type Ready = tokio::sync::oneshot::Sender<()>;
+
+/// Runs `spec` until shutdown, reconnecting when the connection drops; `ready` is told
+/// when it first consumes.
+pub(crate) async fn run(
+    shared: Arc<Client>,
+    spec: ConsumeChannel,
+    layers: Layers,
+    ready: Option<Ready>,
+) -> Result<()> {
     let _running = shared.consumer_started();
     let slot = shared.consumer_slot(&spec.queue);
     let _end = EndGuard(&slot);
-    let result = match prepare(&shared, &spec, &slot, layers) {
+    let result = match prepare(&shared, &spec, &slot, layers, ready) {
         Ok(ctx) => consume(&shared, &spec, &ctx).await,
         Err(e) => Err(e),
     };
@@ -44,6 +53,7 @@ fn prepare(
     spec: &ConsumeChannel,
     slot: &Arc<ConsumerSlot>,
     layers: Layers,
+    ready: Option<Ready>,
 ) -> Result<Arc<QueueContext>> {
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
@@ -57,6 +67,7 @@ fn prepare(
         client: shared.clone(),
         slot: slot.clone(),
         unsettled: Unsettled::default(),
+        ready: Mutex::new(ready),
     }))
 }
 
@@ -139,6 +150,9 @@ async fn session(
     };
     tracing::info!(queue = %spec.queue, prefetch = ctx.policy.settings.prefetch, "consuming");
     slot.running();
+    if let Some(ready) = ctx.ready.lock().take() {
+        let _ = ready.send(());
+    }
     let mut acks = Settlements::new(ch.clone(), spec.queue.clone(), ctx.policy.settings.prefetch);
     let result = deliver(ctx, spec, tracker, &ch, &mut consumer, &mut acks).await;
     if result.is_ok() {

@@ -36,6 +36,8 @@ pub(super) struct QueueContext {
     pub(super) client: Arc<Client>,
     pub(super) slot: Arc<ConsumerSlot>,
     pub(super) unsettled: Unsettled,
+    /// Told when the consumer first consumes ([`Handle::start`](crate::Handle::start)).
+    pub(super) ready: parking_lot::Mutex<Option<super::consumer::Ready>>,
 }
 
 /// The delivery loop: runs each delivery, giving it a task of its own once its handler

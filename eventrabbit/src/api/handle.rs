@@ -1,7 +1,8 @@
 //! [`Handle`]: running consumers, shutting down, health and redrive.
 
 use crate::amqp::client::Client;
-use crate::amqp::{consumer, redrive};
+use crate::amqp::{consumer, redrive, topology};
+use crate::api::consumer::{Consumer, ended};
 use crate::config::ConsumeChannel;
 use crate::error::{Error, Result};
 use crate::handler::middleware::{Layers, Middleware};
@@ -13,6 +14,17 @@ use crate::telemetry::health::Health;
 use crate::wire::limits;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Aborts a consumer's task when dropped while it holds it (a [`Handle::start`] given up).
+struct AbortUnlessStarted(Option<tokio::task::JoinHandle<Result<()>>>);
+
+impl Drop for AbortUnlessStarted {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
 
 /// Runs consumers. Cheap to clone.
 ///
@@ -54,7 +66,73 @@ impl Handle {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
-        consumer::run(self.shared.clone(), channel, layers).await
+        consumer::run(self.shared.clone(), channel, layers, None).await
+    }
+
+    /// Declares `channel`'s topology and starts consuming it in a task of its own;
+    /// returns once the broker delivers to it: the queue, its bindings and its
+    /// dead-letter queue exist and `basic.consume` is active, so a publish made right after
+    /// reaches it. Fails with the consumer's error if it ends first (a refused topology,
+    /// an unknown action). While the broker is away it keeps waiting (bound it with
+    /// `tokio::time::timeout` if you wish). The returned [`Consumer`] runs until
+    /// [`Handle::shutdown`]; [`Consumer::join`] waits for its end.
+    ///
+    /// ```no_run
+    /// use eventrabbit::{Config, ConsumeChannel, ExchangeKind, build_event_dependencies};
+    /// # async fn f() -> eventrabbit::Result<()> {
+    /// let (events, handle) = build_event_dependencies("amqp://127.0.0.1:5672/%2f", Config::default()).await?;
+    /// let users = handle.start(ConsumeChannel::new("users").exchange("user", ExchangeKind::Fanout)).await?;
+    /// events.publish("user", "", "USER_CREATED", &serde_json::json!({"id": 1})).await?; // reaches it
+    /// handle.shutdown().await;
+    /// users.join().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start(&self, channel: ConsumeChannel) -> Result<Consumer> {
+        self.start_with(channel, Layers::default()).await
+    }
+
+    /// Like [`Handle::start`], with `layers` around every handler of this queue.
+    pub async fn start_with(&self, channel: ConsumeChannel, layers: Layers) -> Result<Consumer> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let queue = channel.queue.clone();
+        let (ready, consuming) = tokio::sync::oneshot::channel();
+        let shared = self.shared.clone();
+        let task = tokio::spawn(consumer::run(shared, channel, layers, Some(ready)));
+        // A start given up before the consumer runs stops it.
+        let mut guard = AbortUnlessStarted(Some(task));
+        match consuming.await {
+            Ok(()) => {
+                let task = guard.0.take().expect("the task is there until started");
+                Ok(Consumer::new(queue, task))
+            }
+            Err(_) => {
+                let task = guard.0.take().expect("the task is there until started");
+                ended(&queue, task.await)?;
+                // Ended without an error before consuming: shut down meanwhile.
+                Err(Error::Shutdown)
+            }
+        }
+    }
+
+    /// Declares `channel`'s topology (exchanges, queue, bindings, dead-letter queue)
+    /// without consuming: for a publisher that must not publish into nowhere before its
+    /// consumers start, or a deployment step. Fails as `consume` would on a refused or
+    /// invalid topology.
+    pub async fn declare(&self, channel: &ConsumeChannel) -> Result<()> {
+        let settings = channel.resolve(&self.shared.config.queue, &self.shared.config.retry);
+        channel.check(&settings)?;
+        let what = format!("declaring the topology of queue `{}`", channel.queue);
+        let deadline = tokio::time::Instant::now() + self.shared.config.publish_timeout;
+        let declaring = self.shared.connector.with_channel(deadline, &what, |ch| {
+            let settings = &settings;
+            async move { topology::declare(&ch, channel, settings).await }
+        });
+        match tokio::time::timeout_at(deadline, declaring).await {
+            Ok(declared) => declared,
+            Err(_) => Err(Error::Unavailable(self.shared.config.publish_timeout, what)),
+        }
     }
 
     /// Wraps every handler of every queue consumed from now on (and of logs replayed) in

@@ -2,6 +2,7 @@
 //! the [`Events`](events::Events) and [`Handle`](handle::Handle) it returns.
 
 pub(crate) mod build;
+pub(crate) mod consumer;
 pub(crate) mod events;
 pub(crate) mod handle;
 pub(crate) mod replay;
