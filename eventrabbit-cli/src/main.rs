@@ -4,7 +4,8 @@
 //! Exit codes a script can rely on: 0 done; 1 the operation failed (the broker refused
 //! it, a call failed remotely or timed out, a redrive stopped early, a contract check
 //! found a breaking change); 2 a usage error (as clap reports it, or an unreadable
-//! document); 3 no broker at the address; 4 no database (`outbox` commands).
+//! document); 3 no broker at the address; 4 no database (`outbox` commands); 5 the
+//! broker refused access (user name or password, virtual host).
 
 mod contract;
 mod dlq;
@@ -185,6 +186,8 @@ enum Failure {
     NoBroker(String),
     /// No database (exit 4).
     NoDatabase(String),
+    /// The broker refused access: login or virtual host (exit 5).
+    AccessRefused(String),
 }
 
 impl From<eventrabbit::Error> for Failure {
@@ -217,6 +220,10 @@ async fn main() -> ExitCode {
             eprintln!("error: no database: {e}");
             ExitCode::from(4)
         }
+        Err(Failure::AccessRefused(e)) => {
+            eprintln!("error: access refused: {e}");
+            ExitCode::from(5)
+        }
     }
 }
 
@@ -227,6 +234,9 @@ async fn connect(url: &str) -> Result<(Events, Handle), Failure> {
     match tokio::time::timeout(Duration::from_secs(5), probe).await {
         Ok(Ok(conn)) => {
             let _ = conn.close(200, "probe".into()).await;
+        }
+        Ok(Err(e)) if refused_access(&e) => {
+            return Err(Failure::AccessRefused(format!("{}: {e}", redacted(url))));
         }
         Ok(Err(e)) => return Err(Failure::NoBroker(format!("{}: {e}", redacted(url)))),
         Err(_) => {
@@ -245,6 +255,19 @@ async fn connect(url: &str) -> Result<(Events, Handle), Failure> {
             eventrabbit::ErrorKind::Transient => Failure::NoBroker(e.to_string()),
             _ => Failure::Failed(e.to_string()),
         })
+}
+
+/// Whether the broker refused the login or the virtual host (not: no broker there).
+fn refused_access(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(amqp) if matches!(
+            amqp.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+        )
+    )
 }
 
 /// `url` without its password.

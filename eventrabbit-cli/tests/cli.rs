@@ -1,6 +1,6 @@
 //! The operator CLI against the real broker: dead letters listed, peeked at (left in
 //! place), redriven (dry run, then for real, with a limit); publish seen by tail; call
-//! answered; exit codes 1, 2 and 3; help for every command; AsyncAPI documents compared
+//! answered; exit codes 1, 2, 3 and 5; help for every command; AsyncAPI documents compared
 //! (versions, producer against consumer) and rendered, without a broker.
 
 use eventrabbit::{Config, ConsumeChannel, build_event_dependencies, consumer};
@@ -282,6 +282,18 @@ async fn call_prints_the_reply_and_exit_codes_say_what_failed() {
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("no broker"),
         "{o:?}"
+    );
+    // 5: the broker refused the login (not "no broker"), without the password.
+    let wrong = url().replacen("guest:guest@", "guest:wrong-pw@", 1);
+    let o = Command::new(env!("CARGO_BIN_EXE_eventrabbit"))
+        .args(["--url", &wrong, "publish", "x", "A", "{}"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("access refused") && !err.contains("wrong-pw"),
+        "{err}"
     );
 
     handle.shutdown().await;

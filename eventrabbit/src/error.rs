@@ -18,6 +18,18 @@ pub enum Error {
     /// The broker could not be reached or the connection failed.
     #[error("broker connection failed: {0}")]
     Connection(#[source] lapin::Error),
+    /// The broker cannot be used as configured, and trying again will not change that:
+    /// the user name or password is refused, the virtual host does not exist or may not
+    /// be used, the host name does not resolve, or TLS fails (an untrusted certificate, a
+    /// plain AMQP port behind `amqps://`). Reported at once, before any connection was
+    /// ever made; a connection lost after a successful start is recovered instead.
+    #[error("cannot connect to the broker at {url}: {cause}")]
+    CannotConnect {
+        /// The node's URL, without its password.
+        url: String,
+        /// What is wrong, in words.
+        cause: String,
+    },
     /// The broker was not reachable before the deadline.
     #[error("broker not reachable within {0:?} while {1}")]
     Unavailable(Duration, String),
@@ -267,7 +279,9 @@ impl Error {
             | Error::Nacked { .. }
             | Error::Stream(_)
             | Error::Shutdown => ErrorKind::Transient,
-            Error::Unroutable { .. } | Error::NoSuchExchange(_) => ErrorKind::Refused,
+            Error::Unroutable { .. } | Error::NoSuchExchange(_) | Error::CannotConnect { .. } => {
+                ErrorKind::Refused
+            }
             Error::InvalidUrl(_)
             | Error::NoRuntime
             | Error::DuplicateAction { .. }
@@ -342,6 +356,46 @@ fn lapin_kind(e: &lapin::Error) -> ErrorKind {
         K::ParsingError(_) | K::SerialisationError(_) | K::NoDefaultRuntime => ErrorKind::Permanent,
         _ => ErrorKind::Transient,
     }
+}
+
+/// Why a first connection attempt failed for a reason no retry fixes (a refused login,
+/// a missing virtual host, a host name that does not resolve, a TLS failure), in words;
+/// `None` for weather (a closed port, a timeout, a dropped connection).
+pub(crate) fn start_failure(e: &lapin::Error, user: &str, vhost: &str) -> Option<String> {
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    if let lapin::ErrorKind::ProtocolError(amqp) = e.kind() {
+        return match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => Some(format!(
+                "access refused for user `{user}` (wrong user name or password, or the user may not log in): {}",
+                amqp.get_message()
+            )),
+            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Some(format!(
+                "virtual host `{vhost}` does not exist or user `{user}` may not use it: {}",
+                amqp.get_message()
+            )),
+            _ => None,
+        };
+    }
+    let text = e.to_string();
+    if text.contains("failed to lookup address") || text.contains("Name or service not known") {
+        return Some(format!("the host name does not resolve: {text}"));
+    }
+    let tls = [
+        "certificate",
+        "Certificate",
+        "InvalidContentType",
+        "corrupt message",
+        "handshake",
+        "HandshakeFailure",
+        "tls",
+        "TLS",
+    ];
+    if tls.iter().any(|t| text.contains(t)) {
+        return Some(format!(
+            "the TLS handshake failed (an untrusted or wrong certificate, or a plain AMQP port behind amqps://): {text}"
+        ));
+    }
+    None
 }
 
 /// Whether a broker's `NOT_FOUND` text says that the queue exists but its node or process

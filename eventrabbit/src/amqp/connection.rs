@@ -129,6 +129,25 @@ impl Connector {
         let conn = match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
+                // Before any connection was made, what no retry fixes is said at once.
+                if self.opened.load(Ordering::Relaxed) == 0 {
+                    let userinfo = &endpoint.uri.authority.userinfo;
+                    let vhost = &endpoint.uri.vhost;
+                    // A host that does not resolve, or TLS, may be one node's trouble: with
+                    // several nodes the next is tried. A refused login is the cluster's.
+                    let cause =
+                        crate::error::start_failure(&e, &userinfo.username, vhost).filter(|_| {
+                            self.endpoints.len() == 1
+                                || matches!(e.kind(), lapin::ErrorKind::ProtocolError(_))
+                        });
+                    if let Some(cause) = cause {
+                        tracing::error!(%url, %cause, "cannot connect to the broker");
+                        return Err(Error::CannotConnect {
+                            url: url.clone(),
+                            cause,
+                        });
+                    }
+                }
                 tracing::warn!(%url, error = %e, "cannot connect to the broker");
                 return Err(Error::Connection(e));
             }
@@ -194,15 +213,19 @@ impl Connector {
             };
             match attempt {
                 Ok(conn) => return Ok(conn),
+                // A wrong password, a missing virtual host, an unknown host or a TLS
+                // failure before any connection was made: no retry storm.
+                Err(e @ Error::CannotConnect { .. }) => return Err(e),
                 Err(e) => {
                     let delay = delays.next().unwrap_or(self.max_delay);
                     if let Some(deadline) = deadline
                         && Instant::now() + delay >= deadline
                     {
                         return match e {
-                            Error::Connection(_) => {
-                                Err(Error::Unavailable(started.elapsed(), what.to_owned()))
-                            }
+                            Error::Connection(e) => Err(Error::Unavailable(
+                                started.elapsed(),
+                                format!("{what} (the last attempt failed: {e})"),
+                            )),
                             other => Err(other),
                         };
                     }

@@ -126,12 +126,12 @@ impl Publisher {
 
     /// Publishes and waits for the broker's confirm; retries weather (a lost channel or
     /// connection, a nack) until the publish deadline (`Config::publish_timeout`).
-    ///
     pub(crate) fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
-        self.publish_until(msg, Instant::now() + self.timeout)
+        self.publish_until(msg, None)
     }
 
-    /// [`Publisher::publish`], giving up at `deadline` (or the publish deadline, if sooner).
+    /// [`Publisher::publish`], giving up at `deadline` if one is given and sooner than the
+    /// publish deadline (the clock is read once per publish).
     ///
     /// A plain function returning the future (not an `async fn`): `msg` is then stored in
     /// the future once, not copied from an argument slot into a local, which keeps the
@@ -143,13 +143,14 @@ impl Publisher {
     pub(crate) fn publish_until(
         &self,
         msg: Outgoing<'_>,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             // Counted down however the publish ends, even if its future is dropped.
             let _in_flight = InFlight(self);
-            let deadline = deadline.min(Instant::now() + self.timeout);
+            let publish_deadline = Instant::now() + self.timeout;
+            let deadline = deadline.map_or(publish_deadline, |d| d.min(publish_deadline));
             // No span at all while no tracing subscriber is set: making a disabled one
             // (and offering it to `log`) took about 200 instructions of each publish, and
             // dropping even `Span::none()` shows in a profile.

@@ -204,7 +204,7 @@ async fn send_once(
                 properties: properties.clone().into(),
                 mandatory: true,
             },
-            deadline,
+            Some(deadline),
         )
         .await;
     if let Err(Error::Unroutable { .. }) = &sent {

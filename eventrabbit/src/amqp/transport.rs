@@ -24,7 +24,8 @@ impl Client {
 /// delivery is given back: a finished delivery is never kept unacknowledged for long.
 impl Transport for Client {
     fn publish(&self, msg: Outgoing<'_>) -> impl Future<Output = Result<()>> + Send {
-        self.publisher.publish_until(msg, self.settle_deadline())
+        self.publisher
+            .publish_until(msg, Some(self.settle_deadline()))
     }
 
     fn frame_max(&self) -> usize {
