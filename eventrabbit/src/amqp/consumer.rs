@@ -3,7 +3,7 @@
 
 use super::ack::Settlements;
 use super::client::Client;
-use super::delivery::{CONSUMER_TAG, QueueContext, deliver};
+use super::delivery::{CONSUMER_TAG, QueueContext, Ready, deliver};
 use super::topology;
 use super::unsettled::Unsettled;
 use crate::config::ConsumeChannel;
@@ -18,9 +18,6 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
-
-/// Told once the consumer is consuming (its topology declared, `basic.consume` active).
-pub(crate) type Ready = tokio::sync::oneshot::Sender<()>;
 
 /// Runs `spec` until shutdown, reconnecting when the connection drops; `ready` is told
 /// when it first consumes.

@@ -37,8 +37,11 @@ pub(super) struct QueueContext {
     pub(super) slot: Arc<ConsumerSlot>,
     pub(super) unsettled: Unsettled,
     /// Told when the consumer first consumes ([`Handle::start`](crate::Handle::start)).
-    pub(super) ready: parking_lot::Mutex<Option<super::consumer::Ready>>,
+    pub(super) ready: parking_lot::Mutex<Option<Ready>>,
 }
+
+/// Told once the consumer is consuming (its topology declared, `basic.consume` active).
+pub(crate) type Ready = tokio::sync::oneshot::Sender<()>;
 
 /// The delivery loop: runs each delivery, giving it a task of its own once its handler
 /// waits, and settles what finished, until shutdown or a channel error.
