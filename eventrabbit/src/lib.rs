@@ -80,6 +80,7 @@ pub use api::build::build_event_dependencies;
 pub use api::consumer::Consumer;
 pub use api::events::Events;
 pub use api::handle::Handle;
+pub use api::service::Service;
 pub use config::{
     Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, EventLog,
     ExchangeKind, FailureEvents, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig,

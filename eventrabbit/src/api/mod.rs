@@ -6,3 +6,4 @@ pub(crate) mod consumer;
 pub(crate) mod events;
 pub(crate) mod handle;
 pub(crate) mod replay;
+pub(crate) mod service;
