@@ -149,7 +149,9 @@ impl Publisher {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             // Counted down however the publish ends, even if its future is dropped.
             let _in_flight = InFlight(self);
-            let publish_deadline = Instant::now() + self.timeout;
+            // The clock is read once per publish: the start, and both deadlines from it.
+            let start = Instant::now();
+            let publish_deadline = start + self.timeout;
             let deadline = deadline.map_or(publish_deadline, |d| d.min(publish_deadline));
             // No span at all while no tracing subscriber is set: making a disabled one
             // (and offering it to `log`) took about 200 instructions of each publish, and
@@ -157,10 +159,13 @@ impl Publisher {
             if tracing::dispatcher::has_been_set() {
                 let span = trace::publish_span(msg.exchange, msg.routing_key);
                 if !span.is_disabled() {
-                    return self.publish_in_span(&msg, deadline).instrument(span).await;
+                    return self
+                        .publish_in_span(&msg, start, deadline)
+                        .instrument(span)
+                        .await;
                 }
             }
-            self.publish_in_span(&msg, deadline).await
+            self.publish_in_span(&msg, start, deadline).await
         }
     }
 
@@ -175,7 +180,12 @@ impl Publisher {
         }
     }
 
-    async fn publish_in_span(&self, msg: &Outgoing<'_>, deadline: Instant) -> Result<()> {
+    async fn publish_in_span(
+        &self,
+        msg: &Outgoing<'_>,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<()> {
         self.check(msg)?;
         // Read before written: publishes on many threads then share the flag's cache
         // line instead of taking it from each other.
@@ -183,7 +193,6 @@ impl Publisher {
             self.used.store(true, Ordering::Relaxed);
         }
         let waited = |start: Instant| Instant::now().saturating_duration_since(start);
-        let start = Instant::now();
         let mut pause = FIRST_NACK_PAUSE;
         loop {
             let ch = self.channel(msg.exchange, deadline).await?;
