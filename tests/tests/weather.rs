@@ -233,6 +233,8 @@ async fn a_redriven_crash_loop_letter_gets_a_fresh_start() {
             .await
             .unwrap();
     }
+    // The quorum queue counts a message given back only once it has it again.
+    wait_until!(WAIT, queue_len(&ch, &dlq).await == 1);
     let report = handle.redrive(&queue, Redrive::new()).await.unwrap();
     assert_eq!(report.moved, 1, "{report:?}");
     let seen = REDRIVEN.wait_for(1, WAIT).await;
