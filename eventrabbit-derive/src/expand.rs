@@ -64,6 +64,9 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
             Source::Context => Some(quote_spanned! {ty.span()=>
                 let #local: #ty = __input.context();
             }),
+            Source::State => Some(quote_spanned! {ty.span()=>
+                let #local: #ty = <#ty as #private::StateParam>::take(&__input)?;
+            }),
         }
     });
     // Bound checks spanned on the return type, so a wrong type is reported where it is
@@ -103,11 +106,13 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
         quote!(.publishing(#private::ReplyTarget::new(#exchange, #reply_action, #key)))
     });
     let retry = retrying(spec, &private);
+    let (states_fn, needing) = states(spec, &private);
     let (schema_fns, describing) = crate::schema::handler(spec, None);
     let registration = quote! {
         #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
             #publishing
             #retry
+            #needing
             #describing
     };
     // The same decoding as the call, without running the handler (for redrive dry runs).
@@ -155,6 +160,7 @@ pub(crate) fn handler(func: &ItemFn, spec: &Handler) -> TokenStream {
             }
 
             #schema_fns
+            #states_fn
 
             #private::inventory::submit! { #registration }
         };
@@ -192,7 +198,17 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
     let action = &spec.action;
     let name = path_of(fn_name);
     let retry = retrying(spec, &private);
+    let (states_fn, needing) = states(spec, &private);
     let (schema_fns, describing) = crate::schema::handler(spec, Some(item));
+    // The batch's items go to the one parameter that is not state; state comes from the
+    // queue the batch's messages were read from (the first message's).
+    let args = spec.params.iter().map(|p| match p.source {
+        Source::State => {
+            let ty = &p.ty;
+            quote_spanned!(ty.span()=> <#ty as #private::StateParam>::take(#private::first_input(&__inputs)?)?)
+        }
+        _ => quote!(__eventrabbit_items),
+    });
     quote! {
         #func
 
@@ -217,7 +233,7 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
                     for __input in &__inputs {
                         __eventrabbit_items.push(__input.data::<#item>()?);
                     }
-                    #outcome(#fn_name(__eventrabbit_items).await #classify)
+                    #outcome(#fn_name(#(#args),*).await #classify)
                 })
             }
 
@@ -226,11 +242,13 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
             }
 
             #schema_fns
+            #states_fn
 
             #private::inventory::submit! {
                 #private::Registration::new(#action, #name, __eventrabbit_call, __eventrabbit_validate)
                     .batching(#private::BatchSpec::new(#max, #window_ms), __eventrabbit_batch)
                     #retry
+                    #needing
                     #describing
             }
         };
@@ -308,6 +326,29 @@ fn retrying(spec: &Handler, private: &TokenStream) -> Option<TokenStream> {
         let r = r.expand(private);
         quote!(.retrying(#r))
     })
+}
+
+/// For a handler taking state: a function listing the state types, and `.needing(..)` on
+/// its registration, so its queue checks at start that each is registered.
+fn states(spec: &Handler, private: &TokenStream) -> (TokenStream, Option<TokenStream>) {
+    let types: Vec<_> = spec
+        .params
+        .iter()
+        .filter(|p| matches!(p.source, Source::State))
+        .map(|p| &p.ty)
+        .collect();
+    if types.is_empty() {
+        return (quote!(), None);
+    }
+    let needs = types
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> <#ty as #private::StateParam>::need()));
+    let function = quote! {
+        fn __eventrabbit_states() -> ::std::vec::Vec<#private::StateNeed> {
+            ::std::vec![#(#needs),*]
+        }
+    };
+    (function, Some(quote!(.needing(__eventrabbit_states))))
 }
 
 /// A routing key as written, or `""`.

@@ -17,6 +17,8 @@ pub(crate) enum Source {
     Data,
     /// The delivery context: a type named `MessageContext`, or marked `#[context]`.
     Context,
+    /// Registered application state: a type spelled `State<T>`, or marked `#[state]`.
+    State,
 }
 
 /// One parameter of a handler.
@@ -62,7 +64,7 @@ pub(crate) struct Producer {
 }
 
 /// The parameter attributes the handler macros read (and remove from the function).
-pub(crate) const PARAM_ATTRS: [&str; 2] = ["data", "context"];
+pub(crate) const PARAM_ATTRS: [&str; 3] = ["data", "context", "state"];
 
 pub(crate) fn handler(attr: Attr, func: &ItemFn, errors: &mut Errors) -> Option<Handler> {
     let name = attr.kind.name();
@@ -125,15 +127,19 @@ fn batch(
     sig: &Signature,
     errors: &mut Errors,
 ) -> Option<Batch> {
-    let item = match params {
+    let messages: Vec<&Param> = params
+        .iter()
+        .filter(|p| !matches!(p.source, Source::State))
+        .collect();
+    let item = match messages.as_slice() {
         [p] if !matches!(p.source, Source::Context) => vec_item(&p.ty),
         _ => None,
     };
     if item.is_none() {
-        let span = params.first().map_or(sig.ident.span(), |p| p.ty.span());
+        let span = messages.first().map_or(sig.ident.span(), |p| p.ty.span());
         errors.push(
             span,
-            "a batch handler takes one parameter, a `Vec<T>` of the messages' data (`T: Deserialize`), e.g. `async fn f(items: Vec<Metric>)`",
+            "a batch handler takes one parameter, a `Vec<T>` of the messages' data (`T: Deserialize`), besides `State<..>` parameters, e.g. `async fn f(items: Vec<Metric>, db: State<Db>)`",
         );
     }
     let unit = match returns {
@@ -318,21 +324,40 @@ fn params(macro_name: &str, sig: &Signature, errors: &mut Errors) -> Vec<Param> 
             continue;
         }
         let marked = |name: &str| pt.attrs.iter().find(|a| a.path().is_ident(name));
-        let (data_attr, context_attr) = (marked("data"), marked("context"));
-        if let (Some(_), Some(c)) = (data_attr, context_attr) {
+        let markers: Vec<_> = ["data", "context", "state"]
+            .into_iter()
+            .filter_map(marked)
+            .collect();
+        if let [_, second, ..] = markers.as_slice() {
             errors.push(
-                c.span(),
-                "a parameter is either `#[data]` or `#[context]`, not both",
+                second.span(),
+                "a parameter takes one of `#[data]`, `#[context]` or `#[state]`, not several",
             );
             continue;
         }
-        let source = if data_attr.is_some() {
+        if let Some(with_args) = markers
+            .iter()
+            .find(|a| !matches!(a.meta, syn::Meta::Path(_)))
+        {
+            let name = with_args.path().get_ident().map(ToString::to_string);
+            errors.push(
+                with_args.meta.span(),
+                format!(
+                    "`#[{}]` takes no arguments: the parameter's type says what it takes",
+                    name.unwrap_or_default()
+                ),
+            );
+            continue;
+        }
+        let source = if marked("data").is_some() {
             if data_seen {
                 errors.push(pt.span(), "only one parameter may be marked `#[data]`");
             }
             data_seen = true;
             Source::Data
-        } else if context_attr.is_some() || names_message_context(&pt.ty) {
+        } else if marked("state").is_some() || names_state(&pt.ty) {
+            Source::State
+        } else if marked("context").is_some() || names_message_context(&pt.ty) {
             if context_seen {
                 errors.push(
                     pt.span(),
@@ -359,4 +384,12 @@ fn params(macro_name: &str, sig: &Signature, errors: &mut Errors) -> Vec<Param> 
 fn names_message_context(ty: &Type) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none()
         && p.path.segments.last().is_some_and(|s| s.ident == "MessageContext" && s.arguments.is_none()))
+}
+
+/// Whether `ty` is spelled as a path ending in `State<..>` (`State<Db>`,
+/// `eventrabbit::State<Db>`). An alias is recognised by marking the parameter `#[state]`.
+fn names_state(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none()
+        && p.path.segments.last().is_some_and(|s| s.ident == "State"
+            && matches!(s.arguments, syn::PathArguments::AngleBracketed(_))))
 }

@@ -199,6 +199,19 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A handler takes a [`State<T>`](crate::State) whose type was never registered: its
+    /// queue does not start.
+    #[error(
+        "handler `{handler}` of queue `{queue}` takes `State<{state}>`, but no state of type `{state}` is registered: add it with `Config::with_state` (or `TestBroker::with_state`)"
+    )]
+    MissingState {
+        /// The queue.
+        queue: String,
+        /// The handler's path.
+        handler: String,
+        /// The state's type.
+        state: String,
+    },
     /// A name longer than AMQP allows (255 bytes): nothing was sent.
     #[error("{what} `{name}` is {len} bytes long; AMQP allows at most 255")]
     InvalidName {
@@ -294,6 +307,7 @@ impl Error {
             | Error::Redrive { .. }
             | Error::Ended { .. }
             | Error::InvalidQueue { .. }
+            | Error::MissingState { .. }
             | Error::InvalidName { .. }
             | Error::InvalidDelay { .. }
             | Error::TooLarge { .. } => ErrorKind::Permanent,

@@ -89,6 +89,7 @@ pub use config::{
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;
 pub use handler::rejection::{HandlerError, Rejected};
+pub use handler::state::{State, StateMap};
 pub use pipeline::redrive::{Redrive, RedriveGroup, RedriveReport};
 pub use telemetry::health::{ConsumerHealth, ConsumerState, Health, StuckMessage};
 pub use wire::headers::{
@@ -118,13 +119,15 @@ pub mod __private {
     };
     pub use crate::handler::producers::publish_produced;
     pub use crate::handler::registration::{
-        HandlerFn, HandlerFuture, ProducerRegistration, Registration, ReplyTarget, ValidateFn,
+        HandlerFn, HandlerFuture, ProducerRegistration, Registration, ReplyTarget, StatesFn,
+        ValidateFn,
     };
     pub use crate::handler::rejection::{Classify, ViaDisplay, ViaHandlerError, ViaStdError};
     pub use crate::handler::schema::{
         FieldSchema, SchemaFn, SchemaProbe, ViaAnySchema, ViaJsonSchema, all_of, null_schema,
         object_schema, unknown_schema,
     };
+    pub use crate::handler::state::{StateNeed, StateParam, first_input};
     pub use inventory;
     pub use schemars;
     pub use serde;

@@ -55,9 +55,9 @@ fn prepare(
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
     spec.check(&settings)?;
-    let policy = QueuePolicy::new(&spec.queue, routes, settings)
+    let policy = QueuePolicy::new(&spec.queue, routes, settings, shared.config.state.clone())
         .with_layers(shared.layers.lock().around(&layers));
-    policy.check_wait_queues()?;
+    policy.check()?;
     Ok(Arc::new(QueueContext {
         spec: spec.clone(),
         policy,

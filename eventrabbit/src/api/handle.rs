@@ -216,7 +216,8 @@ impl Handle {
         limits::check_name("dead-letter queue", &dlq)?;
         let settings = ConsumeChannel::new(queue)
             .resolve(&self.shared.config.queue, &self.shared.config.retry);
-        let policy = QueuePolicy::new(queue, registry::routes(queue, None)?, settings);
+        let routes = registry::routes(queue, None)?;
+        let policy = QueuePolicy::new(queue, routes, settings, self.shared.config.state.clone());
         redrive::redrive(&self.shared.connector, &policy, &dlq, how).await
     }
 

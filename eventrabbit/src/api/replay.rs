@@ -62,8 +62,9 @@ impl Handle {
                     }
                 })
                 .await?;
-            let policy = QueuePolicy::new(&label, routes, settings)
+            let policy = QueuePolicy::new(&label, routes, settings, client.config.state.clone())
                 .with_layers(client.layers.lock().around(&Default::default()));
+            policy.check()?;
             run(StreamRun {
                 streams: &self.streams,
                 transport: &**client,

@@ -105,6 +105,9 @@ pub struct Config {
     /// The type of the wait queues of delayed publishes (`publish_after`, `publish_at`);
     /// `None`: as [`QueueConfig::queue_type`]. Quorum wait queues survive the loss of a node.
     pub delay_queue_type: Option<QueueType>,
+    /// Application state handed to handlers taking [`State<T>`](crate::State) parameters
+    /// (and to middleware through [`MessageContext::state`](crate::MessageContext::state)).
+    pub state: crate::StateMap,
 }
 
 impl Config {
@@ -142,6 +145,29 @@ impl Config {
     #[must_use]
     pub fn with_delay_queue_type(mut self, queue_type: QueueType) -> Self {
         self.delay_queue_type = Some(queue_type);
+        self
+    }
+
+    /// Registers `value` for every handler parameter of type [`State<T>`](crate::State)
+    /// (one value per type; a second value of the same type replaces the first). Made once
+    /// in `main` and shared: a database pool, a client, settings.
+    ///
+    /// ```
+    /// use eventrabbit::Config;
+    /// struct Settings { greeting: String }
+    /// let config = Config::default().with_state(Settings { greeting: "hi".into() });
+    /// assert_eq!(config.state.get::<Settings>().unwrap().greeting, "hi");
+    /// ```
+    #[must_use]
+    pub fn with_state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Registers a value the service also keeps an `Arc` of, for `State<T>` parameters.
+    #[must_use]
+    pub fn with_state_arc<T: Send + Sync + 'static>(mut self, value: std::sync::Arc<T>) -> Self {
+        self.state.insert_arc(value);
         self
     }
 
@@ -273,6 +299,7 @@ impl Default for Config {
             mandatory: false,
             settle_timeout: Self::DEFAULT_SETTLE_TIMEOUT,
             delay_queue_type: None,
+            state: crate::StateMap::default(),
         }
     }
 }

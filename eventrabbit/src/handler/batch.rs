@@ -194,7 +194,7 @@ mod tests {
             properties: Default::default(),
             body: br#"{"action":"A","data":{}}"#.to_vec(),
         };
-        Input::new(Arc::new(message), 21..23)
+        Input::new(Arc::new(message), 21..23, Default::default())
     }
 
     /// Every member told its batch succeeded was in a batch the handler ran: joining and

@@ -1,5 +1,6 @@
 //! What a handler may learn about the delivery it is handling.
 
+use super::state::{State, StateMap};
 use crate::wire::headers;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -42,6 +43,7 @@ impl Message {
 #[derive(Debug, Clone)]
 pub struct MessageContext {
     pub(crate) message: Arc<Message>,
+    pub(crate) state: StateMap,
 }
 
 impl MessageContext {
@@ -141,5 +143,13 @@ impl MessageContext {
     #[must_use]
     pub fn routing_key(&self) -> &str {
         self.message.routing_key.as_str()
+    }
+
+    /// The application state of type `T` registered with
+    /// [`Config::with_state`](crate::Config::with_state), for middleware (handlers take a
+    /// [`State<T>`] parameter instead).
+    #[must_use]
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<State<T>> {
+        self.state.get::<T>()
     }
 }

@@ -1,6 +1,7 @@
 //! What a generated handler receives ([`Input`]) and produces ([`Reply`] or [`Failure`]).
 
 use super::context::{Message, MessageContext};
+use super::state::{State, StateMap};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::ops::Range;
@@ -41,16 +42,22 @@ pub enum Failure {
     Rejected(String),
 }
 
-/// A message handed to a generated handler: its `data` and its context.
+/// A message handed to a generated handler: its `data`, its context and the application
+/// state.
 #[derive(Debug)]
 pub struct Input {
     pub(crate) message: Arc<Message>,
     pub(crate) data: Range<usize>,
+    pub(crate) state: StateMap,
 }
 
 impl Input {
-    pub(crate) fn new(message: Arc<Message>, data: Range<usize>) -> Self {
-        Self { message, data }
+    pub(crate) fn new(message: Arc<Message>, data: Range<usize>, state: StateMap) -> Self {
+        Self {
+            message,
+            data,
+            state,
+        }
     }
 
     fn raw_data(&self) -> &str {
@@ -72,7 +79,19 @@ impl Input {
     pub fn context(&self) -> MessageContext {
         MessageContext {
             message: self.message.clone(),
+            state: self.state.clone(),
         }
+    }
+
+    /// The registered state of type `T`. Its queue checked at start that every handler's
+    /// state is registered, so this fails only for a handler called some other way.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<State<T>, Failure> {
+        self.state.get::<T>().ok_or_else(|| {
+            Failure::Failed(format!(
+                "no state of type `{}` is registered",
+                std::any::type_name::<T>()
+            ))
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the macros call: handler registration, the context a handler sees, how its
 //! result becomes a reply, which handler serves which action, where producers publish,
-//! and the payload schemas registered beside them.
+//! the payload schemas registered beside them, and the application state handlers take.
 
 pub(crate) mod batch;
 pub(crate) mod context;
@@ -13,3 +13,4 @@ pub(crate) mod registration;
 pub(crate) mod registry;
 pub(crate) mod rejection;
 pub(crate) mod schema;
+pub(crate) mod state;

@@ -3,6 +3,7 @@
 use super::batch::{BatchFn, BatchSpec};
 use super::input::{Failure, Input};
 use super::schema::SchemaFn;
+use super::state::StateNeed;
 use crate::config::RetryOverride;
 
 pub use super::input::HandlerFuture;
@@ -12,6 +13,9 @@ pub type HandlerFn = fn(Input) -> HandlerFuture;
 
 /// Checks that a message's `data` fits a handler's parameters, without running it.
 pub type ValidateFn = fn(&Input) -> Result<(), Failure>;
+
+/// The state types a handler takes (`State<T>` parameters).
+pub type StatesFn = fn() -> Vec<StateNeed>;
 
 /// Where a `#[function]` publishes its result.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +47,7 @@ pub struct Registration {
     pub(crate) retry: Option<RetryOverride>,
     pub(crate) batch: Option<(BatchSpec, BatchFn)>,
     pub(crate) shapes: Option<Shapes>,
+    pub(crate) states: Option<StatesFn>,
 }
 
 /// The schemas of what a handler reads and answers, for the service's AsyncAPI document.
@@ -70,7 +75,21 @@ impl Registration {
             retry: None,
             batch: None,
             shapes: None,
+            states: None,
         }
+    }
+
+    /// The handler takes `State<T>` parameters: the types `states` lists must be
+    /// registered before its queue starts.
+    #[must_use]
+    pub const fn needing(mut self, states: StatesFn) -> Self {
+        self.states = Some(states);
+        self
+    }
+
+    /// The state types the handler takes.
+    pub(crate) fn needs(&self) -> Vec<StateNeed> {
+        self.states.map(|f| f()).unwrap_or_default()
     }
 
     /// The schemas of the handler's `data` and of the `data` of its replies.

@@ -50,7 +50,7 @@ pub(crate) async fn handle<T: Transport>(
         Decision::Handle(route, range) => {
             let reg = route.reg;
             tracing::Span::current().record("action", reg.action);
-            let input = Input::new(message.clone(), range);
+            let input = Input::new(message.clone(), range, policy.state.clone());
             let started = Instant::now();
             let batched = reg.batch.is_some() && message.retry_count() == 0;
             let outcome = if policy.layers.is_empty() && !batched {
@@ -107,6 +107,7 @@ async fn through_layers(
     };
     let ctx = MessageContext {
         message: message.clone(),
+        state: policy.state.clone(),
     };
     AssertUnwindSafe(run_through(&policy.layers.0, &ctx, call, input))
         .catch_unwind()

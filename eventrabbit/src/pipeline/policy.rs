@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::handler::batch::Batcher;
 use crate::handler::middleware::Layers;
 use crate::handler::registry::{Route, Routes};
+use crate::handler::state::StateMap;
 use crate::telemetry::metric::ActionMetrics;
 use crate::wire::limits;
 use crate::wire::names::retry_queue_name;
@@ -24,10 +25,12 @@ pub(crate) struct QueuePolicy {
     pub(crate) layers: Layers,
     /// The open batch of each batch handler, by route index (unused for the others).
     batchers: Vec<Batcher>,
+    /// The application state handed to handlers.
+    pub(crate) state: StateMap,
 }
 
 impl QueuePolicy {
-    pub(crate) fn new(queue: &str, routes: Routes, settings: Resolved) -> Self {
+    pub(crate) fn new(queue: &str, routes: Routes, settings: Resolved, state: StateMap) -> Self {
         let queue: Arc<str> = queue.into();
         let metrics = routes
             .iter()
@@ -49,6 +52,7 @@ impl QueuePolicy {
             metrics,
             retries,
             layers: Layers::default(),
+            state,
         }
     }
 
@@ -74,9 +78,31 @@ impl QueuePolicy {
         &self.retries[route.index]
     }
 
+    /// What must hold before the queue starts: every handler's state is registered, and
+    /// its retry wait queues have names AMQP takes.
+    pub(crate) fn check(&self) -> Result<()> {
+        self.check_state()?;
+        self.check_wait_queues()
+    }
+
+    /// Fails unless every `State<T>` a handler of the queue takes is registered, naming
+    /// the handler and the type.
+    fn check_state(&self) -> Result<()> {
+        for reg in self.routes.iter() {
+            if let Some(need) = reg.needs().iter().find(|need| !self.state.has(need)) {
+                return Err(Error::MissingState {
+                    queue: self.queue.to_string(),
+                    handler: reg.name.to_owned(),
+                    state: need.name.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Fails unless the longest retry wait queue of every handler (under the queue's
     /// policy or its own `retry(..)`) fits in AMQP's 255 bytes, naming the handler.
-    pub(crate) fn check_wait_queues(&self) -> Result<()> {
+    fn check_wait_queues(&self) -> Result<()> {
         for (reg, retry) in self.routes.iter().zip(&self.retries) {
             let longest = retry_queue_name(&self.queue, retry.delay_for(u32::MAX));
             if let Err(e) = limits::check_name("retry wait queue", &longest) {

@@ -158,7 +158,7 @@ pub(crate) fn verdict(policy: &QueuePolicy, message: &Arc<Message>) -> Verdict {
     );
     match decision {
         Decision::Handle(route, range) => {
-            let input = Input::new(message.clone(), range);
+            let input = Input::new(message.clone(), range, policy.state.clone());
             match (route.reg.validate)(&input) {
                 Ok(()) => Verdict::Pass,
                 Err(

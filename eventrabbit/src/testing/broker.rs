@@ -72,6 +72,19 @@ impl TestBroker {
         }
     }
 
+    /// This broker, handing `value` to every handler parameter of type
+    /// [`State<T>`](crate::State), as [`Config::with_state`] does for a real service (one
+    /// value per type; queues consumed from now on see it). Tests pass their own fakes.
+    #[must_use]
+    pub fn with_state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        {
+            let mut app = self.inner.app_state();
+            app.insert(value);
+            self.state().app = Some(app);
+        }
+        self
+    }
+
     /// This broker, delivering with `chaos`'s disorder from now on: duplicates,
     /// redeliveries after lost acks, reordering within each queue's prefetch window, all
     /// drawn from its seed, so a failing run replays exactly. Print
@@ -105,8 +118,9 @@ impl TestBroker {
         let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
         channel.check(&settings)?;
         let layers = self.state().layers.around(&layers);
-        let policy = QueuePolicy::new(&channel.queue, routes, settings).with_layers(layers);
-        policy.check_wait_queues()?;
+        let policy = QueuePolicy::new(&channel.queue, routes, settings, self.inner.app_state())
+            .with_layers(layers);
+        policy.check()?;
         let policy = Arc::new(policy);
         let mut state = self.state();
         state.queues.insert(

@@ -42,8 +42,9 @@ impl TestBroker {
         let routes = registry::routes(&label, consumer.actions.as_deref())?;
         let settings = consumer.resolve(&self.inner.config.queue, &self.inner.config.retry);
         consumer.check(&settings)?;
-        let policy =
-            QueuePolicy::new(&label, routes, settings).with_layers(self.state().layers.clone());
+        let policy = QueuePolicy::new(&label, routes, settings, self.inner.app_state())
+            .with_layers(self.state().layers.clone());
+        policy.check()?;
         let mut offset = self.first_offset(&consumer)?;
         let mut read = 0;
         loop {

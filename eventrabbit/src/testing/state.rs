@@ -52,6 +52,8 @@ pub(crate) struct State {
     pub(super) logs: BTreeMap<String, Vec<LogEntry>>,
     /// The stored position of each named stream consumer, by log and name.
     pub(super) positions: HashMap<(String, String), u64>,
+    /// Application state registered with `TestBroker::with_state`, over the config's.
+    pub(super) app: Option<crate::StateMap>,
 }
 
 impl State {
@@ -86,6 +88,14 @@ pub(crate) struct Inner {
 impl Inner {
     pub(super) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock()
+    }
+
+    /// The application state handed to handlers: the config's and what the tests added.
+    pub(super) fn app_state(&self) -> crate::StateMap {
+        self.state()
+            .app
+            .clone()
+            .unwrap_or_else(|| self.config.state.clone())
     }
 
     /// Routes an encoded envelope published from outside a handler or by one; with

@@ -32,6 +32,21 @@ async fn unit_alias(_x: i64) -> app::Result<()> { Ok(()) }
 #[consumer(action = "P_VALUE_ALIAS")]
 async fn value_alias(x: i64) -> app::Result<Data> { Ok(Data { x }) }
 
+// Application state: `State<T>` by its name or path, and an alias marked `#[state]`.
+struct Db;
+type DbState = eventrabbit::State<Db>;
+
+#[consumer(action = "P_STATE")]
+async fn with_state(x: i64, db: eventrabbit::State<Db>, #[state] again: DbState, ctx: MessageContext) {
+    let _ = (x, &*db, &*again, ctx.state::<Db>());
+}
+
+#[consumer(action = "P_STATE_BATCH", batch(max = 5, window = "5ms"))]
+async fn batch_with_state(items: Vec<Data>, _db: eventrabbit::State<Db>) -> Result<(), std::io::Error> {
+    let _ = items;
+    Ok(())
+}
+
 #[function(action = "P_FN", exchange = "x", key = "k")]
 async fn f(x: i64) -> Data { Data { x } }
 
