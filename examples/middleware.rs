@@ -11,8 +11,13 @@ use eventrabbit::{
 };
 use serde_json::json;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// How many messages the layers finished (handled, skipped or refused): application state
+/// that a layer reads from the context, so that the demo waits for them instead of sleeping.
+struct Finished(watch::Sender<usize>);
 
 /// Logs how long each handler took and how it ended.
 struct Timing;
@@ -31,6 +36,9 @@ impl Middleware for Timing {
                 ctx.action(),
                 started.elapsed()
             );
+            if let Some(finished) = ctx.state::<Finished>() {
+                finished.0.send_modify(|n| *n += 1);
+            }
             outcome
         })
     }
@@ -89,7 +97,9 @@ async fn on_invoice(ctx: MessageContext, invoice: u64) {
 async fn main() -> eventrabbit::Result<()> {
     let url = std::env::var("AMQP_ADDR")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let (events, handle) = build_event_dependencies(&url, Config::default()).await?;
+    let finished = Arc::new(Finished(watch::Sender::new(0)));
+    let config = Config::default().with_state_arc(finished.clone());
+    let (events, handle) = build_event_dependencies(&url, config).await?;
     handle.layer(Timing);
     let queue = "middleware_example_invoices";
     let layers = Layers::new()
@@ -119,8 +129,15 @@ async fn main() -> eventrabbit::Result<()> {
     events
         .publish("", queue, "INVOICE_ISSUED", &json!({"invoice": 2}))
         .await?;
-    // Lets the three deliveries be handled before the shutdown, only for the output.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The output shows the three deliveries finished before the shutdown.
+    let mut done = finished.0.subscribe();
+    let all_three = done.wait_for(|n| *n >= 3);
+    if tokio::time::timeout(Duration::from_secs(10), all_three)
+        .await
+        .is_err()
+    {
+        println!("not every message was finished within 10 s");
+    }
     handle.shutdown().await;
     consumer.join().await?;
     Ok(())

@@ -8,30 +8,54 @@
 //! ```
 
 use eventrabbit::{
-    Config, ConsumeChannel, Events, MessageContext, build_event_dependencies, consumer,
+    Config, ConsumeChannel, Events, MessageContext, State, build_event_dependencies, consumer,
 };
 use eventrabbit_postgres::{Claim, Inbox, Outbox, OutboxMessage, Relay, RelayConfig, migrate};
 use serde_json::json;
 use sqlx::PgPool;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 const SCHEMA: &str = "eventrabbit_example";
 
-static INBOX: OnceLock<Inbox> = OnceLock::new();
+/// How many deliveries the consumer has finished (counted or recognised as a repeat), so
+/// that the demo waits for them instead of sleeping. Application state, like the inbox.
+struct Progress(watch::Sender<usize>);
+
+impl Progress {
+    fn finished_one(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `n` deliveries were finished (or 10 s passed, which it reports).
+    async fn wait_for(&self, n: usize) {
+        let mut finished = self.0.subscribe();
+        let waiting = finished.wait_for(|count| *count >= n);
+        if tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .is_err()
+        {
+            println!("not every delivery was handled within 10 s");
+        }
+    }
+}
 
 /// Keeps `orders_per_customer` current; the inbox makes a repeat of an event a no-op.
+/// The inbox and the progress are application state, registered in `main`.
 #[consumer(action = "ORDER_PLACED")]
 async fn count_order(
     customer: String,
     ctx: MessageContext,
+    inbox: State<Inbox>,
+    progress: State<Progress>,
 ) -> Result<(), eventrabbit_postgres::Error> {
-    let inbox = INBOX.get().expect("set up in main");
     let Claim::New(mut tx) = inbox.begin(&ctx).await? else {
         println!(
             "consumer: {:?} seen before, nothing to do",
             ctx.message_id()
         );
+        progress.finished_one();
         return Ok(());
     };
     sqlx::query(&format!(
@@ -43,6 +67,7 @@ async fn count_order(
     .await?;
     tx.commit().await?;
     println!("consumer: counted an order of {customer}");
+    progress.finished_one();
     Ok(())
 }
 
@@ -90,7 +115,7 @@ async fn set_up(pool: &PgPool) -> eventrabbit_postgres::Result<()> {
     Ok(())
 }
 
-async fn redeliver_one(events: &Events) -> eventrabbit::Result<()> {
+async fn redeliver_one(events: &Events, message_id: String) -> eventrabbit::Result<()> {
     // What a relay that died before marking its batch sent does: the same message again.
     events
         .publish_with(
@@ -98,15 +123,9 @@ async fn redeliver_one(events: &Events) -> eventrabbit::Result<()> {
             "example_order_counts",
             "ORDER_PLACED",
             &json!({"order_id": 1, "customer": "ann"}),
-            &eventrabbit::PublishOptions::new().message_id(first_message_id()),
+            &eventrabbit::PublishOptions::new().message_id(message_id),
         )
         .await
-}
-
-static FIRST: OnceLock<String> = OnceLock::new();
-
-fn first_message_id() -> String {
-    FIRST.get().cloned().unwrap_or_default()
 }
 
 #[tokio::main]
@@ -117,16 +136,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let pool = PgPool::connect(&db).await?;
     set_up(&pool).await?;
-    INBOX
-        .set(Inbox::new(pool.clone(), SCHEMA, "orders_per_customer")?)
-        .ok();
-    let (events, handle) = build_event_dependencies(&amqp, Config::default()).await?;
-    let consumer = handle.clone();
-    tokio::spawn(async move {
-        consumer
-            .consume(ConsumeChannel::new("example_order_counts").actions(["ORDER_PLACED"]))
-            .await
-    });
+    let progress = Arc::new(Progress(watch::Sender::new(0)));
+    let config = Config::default()
+        .with_state(Inbox::new(pool.clone(), SCHEMA, "orders_per_customer")?)
+        .with_state_arc(progress.clone());
+    let (events, handle) = build_event_dependencies(&amqp, config).await?;
+    // Consuming once `start` returns: the relay's first publish reaches it.
+    let consumer = handle
+        .start(ConsumeChannel::new("example_order_counts").actions(["ORDER_PLACED"]))
+        .await?;
     let relay = Relay::new(
         pool.clone(),
         events.clone(),
@@ -155,16 +173,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tx.rollback().await?;
     println!("service: order 4 rolled back, and its event with it");
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The relay sends the three committed events; the consumer counts them.
+    progress.wait_for(3).await;
     let first: String = sqlx::query_scalar(&format!(
         "SELECT message_id FROM {SCHEMA}.eventrabbit_outbox ORDER BY id LIMIT 1"
     ))
     .fetch_one(&pool)
     .await?;
-    FIRST.set(first).ok();
-    redeliver_one(&events).await?;
+    redeliver_one(&events, first).await?;
     println!("service: the event of order 1 sent once more, with its message id");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    progress.wait_for(4).await;
 
     let counts: Vec<(String, i64)> = sqlx::query_as(&format!(
         "SELECT customer, orders FROM {SCHEMA}.orders_per_customer ORDER BY customer"
@@ -175,5 +193,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("relay: {:?}", relay.health());
     relay.stop();
     handle.shutdown().await;
+    consumer.join().await?;
     Ok(())
 }

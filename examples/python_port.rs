@@ -8,15 +8,34 @@
 //! ```
 
 use eventrabbit::{
-    Config, ConsumeChannel, ExchangeKind, build_event_dependencies, consumer, producer,
+    Config, ConsumeChannel, ExchangeKind, State, build_event_dependencies, consumer, producer,
 };
 use serde::Serialize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 
 const LIMIT: usize = 10;
-static COUNT_CALL: AtomicUsize = AtomicUsize::new(0);
-static DONE: Notify = Notify::const_new();
+
+/// The Python version's module-level `count_call`, as application state: made in `main`,
+/// handed to the handlers taking `State<Calls>`.
+#[derive(Default)]
+struct Calls {
+    count: AtomicUsize,
+    done: Notify,
+}
+
+impl Calls {
+    /// Counts one handled event; whether the chain goes on.
+    fn count(&self) -> bool {
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        println!("count {n}");
+        if n >= LIMIT {
+            self.done.notify_one();
+        }
+        n < LIMIT
+    }
+}
 
 #[derive(Serialize)]
 struct Tracker {
@@ -37,28 +56,19 @@ impl Retro {
     }
 }
 
-fn count() -> bool {
-    let n = COUNT_CALL.fetch_add(1, Ordering::SeqCst) + 1;
-    println!("count {n}");
-    if n >= LIMIT {
-        DONE.notify_one();
-    }
-    n < LIMIT
-}
-
 #[consumer(action = "TRACKERS_INFO")]
-async fn a1(b: String) -> eventrabbit::Result<String> {
+async fn a1(b: String, calls: State<Calls>) -> eventrabbit::Result<String> {
     println!("{b} 23");
-    if count() {
+    if calls.count() {
         Retro.abc().await?;
     }
     Ok(b)
 }
 
 #[consumer(action = "TRACKERS_INFO_1")]
-async fn a2(b: String) -> eventrabbit::Result<String> {
+async fn a2(b: String, calls: State<Calls>) -> eventrabbit::Result<String> {
     println!("{b} 23");
-    if count() {
+    if calls.count() {
         Retro.abc1().await?;
     }
     Ok(b)
@@ -69,7 +79,9 @@ async fn main() -> eventrabbit::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
     let url = std::env::var("AMQP_ADDR")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let (_events, handle) = build_event_dependencies(&url, Config::default()).await?;
+    let calls = Arc::new(Calls::default());
+    let config = Config::default().with_state_arc(calls.clone());
+    let (_events, handle) = build_event_dependencies(&url, config).await?;
 
     let queues_exchanges = [
         ("calendar_user_sync", "PROFILE_FANOUT_EXCHANGE"),
@@ -92,7 +104,7 @@ async fn main() -> eventrabbit::Result<()> {
     Retro.abc().await?; // start the chain
 
     tokio::select! {
-        _ = DONE.notified() => println!("handled {LIMIT} events"),
+        _ = calls.done.notified() => println!("handled {LIMIT} events"),
         _ = tokio::signal::ctrl_c() => println!("Ctrl-C"),
     }
     handle.shutdown().await;

@@ -8,11 +8,49 @@
 //! on the in-memory test broker (`eventrabbit::testing::TestBroker`).
 
 use eventrabbit::{
-    Config, ConsumeChannel, ExchangeKind, build_event_dependencies, consumer, function, producer,
+    Config, ConsumeChannel, ExchangeKind, State, build_event_dependencies, consumer, function,
+    producer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// Application state, made once in `main` and handed to every handler that takes a
+/// `State<Activity>` parameter (a real service passes its database pool, clients and
+/// settings the same way). Here it counts the events handled, so that the demo can wait
+/// until the last one was handled before it shuts down.
+struct Activity {
+    handled: watch::Sender<usize>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            handled: watch::Sender::new(0),
+        }
+    }
+
+    fn handled_one(&self) {
+        self.handled.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until `n` events were handled (or 10 s passed, which it reports).
+    async fn wait_for(&self, n: usize) {
+        let mut handled = self.handled.subscribe();
+        let waiting = handled.wait_for(|count| *count >= n);
+        if tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .is_err()
+        {
+            println!("not every event was handled within 10 s");
+        }
+    }
+}
+
+/// The events the demo causes: two `USER_CREATED`, one `EMAIL_SENT`.
+const EVENTS: usize = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct UserCreated {
@@ -32,15 +70,18 @@ struct EmailSent {
 struct BadEmail(String);
 
 /// Runs for every `USER_CREATED` event; parameters are read from `data` by name.
+/// The last parameter is application state, not read from `data`.
 #[consumer(action = "USER_CREATED")]
-async fn on_user_created(user_id: i64, name: String) {
+async fn on_user_created(user_id: i64, name: String, activity: State<Activity>) {
     println!("consumer: user {user_id} was created with name {name:?}");
+    activity.handled_one();
 }
 
 /// Receives what `send_email` publishes.
 #[consumer(action = "EMAIL_SENT")]
-async fn on_email_sent(user_id: i64, status: String) {
+async fn on_email_sent(user_id: i64, status: String, activity: State<Activity>) {
     println!("consumer: email to user {user_id} is {status}");
+    activity.handled_one();
 }
 
 /// Calling it publishes its result to the `user` exchange as `USER_CREATED`.
@@ -79,7 +120,9 @@ async fn main() -> eventrabbit::Result<()> {
         );
         return in_memory().await;
     }
-    let (events, handle) = build_event_dependencies(&url, Config::default()).await?;
+    let activity = Arc::new(Activity::new());
+    let config = Config::default().with_state_arc(activity.clone());
+    let (events, handle) = build_event_dependencies(&url, config).await?;
 
     // One consumer per queue, all on the same connection. `start` returns once the queue,
     // its bindings and dead-letter queue exist and the broker delivers to it: what is
@@ -91,13 +134,15 @@ async fn main() -> eventrabbit::Result<()> {
 
     // Ctrl-C during the demo shuts down the same graceful way as its end.
     tokio::select! {
-        result = demo(&events) => result?,
+        result = demo(&events) => {
+            result?;
+            // The output shows every event handled before the shutdown (they would be
+            // handled on the next run otherwise).
+            activity.wait_for(EVENTS).await;
+        }
         _ = tokio::signal::ctrl_c() => println!("Ctrl-C: shutting down"),
     }
 
-    // Lets the last events published above be handled before the shutdown, only so that
-    // the output shows them (they would be handled on the next run otherwise).
-    tokio::time::sleep(Duration::from_millis(300)).await;
     handle.shutdown().await; // lets in-flight handlers finish, then closes
     for consumer in consumers {
         consumer.join().await?;
@@ -136,7 +181,7 @@ async fn broker_answers(url: &str) -> Result<(), String> {
 /// The same flow on the in-memory test broker: the same handlers, queues and calls.
 async fn in_memory() -> eventrabbit::Result<()> {
     use eventrabbit::testing::TestBroker;
-    let broker = TestBroker::new();
+    let broker = TestBroker::new().with_state(Activity::new());
     for channel in channels() {
         broker.consume(channel)?;
     }

@@ -6,13 +6,15 @@
 //! ```
 
 use eventrabbit::testing::TestBroker;
-use eventrabbit::{Config, ConsumeChannel, ExchangeKind, RetryConfig, function};
+use eventrabbit::{Config, ConsumeChannel, ExchangeKind, RetryConfig, State, function};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// What the service under test remembers (a stand-in for its database).
-static WELCOMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// What the service remembers: in production a database handle registered with
+/// `Config::with_state`; in these tests a fake the test keeps and looks into.
+#[derive(Default)]
+struct Welcomed(Mutex<Vec<String>>);
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Welcome {
@@ -26,21 +28,21 @@ struct Welcome {
     exchange = "welcomes",
     action_reply = "USER_WELCOMED"
 )]
-async fn welcome(user_id: i64, name: String) -> Result<Welcome, String> {
+async fn welcome(user_id: i64, name: String, db: State<Welcomed>) -> Result<Welcome, String> {
     if name.is_empty() {
         return Err("empty name".into());
     }
-    WELCOMED.lock().unwrap().push(name.clone());
+    db.0.lock().unwrap().push(name.clone());
     Ok(Welcome {
         user_id,
         text: format!("welcome, {name}"),
     })
 }
 
-/// Declares the service's queue on a fresh test broker.
-fn broker() -> TestBroker {
+/// Declares the service's queue on a fresh test broker, whose handlers get `db`.
+fn broker_with(db: Arc<Welcomed>) -> TestBroker {
     let retry = RetryConfig::default().with_max_retries(2);
-    let broker = TestBroker::with_config(Config::default().with_retry(retry));
+    let broker = TestBroker::with_config(Config::default().with_retry(retry)).with_state_arc(db);
     broker
         .consume(ConsumeChannel::new("signups").exchange("users", ExchangeKind::Fanout))
         .expect("queue declared");
@@ -48,8 +50,13 @@ fn broker() -> TestBroker {
     broker
 }
 
+fn broker() -> TestBroker {
+    broker_with(Arc::default())
+}
+
 async fn publishing_a_signup_welcomes_the_user() {
-    let broker = broker();
+    let db = Arc::new(Welcomed::default());
+    let broker = broker_with(db.clone());
     broker
         .publish(
             "users",
@@ -59,7 +66,7 @@ async fn publishing_a_signup_welcomes_the_user() {
         )
         .unwrap();
     broker.run_until_idle().await.unwrap();
-    assert!(WELCOMED.lock().unwrap().contains(&"ann".to_string()));
+    assert_eq!(*db.0.lock().unwrap(), ["ann"]);
     let out = broker.published_to("welcomes");
     assert_eq!(out[0].action.as_deref(), Some("USER_WELCOMED"));
     assert_eq!(out[0].data, json!({"user_id": 7, "text": "welcome, ann"}));

@@ -376,3 +376,49 @@ async fn an_event_from_a_log_keeps_its_message_id_headers_and_routing() {
     handle.shutdown().await;
     cleanup(&[&log], &[&exchange]).await;
 }
+
+/// Readiness on a log (issue 29): `start_replay` returns once the reader is subscribed,
+/// so with `StartAt::Next` (only events appended after the subscription) an event
+/// published right after it returns is read, every time; a log that does not exist makes
+/// it fail at once with the reason.
+#[tokio::test]
+async fn an_event_published_right_after_start_replay_is_read() {
+    let (log, exchange, events, handle) = log_with_exchange().await;
+    let mut readers = Vec::new();
+    for n in 0..10u64 {
+        let consumer = StreamConsumer::new(&log)
+            .name(format!("ready-{n}"))
+            .start_at(StartAt::Next)
+            .actions(["T_STREAM"]);
+        let label = consumer.label();
+        let reader = handle.start_replay(consumer).await.expect("subscribed");
+        assert_eq!(reader.queue(), label);
+        events
+            .publish(&exchange, "", "T_STREAM", &json!({"n": 1000 + n}))
+            .await
+            .unwrap();
+        wait_until!(WAIT, ns(&label).contains(&(1000 + n)));
+        assert!(
+            ns(&label).contains(&(1000 + n)),
+            "reader {n} read the event published right after it started: {:?}",
+            ns(&label)
+        );
+        readers.push(reader);
+    }
+    let missing = tokio::time::timeout(
+        WAIT,
+        handle.start_replay(StreamConsumer::new(unique("no-such-log")).actions(["T_STREAM"])),
+    )
+    .await
+    .expect("refused at once, not a wait")
+    .expect_err("no such log");
+    assert!(
+        missing.to_string().contains("no-such-log"),
+        "names the log: {missing}"
+    );
+    handle.shutdown().await;
+    for reader in readers {
+        reader.join().await.expect("ended by the shutdown");
+    }
+    cleanup(&[&log], &[&exchange]).await;
+}

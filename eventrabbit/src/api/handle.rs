@@ -26,6 +26,27 @@ impl Drop for AbortUnlessStarted {
     }
 }
 
+/// Spawns a consumer's task with `spawn` and waits until it says it is consuming (or ends
+/// first, with its error).
+pub(super) async fn started(
+    queue: String,
+    spawn: impl FnOnce(tokio::sync::oneshot::Sender<()>) -> tokio::task::JoinHandle<Result<()>>,
+) -> Result<Consumer> {
+    let (ready, consuming) = tokio::sync::oneshot::channel();
+    // A start given up before the consumer runs stops it.
+    let mut guard = AbortUnlessStarted(Some(spawn(ready)));
+    let outcome = consuming.await;
+    let task = guard.0.take().expect("the task is there until started");
+    match outcome {
+        Ok(()) => Ok(Consumer::new(queue, task)),
+        Err(_) => {
+            ended(&queue, task.await)?;
+            // Ended without an error before consuming: shut down meanwhile.
+            Err(Error::Shutdown)
+        }
+    }
+}
+
 /// Runs consumers. Cheap to clone.
 ///
 /// ```no_run
@@ -97,23 +118,11 @@ impl Handle {
             return Err(Error::Shutdown);
         }
         let queue = channel.queue.clone();
-        let (ready, consuming) = tokio::sync::oneshot::channel();
         let shared = self.shared.clone();
-        let task = tokio::spawn(consumer::run(shared, channel, layers, Some(ready)));
-        // A start given up before the consumer runs stops it.
-        let mut guard = AbortUnlessStarted(Some(task));
-        match consuming.await {
-            Ok(()) => {
-                let task = guard.0.take().expect("the task is there until started");
-                Ok(Consumer::new(queue, task))
-            }
-            Err(_) => {
-                let task = guard.0.take().expect("the task is there until started");
-                ended(&queue, task.await)?;
-                // Ended without an error before consuming: shut down meanwhile.
-                Err(Error::Shutdown)
-            }
-        }
+        started(queue, |ready| {
+            tokio::spawn(consumer::run(shared, channel, layers, Some(ready)))
+        })
+        .await
     }
 
     /// Declares `channel`'s topology (exchanges, queue, bindings, dead-letter queue)

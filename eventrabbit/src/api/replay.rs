@@ -1,6 +1,7 @@
 //! Event logs on a [`Handle`]: declaring them, and replaying them through the handlers.
 
-use super::handle::Handle;
+use super::consumer::Consumer;
+use super::handle::{Handle, started};
 use crate::config::{EventLog, StreamConsumer};
 use crate::error::{Error, Result};
 use crate::handler::registry;
@@ -37,9 +38,34 @@ impl Handle {
     /// Reconnects by itself; fails at once if the log does not exist or the handler set
     /// names an unknown action.
     pub async fn replay(&self, consumer: StreamConsumer) -> Result<()> {
+        self.read_log(consumer, None).await
+    }
+
+    /// Starts reading `consumer`'s log in a task of its own, as [`Handle::replay`] does;
+    /// returns once the reader is subscribed to the log: what is published from now on is
+    /// read after the history. Fails with the reader's error if it ends first (no such
+    /// log, an unknown action). The returned [`Consumer`] runs until
+    /// [`Handle::shutdown`]; [`Consumer::join`] waits for its end.
+    pub async fn start_replay(&self, consumer: StreamConsumer) -> Result<Consumer> {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
+        let handle = self.clone();
+        started(consumer.label(), |ready| {
+            tokio::spawn(async move { handle.read_log(consumer, Some(ready)).await })
+        })
+        .await
+    }
+
+    async fn read_log(
+        &self,
+        consumer: StreamConsumer,
+        ready: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<()> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let ready = parking_lot::Mutex::new(ready);
         let client = &self.shared;
         let _running = client.consumer_started();
         let label = consumer.label();
@@ -75,6 +101,7 @@ impl Handle {
                 abort: &client.abort,
                 trace_propagation: client.config.trace_propagation,
                 max_reconnect_delay: client.config.max_reconnect_delay,
+                ready: &ready,
             })
             .await
         }

@@ -5,7 +5,7 @@
 
 use super::consumer::Consumer;
 use super::handle::Handle;
-use crate::config::ConsumeChannel;
+use crate::config::{ConsumeChannel, StreamConsumer};
 use crate::error::Result;
 use crate::handler::middleware::Layers;
 use futures_util::StreamExt;
@@ -29,7 +29,7 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Service {
     handle: Handle,
-    consumers: Vec<(ConsumeChannel, Layers)>,
+    consumers: Vec<Part>,
     shutdown_within: Duration,
 }
 
@@ -56,7 +56,15 @@ impl Service {
     /// Consumes `channel` with `layers` around its handlers.
     #[must_use]
     pub fn consume_with(mut self, channel: ConsumeChannel, layers: Layers) -> Self {
-        self.consumers.push((channel, layers));
+        self.consumers.push(Part::Queue(channel, layers));
+        self
+    }
+
+    /// Also reads `consumer`'s event log through the handlers (see
+    /// [`Handle::start_replay`]): a projection kept current beside the queues.
+    #[must_use]
+    pub fn replay(mut self, consumer: StreamConsumer) -> Self {
+        self.consumers.push(Part::Log(consumer));
         self
     }
 
@@ -82,8 +90,12 @@ impl Service {
             shutdown_within,
         } = self;
         let mut running: Vec<Consumer> = Vec::with_capacity(consumers.len());
-        for (channel, layers) in consumers {
-            match handle.start_with(channel, layers).await {
+        for part in consumers {
+            let starting = match part {
+                Part::Queue(channel, layers) => handle.start_with(channel, layers).await,
+                Part::Log(consumer) => handle.start_replay(consumer).await,
+            };
+            match starting {
                 Ok(consumer) => running.push(consumer),
                 Err(e) => {
                     handle.shutdown_within(shutdown_within).await;
@@ -115,6 +127,13 @@ impl Service {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// One thing a service consumes.
+#[derive(Debug)]
+enum Part {
+    Queue(ConsumeChannel, Layers),
+    Log(StreamConsumer),
 }
 
 /// Completes on Ctrl-C, or on SIGTERM (unix).

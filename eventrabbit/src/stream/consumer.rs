@@ -36,6 +36,8 @@ pub(crate) struct StreamRun<'a, T> {
     pub(crate) abort: &'a CancellationToken,
     pub(crate) trace_propagation: TracePropagation,
     pub(crate) max_reconnect_delay: Duration,
+    /// Told once the reader is first subscribed to the log.
+    pub(crate) ready: &'a parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// How a session ended without an error.
@@ -172,6 +174,9 @@ async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -
     let mut consumer = subscribe(&env, run, start).await?;
     tracing::info!(log = %run.spec.log, name = ?run.spec.name, "reading the event log");
     run.slot.running();
+    if let Some(ready) = run.ready.lock().take() {
+        let _ = ready.send(());
+    }
     let mut position = Position {
         handled: None,
         stored: None,

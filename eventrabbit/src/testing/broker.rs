@@ -77,9 +77,16 @@ impl TestBroker {
     /// value per type; queues consumed from now on see it). Tests pass their own fakes.
     #[must_use]
     pub fn with_state<T: Send + Sync + 'static>(self, value: T) -> Self {
+        self.with_state_arc(Arc::new(value))
+    }
+
+    /// Like [`TestBroker::with_state`], with a value the test keeps an `Arc` of, to look
+    /// at what the handlers did to it.
+    #[must_use]
+    pub fn with_state_arc<T: Send + Sync + 'static>(self, value: Arc<T>) -> Self {
         {
             let mut app = self.inner.app_state();
-            app.insert(value);
+            app.insert_arc(value);
             self.state().app = Some(app);
         }
         self
