@@ -8,7 +8,8 @@
 //! ```
 
 use eventrabbit::{
-    Config, ConsumeChannel, ExchangeKind, State, build_event_dependencies, consumer, producer,
+    Config, ConsumeChannel, ExchangeKind, Service, State, build_event_dependencies, consumer,
+    producer,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -88,28 +89,26 @@ async fn main() -> eventrabbit::Result<()> {
         ("calendar_google_sync", "GOOGLE_FANOUT_EXCHANGE"),
         ("calendar_user_status_sync", "USER_STATUS_FANOUT_EXCHANGE"),
     ];
-    let mut channels: Vec<ConsumeChannel> = queues_exchanges
+    // `Service` starts every consumer, then runs until its stop completes (`run()` stops
+    // on Ctrl-C or SIGTERM), shuts down gracefully and returns the first consumer error.
+    let service = queues_exchanges
         .iter()
         .map(|(queue, exchange)| {
             ConsumeChannel::new(*queue).exchange(*exchange, ExchangeKind::Fanout)
         })
-        .collect();
-    channels.push(ConsumeChannel::new("tracker_info"));
-
-    // Each consumer is consuming once `start` returns: the chain can begin.
-    let mut consumers = Vec::new();
-    for channel in channels {
-        consumers.push(handle.start(channel).await?);
-    }
-    Retro.abc().await?; // start the chain
-
-    tokio::select! {
-        _ = calls.done.notified() => println!("handled {LIMIT} events"),
-        _ = tokio::signal::ctrl_c() => println!("Ctrl-C"),
-    }
-    handle.shutdown().await;
-    for consumer in consumers {
-        consumer.join().await?;
-    }
-    Ok(())
+        .chain([ConsumeChannel::new("tracker_info")])
+        .fold(Service::new(&handle), Service::consume);
+    service
+        .run_until(async {
+            // Every consumer is consuming once the stop is awaited: the chain can begin.
+            if let Err(e) = Retro.abc().await {
+                println!("could not start the chain: {e}");
+                return;
+            }
+            tokio::select! {
+                _ = calls.done.notified() => println!("handled {LIMIT} events"),
+                _ = tokio::signal::ctrl_c() => println!("Ctrl-C"),
+            }
+        })
+        .await
 }

@@ -82,7 +82,8 @@ impl Service {
         self.run_until(stop_signal()).await
     }
 
-    /// [`Service::run`], stopping when `stop` completes instead of on a signal.
+    /// [`Service::run`], stopping when `stop` completes instead of on a signal. `stop` is
+    /// first polled once every consumer is consuming, so it may publish what they handle.
     pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<()> {
         let Service {
             handle,
