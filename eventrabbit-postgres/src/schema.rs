@@ -34,10 +34,29 @@ impl Schema {
         sql.replace("{schema}", &self.0)
     }
 
-    /// The channel the outbox notifies its relays on.
+    /// The channel the outbox notifies its relays on. PostgreSQL takes channel names of
+    /// at most 63 bytes (`pg_notify` refuses a longer one, `LISTEN` cuts it short): a
+    /// schema name too long for `eventrabbit_outbox_<schema>` gets a shortened name that
+    /// ends in a hash of the whole, the same in every process.
     pub(crate) fn channel(&self) -> String {
-        format!("eventrabbit_outbox_{}", self.0)
+        let full = format!("eventrabbit_outbox_{}", self.0);
+        if full.len() <= MAX_IDENTIFIER {
+            return full;
+        }
+        let hash = fnv1a(self.0.as_bytes());
+        // 19 + 26 + 1 + 16 = 62 bytes; the schema name is ASCII, so any cut is a boundary.
+        format!("eventrabbit_outbox_{}_{hash:016x}", &self.0[..26])
     }
+}
+
+/// The longest identifier PostgreSQL keeps whole (`NAMEDATALEN` - 1).
+const MAX_IDENTIFIER: usize = 63;
+
+/// FNV-1a, 64 bits: a hash that is the same in every build and process.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Creates the outbox and inbox tables in `schema` if they do not exist (idempotent, safe
@@ -59,6 +78,22 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_channel_name_fits_postgres_identifiers() {
+        let longest = Schema::new(&"s".repeat(63)).unwrap().channel();
+        assert!(longest.len() <= MAX_IDENTIFIER, "{longest}");
+        let other = Schema::new(&format!("{}t", "s".repeat(62))).unwrap().channel();
+        assert_ne!(longest, other, "two long names, two channels");
+        assert_eq!(
+            Schema::new("public").unwrap().channel(),
+            "eventrabbit_outbox_public"
+        );
+        for len in 1..=63 {
+            let channel = Schema::new(&"x".repeat(len)).unwrap().channel();
+            assert!(channel.len() <= MAX_IDENTIFIER, "{len}: {channel}");
+        }
+    }
 
     #[test]
     fn schema_names_are_plain_identifiers() {
