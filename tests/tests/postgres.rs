@@ -792,3 +792,91 @@ async fn a_repeated_rpc_request_is_answered_from_the_stored_reply() {
     s.finish().await;
     cleanup(&[&replies], &[]).await;
 }
+
+/// Several relays draining a backlog of keyed rows at once (a key's rows go out a batch
+/// at a time): every row is sent once, and each key's rows arrive in commit order, also
+/// when one key holds most of the backlog.
+#[tokio::test]
+async fn relays_draining_a_keyed_backlog_together_keep_each_keys_order() {
+    const ROWS: i64 = 3_000;
+    let s = setup(None, "T_PG_ORDER").await;
+    let target = unique("q-pg-backlog");
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &target, true).await;
+    // Key 0 takes half the rows; keys 1..=4 share the rest.
+    let key = |n: i64| if n % 2 == 0 { 0 } else { 1 + n % 4 };
+    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(500) {
+        let mut tx = s.pool.begin().await.unwrap();
+        for &n in chunk {
+            let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": n}))
+                .unwrap()
+                .routing_key(&target)
+                .ordering_key(format!("k{}", key(n)));
+            s.outbox.publish(&mut tx, message).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let config = RelayConfig::default().batch_size(100);
+    let relays: Vec<Relay> = (0..3).map(|_| s.relay(config.clone())).collect();
+    let running: Vec<_> = relays.iter().map(spawn_relay).collect();
+    wait_until!(
+        Duration::from_secs(60),
+        relays.iter().map(|r| r.health().sent).sum::<u64>() >= ROWS as u64
+    );
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    let mut got = 0;
+    while let Some(m) = get_message(&ch, &target, Duration::from_millis(300)).await {
+        let v: Value = serde_json::from_slice(&m.delivery.data).unwrap();
+        let n = v["data"]["order_id"].as_i64().unwrap();
+        if let Some(before) = last.insert(key(n), n) {
+            assert!(before < n, "key k{}: {n} after {before}", key(n));
+        }
+        got += 1;
+    }
+    let sent: Vec<u64> = relays.iter().map(|r| r.health().sent).collect();
+    assert_eq!(got, ROWS, "every row sent once (by relay: {sent:?})");
+    for relay in &relays {
+        relay.stop();
+    }
+    for r in running {
+        r.await.unwrap();
+    }
+    s.finish().await;
+    cleanup(&[&target], &[]).await;
+}
+
+/// A schema name as long as PostgreSQL allows (63 bytes): the outbox's commit notifies its
+/// relays on a channel name PostgreSQL takes, and the relay sends the row. (Before, every
+/// publish into such a schema failed: "channel name too long".)
+#[tokio::test]
+async fn an_outbox_in_a_schema_of_63_bytes_publishes() {
+    let pool = pg_pool().await;
+    let schema = format!("s{}", uuid::Uuid::new_v4().simple()) + &"x".repeat(30);
+    assert_eq!(schema.len(), 63);
+    eventrabbit_postgres::migrate(&pool, &schema).await.unwrap();
+    let target = unique("q-pg-long-schema");
+    let (_c, ch) = raw_channel().await;
+    declare_queue(&ch, &target, true).await;
+    let outbox = Outbox::new(&schema).unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": 1}))
+        .unwrap()
+        .routing_key(&target);
+    let id = outbox
+        .publish(&mut tx, message)
+        .await
+        .expect("published into the outbox");
+    tx.commit().await.unwrap();
+    let (events, _handle) = deps(Config::default()).await;
+    let relay = Relay::new(pool.clone(), events, RelayConfig::default().schema(&schema)).unwrap();
+    let running = spawn_relay(&relay);
+    let got = get_message(&ch, &target, WAIT).await.expect("sent");
+    assert_eq!(
+        got.delivery.properties.message_id().as_ref().map(|m| m.as_str()),
+        Some(id.as_str())
+    );
+    relay.stop();
+    running.await.unwrap();
+    drop_schema(&pool, &schema).await;
+    cleanup(&[&target], &[]).await;
+}
