@@ -83,7 +83,9 @@ mod tests {
     fn every_channel_name_fits_postgres_identifiers() {
         let longest = Schema::new(&"s".repeat(63)).unwrap().channel();
         assert!(longest.len() <= MAX_IDENTIFIER, "{longest}");
-        let other = Schema::new(&format!("{}t", "s".repeat(62))).unwrap().channel();
+        let other = Schema::new(&format!("{}t", "s".repeat(62)))
+            .unwrap()
+            .channel();
         assert_ne!(longest, other, "two long names, two channels");
         assert_eq!(
             Schema::new("public").unwrap().channel(),

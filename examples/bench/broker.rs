@@ -112,3 +112,10 @@ pub async fn preload(q: &str, n: u64) {
     }
     ch.wait_for_confirms().await.unwrap();
 }
+
+/// Empties `q` (what a run left there).
+pub async fn purge(ch: &Channel, q: &str) {
+    let _ = ch
+        .queue_purge(q.into(), lapin::options::QueuePurgeOptions::default())
+        .await;
+}

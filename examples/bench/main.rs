@@ -16,6 +16,8 @@
 //! cargo run --release --example bench -- w5 3     # 200 queues on one connection, and idle RSS with 200 consumers
 //! cargo run --release --example bench -- w6 3     # latency under an open-loop load (30 s per side and run)
 //! cargo run --release --example bench -- alloc    # allocations per message, W1 and W2, both sides
+//! cargo run --release --example bench -- outbox 5 # the outbox relay draining 20,000 events (four key
+//!     distributions) vs direct confirmed publish, and commit-to-delivery latency (DATABASE_URL)
 //! ```
 //!
 //! Every run writes a chart of its rows' paired ratios to `docs/bench/ratios-<workload>.svg`
@@ -28,6 +30,7 @@ mod alloc;
 mod broker;
 mod charts;
 mod measure;
+mod outbox;
 mod w1;
 mod w2;
 mod w3;
@@ -400,6 +403,72 @@ async fn run() {
             ri.push(idle("w5-idle-raw") / 1024.0);
         }
         row("W5 idle RSS with 200 consumers", "MiB", &ei, &ri, false);
+    }
+    if which == "all" || which == "outbox" {
+        let pool = outbox::pool().await;
+        let (schema, x) = outbox::setup(&pool, &tag).await;
+        // The ceiling of one ordering key: publishes one after another, each confirm
+        // awaited before the next.
+        let (mut es, mut rs) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let (e, r) = paired(
+                i,
+                || outbox::sequential(&x, 2_000, false),
+                || outbox::sequential(&x, 2_000, true),
+            )
+            .await;
+            run_line("sequential confirmed publish", i, e, r, "msg/s");
+            es.push(e);
+            rs.push(r);
+            let (_c, ch) = raw().await;
+            broker::purge(&ch, &x).await;
+        }
+        row(
+            "Sequential confirmed publish (each confirm awaited before the next), 2,000",
+            "msg/s",
+            &es,
+            &rs,
+            true,
+        );
+        for keys in outbox::Keys::ALL {
+            let (mut er, mut direct) = (Vec::new(), Vec::new());
+            for i in 0..runs {
+                let (r, d) = paired(
+                    i,
+                    || outbox::relay(&pool, &schema, &x, keys),
+                    || outbox::direct(&x),
+                )
+                .await;
+                run_line(&format!("outbox, {}", keys.label()), i, r, d, "msg/s");
+                er.push(r);
+                direct.push(d);
+                let (_c, ch) = raw().await;
+                broker::purge(&ch, &x).await;
+            }
+            row(
+                &format!(
+                    "Outbox relay drains {} events, {} (vs eventrabbit's direct confirmed publish)",
+                    outbox::OUTBOX_N,
+                    keys.label()
+                ),
+                "msg/s",
+                &er,
+                &direct,
+                true,
+            );
+        }
+        let (mut p50, mut p99) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let latencies = outbox::latency(&pool, &schema, &x, 200).await;
+            p50.push(outbox::quantile(&latencies, 0.5));
+            p99.push(outbox::quantile(&latencies, 0.99));
+        }
+        let (m50, lo50, hi50) = measure::stats(&p50);
+        let (m99, lo99, hi99) = measure::stats(&p99);
+        println!(
+            "| Outbox commit-to-delivery latency, idle relay (200 events per run) | p50 {m50:.0} ({lo50:.0}–{hi50:.0}) µs, p99 {m99:.0} ({lo99:.0}–{hi99:.0}) µs | | | lower is better |"
+        );
+        outbox::teardown(&pool, &schema, &x).await;
     }
     if which == "w6" {
         let (mut e50, mut e99, mut e999) = (vec![], vec![], vec![]);
