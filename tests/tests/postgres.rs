@@ -872,7 +872,11 @@ async fn an_outbox_in_a_schema_of_63_bytes_publishes() {
     let running = spawn_relay(&relay);
     let got = get_message(&ch, &target, WAIT).await.expect("sent");
     assert_eq!(
-        got.delivery.properties.message_id().as_ref().map(|m| m.as_str()),
+        got.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str()),
         Some(id.as_str())
     );
     relay.stop();
