@@ -33,7 +33,8 @@ pub(crate) async fn list(handle: &Handle, queue: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `dlq redrive`: moves dead letters back in steps, with a progress line per step.
+/// `dlq redrive`: moves dead letters back in steps, with a progress line per step, at most
+/// as many as were waiting when it started (and at most `max`).
 pub(crate) async fn redrive(
     handle: &Handle,
     queue: &str,
@@ -59,10 +60,18 @@ pub(crate) async fn redrive(
         }
         return Ok(());
     }
+    // Bounded by what was waiting when it started: messages that bounce straight back
+    // into the dead-letter queue are not moved round again and again.
+    let mut bound = max;
     let mut moved = 0;
-    while moved < max {
-        let step = STEP.min(max - moved);
+    let mut first = true;
+    while moved < bound {
+        let step = STEP.min(bound - moved);
         let report = handle.redrive(queue, Redrive::new().max(step)).await?;
+        if first {
+            bound = bound.min(report.found);
+            first = false;
+        }
         moved += report.moved;
         if let Some(error) = report.error {
             return Err(Failure::Failed(format!(

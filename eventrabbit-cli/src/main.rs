@@ -190,6 +190,29 @@ enum Failure {
     AccessRefused(String),
 }
 
+impl Failure {
+    /// The same failure, its text passed through `f`.
+    fn map(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Failure::Failed(e) => Failure::Failed(f(e)),
+            Failure::Usage(e) => Failure::Usage(f(e)),
+            Failure::NoBroker(e) => Failure::NoBroker(f(e)),
+            Failure::NoDatabase(e) => Failure::NoDatabase(f(e)),
+            Failure::AccessRefused(e) => Failure::AccessRefused(f(e)),
+        }
+    }
+}
+
+impl Cli {
+    /// The database URL, for the commands that take one.
+    fn database_url(&self) -> Option<String> {
+        match &self.command {
+            Command::Outbox { database_url, .. } => Some(database_url.clone()),
+            _ => None,
+        }
+    }
+}
+
 impl From<eventrabbit::Error> for Failure {
     fn from(e: eventrabbit::Error) -> Self {
         match e {
@@ -202,7 +225,16 @@ impl From<eventrabbit::Error> for Failure {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // Whatever an error says (a parser or the broker may echo the URL), never its
+    // passwords: the broker's URL's and the database's.
+    let secrets = [cli.url.clone(), cli.database_url().unwrap_or_default()];
+    let hide = |e: String| {
+        secrets
+            .iter()
+            .fold(e, |e, url| eventrabbit::redact_secrets(&e, url))
+    };
+    let outcome = run(cli).await.map_err(|f| f.map(hide));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Failed(e)) => {
             eprintln!("error: {e}");
@@ -270,15 +302,9 @@ fn refused_access(e: &lapin::Error) -> bool {
     )
 }
 
-/// `url` without its password.
+/// `url` without its password (eventrabbit's one redactor, also for malformed URLs).
 pub(crate) fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let user = url[scheme + 3..at].split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
+    eventrabbit::redact_url(url)
 }
 
 fn json_object(text: &str) -> Result<serde_json::Value, Failure> {

@@ -295,6 +295,25 @@ async fn call_prints_the_reply_and_exit_codes_say_what_failed() {
         err.contains("access refused") && !err.contains("wrong-pw"),
         "{err}"
     );
+    // Malformed URLs (no `//`, a password holding `@` or `,`) never show the password.
+    for malformed in [
+        "amqp:guest:s3cret-pw@127.0.0.1:5672",
+        "guest:s3cret-pw@127.0.0.1:5672",
+        "amqp://guest:s3cret-pw@@127.0.0.1:1/%2f",
+        "amqp://guest:s3cret,pw@127.0.0.1:1/%2f",
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_eventrabbit"))
+            .args(["--url", malformed, "publish", "x", "A", "{}"])
+            .output()
+            .unwrap();
+        assert_ne!(o.status.code(), Some(0), "{o:?}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!all.contains("s3cret"), "{malformed}: {all}");
+    }
 
     handle.shutdown().await;
     let _ = task.await;
@@ -514,4 +533,71 @@ async fn failed_outbox_rows_are_listed_and_retried() {
         .unwrap();
     assert_eq!(no_db.status.code(), Some(4), "{no_db:?}");
     eventrabbit_tests::drop_schema(&pool, &schema).await;
+}
+
+/// `dlq redrive` without `--max` ends even when every message moved back bounces straight
+/// into the dead-letter queue again (here: the queue expires each at once to its
+/// dead-letter queue): it moves the dead letters that were there when it started, once.
+/// (Before, it kept moving the same messages round in steps of 1,000 and never ended.)
+#[tokio::test]
+async fn a_redrive_of_bouncing_dead_letters_ends() {
+    const N: u64 = 1_200;
+    let queue = unique("q-cli-bounce");
+    let dlq = format!("{queue}.dlq");
+    let (_c, ch) = channel().await;
+    ch.queue_declare(
+        dlq.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut bounce = FieldTable::default();
+    bounce.insert("x-message-ttl".into(), AMQPValue::LongUInt(0));
+    bounce.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    bounce.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(dlq.as_str())),
+    );
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        bounce,
+    )
+    .await
+    .unwrap();
+    for n in 0..N {
+        dead_letter(&ch, &dlq, "invalid-data", "T_CLI_A", n).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while queue_len(&ch, &dlq).await < N as u32 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut redriving = tokio::process::Command::new(env!("CARGO_BIN_EXE_eventrabbit"))
+        .args(["--url", &url(), "dlq", "redrive", &queue])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), redriving.wait())
+        .await
+        .expect("the redrive ends")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut redriving.stdout.take().unwrap(), &mut out)
+        .await
+        .unwrap();
+    assert!(out.contains(&format!("moved {N} dead letter(s)")), "{out}");
+    for q in [&queue, &dlq] {
+        let _ = ch
+            .queue_delete(
+                q.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    }
 }

@@ -98,6 +98,7 @@ pub use wire::headers::{
     REASON_CODE_HEADER, REASON_HEADER, REDRIVE_COUNT_HEADER, REDRIVEN_ATTEMPTS_HEADER,
     REDRIVEN_CODE_HEADER, REDRIVEN_DELIVERY_COUNT_HEADER, RETRY_COUNT_HEADER, TRACEPARENT_HEADER,
 };
+pub use wire::redact::{redact_secrets, redact_url};
 
 #[doc(inline)]
 pub use eventrabbit_derive::{consumer, function, producer};

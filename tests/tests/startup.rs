@@ -101,3 +101,42 @@ async fn a_closed_port_ends_at_the_deadline_naming_the_connection_error() {
     assert!(e.is_retryable());
     handle.shutdown().await;
 }
+
+/// A malformed URL (no `//`, a password holding `@`, `/` or `,`) fails without its password
+/// in the error's text or `Debug` output. (Before, `amqp:user:pw@host` put the password
+/// into the error text.)
+#[tokio::test]
+async fn a_malformed_url_never_shows_its_password() {
+    for url in [
+        "amqp:guest:s3cret-pw@127.0.0.1:5672",
+        "amqp:/guest:s3cret-pw@127.0.0.1:5672/%2f",
+        "guest:s3cret-pw@127.0.0.1:5672",
+        "amqp://guest:s3cret/pw@127.0.0.1:1/%2f",
+        "amqp://guest:s3cret,pw@127.0.0.1:1/%2f",
+        "amqp://guest:s3cret-pw@127.0.0.1:99999/%2f",
+    ] {
+        let config = Config::default()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_publish_timeout(Duration::from_secs(2))
+            .with_max_reconnect_delay(Duration::from_millis(200));
+        let failing = async {
+            match build_event_dependencies(url, config).await {
+                Err(e) => e,
+                // Built without connecting: the first publish says what is wrong.
+                Ok((events, handle)) => {
+                    let e = events
+                        .publish("x", "", "A", &json!({}))
+                        .await
+                        .expect_err("no broker there");
+                    handle.shutdown().await;
+                    e
+                }
+            }
+        };
+        let e = tokio::time::timeout(GUARD, failing)
+            .await
+            .expect("fails in time");
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("s3cret"), "{url}: {shown}");
+    }
+}

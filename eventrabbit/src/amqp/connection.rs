@@ -60,21 +60,32 @@ impl Connector {
     /// A connector to the nodes in `urls` (comma-separated), each connection requesting
     /// `config.heartbeat` unless its URL sets one.
     pub(crate) fn new(urls: &str, config: &Config, runtime: Handle) -> Result<Self> {
-        let mut endpoints = urls
-            .split(',')
+        let mut endpoints = crate::wire::redact::split_urls(urls)
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .map(|url| {
                 let mut uri = url
                     .parse::<AMQPUri>()
-                    .map_err(|e| Error::InvalidUrl(super::redact::redact_text(&e, url)))?;
+                    .map_err(|e| Error::InvalidUrl(crate::wire::redact::redact_text(&e, url)))?;
+                // A password the parser did not see as one (`amqp:/user:pw@host` parses as a
+                // virtual host holding it) would be sent, echoed and logged in the clear.
+                // (The parser's own default, guest, takes the place of a password it missed.)
+                let written = crate::wire::redact::password(url)
+                    .filter(|p| !p.is_empty())
+                    .map(crate::wire::redact::percent_decoded);
+                if written.is_some_and(|p| p != uri.authority.userinfo.password) {
+                    return Err(Error::InvalidUrl(format!(
+                        "`{}`: write the user and password as amqp://user:password@host:port/vhost",
+                        crate::wire::redact::redact_url(url)
+                    )));
+                }
                 if uri.query.heartbeat.is_none() {
                     let secs = config.heartbeat.as_secs().clamp(1, u64::from(u16::MAX));
                     uri.query.heartbeat = Some(secs as u16);
                 }
                 Ok(Endpoint {
                     uri,
-                    redacted: super::redact::redact(url),
+                    redacted: crate::wire::redact::redact_url(url),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

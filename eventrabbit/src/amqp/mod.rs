@@ -12,7 +12,6 @@ pub(crate) mod delay;
 pub(crate) mod delivery;
 pub(crate) mod publisher;
 pub(crate) mod recording;
-pub(crate) mod redact;
 pub(crate) mod redrive;
 pub(crate) mod reopen;
 pub(crate) mod retry;

@@ -29,8 +29,7 @@ impl std::fmt::Debug for Streams {
 impl Streams {
     /// The stream endpoint of the first of `urls` (comma-separated AMQP URLs).
     pub(crate) fn new(urls: &str, config: &Config) -> Result<Self> {
-        let first = urls
-            .split(',')
+        let first = crate::wire::redact::split_urls(urls)
             .map(str::trim)
             .find(|u| !u.is_empty())
             .unwrap_or("");

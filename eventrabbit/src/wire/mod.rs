@@ -7,4 +7,5 @@ pub(crate) mod headers;
 pub(crate) mod limits;
 pub(crate) mod names;
 pub(crate) mod properties;
+pub(crate) mod redact;
 pub(crate) mod trace_context;
