@@ -184,6 +184,7 @@ impl Client {
             }
             props = props.with_headers(headers);
         }
+        props = crate::wire::properties::with_options(props, options)?;
         self.publisher
             .publish(Outgoing {
                 exchange,
