@@ -1,9 +1,10 @@
 //! `eventrabbit dlq ...`: dead letters listed by reason, peeked at, moved back.
 
 use crate::Failure;
+use crate::headers;
 use eventrabbit::{Handle, Redrive};
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
 /// Dead letters moved per step of a redrive, between progress lines.
@@ -13,8 +14,24 @@ const STEP: usize = 1_000;
 const BODY_SHOWN: usize = 512;
 
 /// `dlq list`: the dead letters of `queue` by code and action.
-pub(crate) async fn list(handle: &Handle, queue: &str) -> Result<(), Failure> {
+pub(crate) async fn list(handle: &Handle, queue: &str, json: bool) -> Result<(), Failure> {
     let report = handle.redrive(queue, Redrive::new().dry_run(true)).await?;
+    if json {
+        let groups: Vec<_> = report
+            .groups
+            .iter()
+            .map(|g| serde_json::json!({"count": g.count, "code": g.code, "action": g.action}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "dead_letter_queue": handle.dead_letter_queue(queue),
+                "count": report.found,
+                "groups": groups,
+            })
+        );
+        return Ok(());
+    }
     println!(
         "{}: {} dead letter(s)",
         handle.dead_letter_queue(queue),
@@ -92,7 +109,7 @@ pub(crate) async fn redrive(
 
 /// `dlq peek`: the first `n` dead letters of `dlq`, left in place (fetched unacknowledged,
 /// then given back by closing the channel).
-pub(crate) async fn peek(url: &str, dlq: &str, n: usize) -> Result<(), Failure> {
+pub(crate) async fn peek(url: &str, dlq: &str, n: usize, json: bool) -> Result<(), Failure> {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .map_err(|e| Failure::NoBroker(e.to_string()))?;
@@ -119,6 +136,10 @@ pub(crate) async fn peek(url: &str, dlq: &str, n: usize) -> Result<(), Failure> 
         let Some(message) = got else { break };
         shown += 1;
         let d = &message.delivery;
+        if json {
+            println!("{}", peeked_json(shown, d));
+            continue;
+        }
         println!(
             "--- {shown} (message id {})",
             d.properties
@@ -130,7 +151,7 @@ pub(crate) async fn peek(url: &str, dlq: &str, n: usize) -> Result<(), Failure> 
             let mut keys: Vec<_> = headers.inner().iter().collect();
             keys.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
             for (k, v) in keys {
-                println!("{k}: {}", text(v));
+                println!("{k}: {}", headers::to_text(k.as_str(), v));
             }
         }
         let body = String::from_utf8_lossy(&d.data);
@@ -144,7 +165,7 @@ pub(crate) async fn peek(url: &str, dlq: &str, n: usize) -> Result<(), Failure> 
             println!("body: {body}");
         }
     }
-    if shown == 0 {
+    if shown == 0 && !json {
         println!("{dlq}: no dead letters");
     }
     // Closing gives back every message fetched unacknowledged, in its place.
@@ -153,14 +174,15 @@ pub(crate) async fn peek(url: &str, dlq: &str, n: usize) -> Result<(), Failure> 
     Ok(())
 }
 
-/// A header value as text.
-fn text(v: &AMQPValue) -> String {
-    match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.to_string(),
-        AMQPValue::LongLongInt(n) => n.to_string(),
-        AMQPValue::LongInt(n) => n.to_string(),
-        AMQPValue::Timestamp(n) => n.to_string(),
-        other => format!("{other:?}"),
-    }
+/// One dead letter as a JSON object: its place, message id, headers decoded, and body
+/// (as JSON when it is JSON, else as text).
+fn peeked_json(n: usize, d: &lapin::message::Delivery) -> serde_json::Value {
+    let body = serde_json::from_slice::<serde_json::Value>(&d.data)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&d.data).into()));
+    serde_json::json!({
+        "n": n,
+        "message_id": d.properties.message_id().as_ref().map(|s| s.as_str()),
+        "headers": d.properties.headers().as_ref().map_or(serde_json::Value::Null, headers::table_json),
+        "body": body,
+    })
 }

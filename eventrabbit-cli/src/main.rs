@@ -9,6 +9,7 @@
 
 mod contract;
 mod dlq;
+mod headers;
 mod outbox;
 mod tail;
 
@@ -30,6 +31,10 @@ struct Cli {
         global = true
     )]
     url: String,
+    /// Machine-readable output: JSON (one object per line where a command prints several),
+    /// for `dlq list` and `dlq peek`.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -388,9 +393,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dlq { command } => {
             let (_events, handle) = connect(&cli.url).await?;
             let done = match command {
-                DlqCommand::List { queue } => dlq::list(&handle, &queue).await,
+                DlqCommand::List { queue } => dlq::list(&handle, &queue, cli.json).await,
                 DlqCommand::Peek { queue, n } => {
-                    dlq::peek(&cli.url, &handle.dead_letter_queue(&queue), n).await
+                    dlq::peek(&cli.url, &handle.dead_letter_queue(&queue), n, cli.json).await
                 }
                 DlqCommand::Redrive {
                     queue,

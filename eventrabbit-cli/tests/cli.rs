@@ -601,3 +601,112 @@ async fn a_redrive_of_bouncing_dead_letters_ends() {
             .await;
     }
 }
+
+/// `dlq peek` decodes the broker's `x-death` header (a table inside an array) into
+/// readable text with RFC 3339 times, and `--json` gives scripts the same as JSON, as
+/// `dlq list --json` does the counts. (Before, `x-death` printed as lapin's `Debug` output
+/// with byte arrays, and times as epoch numbers.)
+#[tokio::test]
+async fn peek_decodes_x_death_and_json_is_for_scripts() {
+    let queue = unique("q-cli-xdeath");
+    let dlq = format!("{queue}.dlq");
+    let (_c, ch) = channel().await;
+    ch.queue_declare(
+        dlq.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut expiring = FieldTable::default();
+    expiring.insert("x-message-ttl".into(), AMQPValue::LongUInt(0));
+    expiring.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    expiring.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(dlq.as_str())),
+    );
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::default(),
+        expiring,
+    )
+    .await
+    .unwrap();
+    let body =
+        serde_json::to_vec(&serde_json::json!({"action": "T_CLI_X", "data": {"n": 1}})).unwrap();
+    ch.basic_publish(
+        "".into(),
+        queue.as_str().into(),
+        BasicPublishOptions::default(),
+        &body,
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while queue_len(&ch, &dlq).await < 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let o = cli(&["dlq", "peek", &queue, "1"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("x-death: "))
+        .unwrap_or_else(|| panic!("an x-death line: {out}"));
+    assert!(line.contains(r#""reason":"expired""#), "{line}");
+    assert!(line.contains(&format!(r#""queue":"{queue}""#)), "{line}");
+    let time = regex_like_rfc3339(line);
+    assert!(time, "an RFC 3339 time: {line}");
+    assert!(
+        !out.contains("LongString(") && !out.contains("ByteArray(") && !out.contains("FieldTable("),
+        "{out}"
+    );
+
+    let o = cli(&["--json", "dlq", "peek", &queue, "1"]);
+    assert!(o.status.success(), "{o:?}");
+    let peeked: serde_json::Value =
+        serde_json::from_str(stdout(&o).lines().next().expect("one line")).unwrap();
+    assert_eq!(peeked["headers"]["x-death"][0]["reason"], "expired");
+    assert_eq!(peeked["headers"]["x-death"][0]["count"], 1);
+    assert_eq!(peeked["body"]["action"], "T_CLI_X");
+
+    let o = cli(&["--json", "dlq", "list", &queue]);
+    assert!(o.status.success(), "{o:?}");
+    let listed: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["groups"][0]["code"], "broker-expired", "{listed}");
+    for q in [&queue, &dlq] {
+        let _ = ch
+            .queue_delete(
+                q.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+}
+
+/// Whether `text` holds a time written as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn regex_like_rfc3339(text: &str) -> bool {
+    text.as_bytes().windows(24).any(|w| {
+        let digits = |r: std::ops::Range<usize>| w[r].iter().all(u8::is_ascii_digit);
+        digits(0..4)
+            && w[4] == b'-'
+            && digits(5..7)
+            && w[7] == b'-'
+            && digits(8..10)
+            && w[10] == b'T'
+            && digits(11..13)
+            && w[13] == b':'
+            && digits(14..16)
+            && w[16] == b':'
+            && digits(17..19)
+            && w[19] == b'.'
+            && digits(20..23)
+            && w[23] == b'Z'
+    })
+}
