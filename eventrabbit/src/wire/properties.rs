@@ -178,6 +178,34 @@ pub(crate) fn republished(original: &BasicProperties, headers: FieldTable) -> Ba
     props
 }
 
+/// `props` with what [`PublishOptions`](crate::PublishOptions) sets beyond the message id
+/// and headers: priority, expiration, persistence, app id and type. A text over 255 bytes
+/// is `Error::InvalidName`.
+pub(crate) fn with_options(
+    mut props: BasicProperties,
+    options: &crate::config::PublishOptions,
+) -> crate::error::Result<BasicProperties> {
+    use super::limits::short;
+    if let Some(priority) = options.priority {
+        props = props.with_priority(priority);
+    }
+    if let Some(ttl) = options.expiration {
+        // Whole milliseconds, rounded up: a TTL below 1 ms would be 0, "expire at once".
+        let ms = ttl.as_nanos().div_ceil(1_000_000);
+        props = props.with_expiration(ShortString::from(ms.to_string()));
+    }
+    if let Some(persistent) = options.persistent {
+        props = props.with_delivery_mode(if persistent { 2 } else { TRANSIENT });
+    }
+    if let Some(app_id) = &options.app_id {
+        props = props.with_app_id(short("app id", app_id)?);
+    }
+    if let Some(kind) = &options.message_type {
+        props = props.with_type(short("message type", kind)?);
+    }
+    Ok(props)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,32 +275,4 @@ mod tests {
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
         assert_ne!(id, new_message_id());
     }
-}
-
-/// `props` with what [`PublishOptions`](crate::PublishOptions) sets beyond the message id
-/// and headers: priority, expiration, persistence, app id and type. A text over 255 bytes
-/// is `Error::InvalidName`.
-pub(crate) fn with_options(
-    mut props: BasicProperties,
-    options: &crate::config::PublishOptions,
-) -> crate::error::Result<BasicProperties> {
-    use super::limits::short;
-    if let Some(priority) = options.priority {
-        props = props.with_priority(priority);
-    }
-    if let Some(ttl) = options.expiration {
-        // Whole milliseconds, rounded up: a TTL below 1 ms would be 0, "expire at once".
-        let ms = ttl.as_nanos().div_ceil(1_000_000);
-        props = props.with_expiration(ShortString::from(ms.to_string()));
-    }
-    if let Some(persistent) = options.persistent {
-        props = props.with_delivery_mode(if persistent { 2 } else { TRANSIENT });
-    }
-    if let Some(app_id) = &options.app_id {
-        props = props.with_app_id(short("app id", app_id)?);
-    }
-    if let Some(kind) = &options.message_type {
-        props = props.with_type(short("message type", kind)?);
-    }
-    Ok(props)
 }
