@@ -33,8 +33,8 @@ struct Cli {
     url: String,
     /// Machine-readable output: JSON (one object per line where a command prints several),
     /// for `dlq list` and `dlq peek`.
-    #[arg(long, global = true)]
-    json: bool,
+    #[arg(long = "json", global = true)]
+    json_output: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -393,9 +393,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Dlq { command } => {
             let (_events, handle) = connect(&cli.url).await?;
             let done = match command {
-                DlqCommand::List { queue } => dlq::list(&handle, &queue, cli.json).await,
+                DlqCommand::List { queue } => dlq::list(&handle, &queue, cli.json_output).await,
                 DlqCommand::Peek { queue, n } => {
-                    dlq::peek(&cli.url, &handle.dead_letter_queue(&queue), n, cli.json).await
+                    dlq::peek(
+                        &cli.url,
+                        &handle.dead_letter_queue(&queue),
+                        n,
+                        cli.json_output,
+                    )
+                    .await
                 }
                 DlqCommand::Redrive {
                     queue,
