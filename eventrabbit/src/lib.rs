@@ -81,6 +81,7 @@ pub use api::consumer::Consumer;
 pub use api::events::Events;
 pub use api::handle::Handle;
 pub use api::service::Service;
+pub use config::state::{State, StateMap};
 pub use config::{
     Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, EventLog,
     ExchangeKind, FailureEvents, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig,
@@ -89,7 +90,6 @@ pub use config::{
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;
 pub use handler::rejection::{HandlerError, Rejected};
-pub use handler::state::{State, StateMap};
 pub use pipeline::redrive::{Redrive, RedriveGroup, RedriveReport};
 pub use telemetry::health::{ConsumerHealth, ConsumerState, Health, StuckMessage};
 pub use wire::headers::{
@@ -112,8 +112,10 @@ pub mod types {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::config::RetryOverride;
+    pub use crate::config::state::StateNeed;
     pub use crate::handler::batch::{BatchFn, BatchSpec};
     pub use crate::handler::input::{Failure, Input, Reply};
+    pub use crate::handler::input::{StateParam, first_input};
     pub use crate::handler::outcome::{
         HandlerResult, HandlerReturn, assert_result_return, assert_value_return, result_outcome,
         unit_outcome, unit_result_outcome, value_outcome,
@@ -128,7 +130,6 @@ pub mod __private {
         FieldSchema, SchemaFn, SchemaProbe, ViaAnySchema, ViaJsonSchema, all_of, null_schema,
         object_schema, unknown_schema,
     };
-    pub use crate::handler::state::{StateNeed, StateParam, first_input};
     pub use inventory;
     pub use schemars;
     pub use serde;

@@ -22,6 +22,8 @@ pub struct Proxy {
     port: u16,
     connections: Arc<std::sync::Mutex<Vec<Arc<Switches>>>>,
     refusing: Arc<AtomicBool>,
+    /// When non-zero, new connections drop the client's frames of this command.
+    muted_command: Arc<std::sync::atomic::AtomicUsize>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -39,6 +41,8 @@ impl Proxy {
         let registry = connections.clone();
         let refusing = Arc::new(AtomicBool::new(false));
         let refuse = refusing.clone();
+        let muted_command = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let muting = muted_command.clone();
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if refuse.load(Ordering::SeqCst) {
@@ -52,7 +56,10 @@ impl Proxy {
                 registry.lock().unwrap().push(switches.clone());
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, switches.clone()));
+                match u16::try_from(muting.load(Ordering::SeqCst)) {
+                    Ok(key) if key != 0 => tokio::spawn(pump_frames(cr, sw, key)),
+                    _ => tokio::spawn(pump(cr, sw, switches.clone())),
+                };
                 tokio::spawn(pump(sr, cw, switches));
             }
         });
@@ -60,8 +67,18 @@ impl Proxy {
             port,
             connections,
             refusing,
+            muted_command,
             accepting,
         }
+    }
+
+    /// While `Some(key)`, each new connection drops the requests of that command of the
+    /// RabbitMQ stream protocol (e.g. 0x000b, QueryOffset) and passes the rest: those
+    /// requests go unanswered while everything else works. `None`: new connections pass
+    /// everything.
+    pub fn mute_stream_command(&self, key: Option<u16>) {
+        self.muted_command
+            .store(key.map_or(0, usize::from), Ordering::SeqCst);
     }
 
     /// The AMQP URL through the proxy.
@@ -131,6 +148,39 @@ async fn pump(
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Forwards the stream protocol frames from `from` to `to` (a 4-byte length, then a
+/// payload starting with the command's 2-byte key), except those of command `muted`.
+async fn pump_frames(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    muted: u16,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while pending.len() >= 4 {
+            let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+            if pending.len() < 4 + len {
+                break;
+            }
+            let frame: Vec<u8> = pending.drain(..4 + len).collect();
+            let key = if len >= 2 {
+                u16::from_be_bytes([frame[4], frame[5]])
+            } else {
+                0
+            };
+            if key != muted && to.write_all(&frame).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -4,8 +4,8 @@
 //! and failing handlers retried in place then dead-lettered.
 
 use eventrabbit::{
-    Binding, Config, EventLog, Handle, MessageContext, RetryConfig, StartAt, StreamConsumer,
-    UnknownAction, consumer,
+    Binding, Config, ConsumerState, EventLog, Handle, MessageContext, RetryConfig, StartAt,
+    StreamConsumer, UnknownAction, consumer,
 };
 use eventrabbit_tests::*;
 use serde_json::json;
@@ -420,5 +420,67 @@ async fn an_event_published_right_after_start_replay_is_read() {
     for reader in readers {
         reader.join().await.expect("ended by the shutdown");
     }
+    cleanup(&[&log], &[&exchange]).await;
+}
+
+/// A named reader whose stored position cannot be read (the query goes unanswered and
+/// times out) does not start over from its configured
+/// start: it waits, retries with backoff, says why in health, and once the position can
+/// be read goes on after it, handling none of the events it handled before (issue 33,
+/// item 5). (Before, any error of the query started it at `start_at`: with `First`, the
+/// whole log again.)
+#[tokio::test]
+async fn an_unreadable_stored_position_is_retried_not_replaced_by_the_start() {
+    let (log, exchange, events, handle) = log_with_exchange().await;
+    publish_range(&events, &exchange, 0..20).await;
+    let consumer = || {
+        StreamConsumer::new(&log)
+            .name("kept")
+            .start_at(StartAt::First)
+            .actions(["T_STREAM"])
+    };
+    let label = consumer().label();
+    let first = handle.start_replay(consumer()).await.expect("subscribed");
+    wait_until!(WAIT, seen(&label).len() >= 20);
+    handle.shutdown().await; // stores the position
+    first.join().await.expect("stopped");
+    assert_eq!(ns(&label), (0..20).collect::<Vec<_>>());
+
+    // The same reader again, through a stream endpoint that leaves the query of a stored
+    // position (QueryOffset, 0x000b) unanswered.
+    let proxy = Proxy::start_to("127.0.0.1:5552".to_owned()).await;
+    proxy.mute_stream_command(Some(0x000b));
+    let config = Config::default()
+        .with_stream_port(proxy.port())
+        .with_max_reconnect_delay(Duration::from_millis(500));
+    let (events, second) = deps(config).await;
+    let _reading = replaying(&second, consumer());
+    let waiting = || async {
+        second.health().await.consumers.iter().any(|c| {
+            c.queue == label
+                && c.state == ConsumerState::Recovering
+                && c.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("stored position"))
+        })
+    };
+    wait_until!(WAIT, waiting().await);
+    assert!(waiting().await, "{:?}", second.health().await);
+    assert_eq!(
+        ns(&label),
+        (0..20).collect::<Vec<_>>(),
+        "nothing read again while the position is unknown"
+    );
+
+    // The endpoint answers again: the reader goes on after its stored position.
+    proxy.mute_stream_command(None);
+    publish_range(&events, &exchange, 20..25).await;
+    wait_until!(WAIT, seen(&label).len() >= 25);
+    assert_eq!(
+        ns(&label),
+        (0..25).collect::<Vec<_>>(),
+        "each event handled once, in order"
+    );
+    second.shutdown().await;
     cleanup(&[&log], &[&exchange]).await;
 }

@@ -184,7 +184,7 @@ impl Client {
             }
             props = props.with_headers(headers);
         }
-        props = crate::wire::properties::with_options(props, options)?;
+        props = options.apply_to(props)?;
         self.publisher
             .publish(Outgoing {
                 exchange,

@@ -8,6 +8,7 @@ mod publish;
 mod queue;
 mod queue_kind;
 mod retry;
+pub(crate) mod state;
 mod stream;
 
 pub use binding::{Binding, ExchangeKind};
@@ -107,7 +108,7 @@ pub struct Config {
     pub delay_queue_type: Option<QueueType>,
     /// Application state handed to handlers taking [`State<T>`](crate::State) parameters
     /// (and to middleware through [`MessageContext::state`](crate::MessageContext::state)).
-    pub state: crate::StateMap,
+    pub state: state::StateMap,
 }
 
 impl Config {
@@ -299,7 +300,7 @@ impl Default for Config {
             mandatory: false,
             settle_timeout: Self::DEFAULT_SETTLE_TIMEOUT,
             delay_queue_type: None,
-            state: crate::StateMap::default(),
+            state: state::StateMap::default(),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! [`PublishOptions`]: how one message is published.
 
-use lapin::types::{AMQPValue, LongString};
+use crate::error::Result;
+use crate::wire::limits::short;
+use crate::wire::properties::TRANSIENT;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, LongString, ShortString};
 use std::time::Duration;
 
 /// How one message is published, beyond its exchange, routing key, action and data.
@@ -117,5 +121,31 @@ impl PublishOptions {
     pub fn mandatory(mut self) -> Self {
         self.mandatory = true;
         self
+    }
+}
+
+impl PublishOptions {
+    /// `props` with what these options set beyond the message id and headers: priority,
+    /// expiration, persistence, app id and type. A text over 255 bytes is
+    /// `Error::InvalidName`.
+    pub(crate) fn apply_to(&self, mut props: BasicProperties) -> Result<BasicProperties> {
+        if let Some(priority) = self.priority {
+            props = props.with_priority(priority);
+        }
+        if let Some(ttl) = self.expiration {
+            // Whole milliseconds, rounded up: a TTL below 1 ms would be 0, "expire at once".
+            let ms = ttl.as_nanos().div_ceil(1_000_000);
+            props = props.with_expiration(ShortString::from(ms.to_string()));
+        }
+        if let Some(persistent) = self.persistent {
+            props = props.with_delivery_mode(if persistent { 2 } else { TRANSIENT });
+        }
+        if let Some(app_id) = &self.app_id {
+            props = props.with_app_id(short("app id", app_id)?);
+        }
+        if let Some(kind) = &self.message_type {
+            props = props.with_type(short("message type", kind)?);
+        }
+        Ok(props)
     }
 }

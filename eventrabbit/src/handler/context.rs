@@ -1,6 +1,6 @@
 //! What a handler may learn about the delivery it is handling.
 
-use super::state::{State, StateMap};
+use crate::config::state::{State, StateMap};
 use crate::wire::headers;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};

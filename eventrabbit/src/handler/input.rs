@@ -1,7 +1,7 @@
 //! What a generated handler receives ([`Input`]) and produces ([`Reply`] or [`Failure`]).
 
 use super::context::{Message, MessageContext};
-use super::state::{State, StateMap};
+use crate::config::state::{State, StateMap, StateNeed};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use std::ops::Range;
@@ -111,6 +111,38 @@ fn decode_data<T: DeserializeOwned>(raw: &str) -> Result<T, Failure> {
             format!("data does not fit the handler: field `{path}`: {msg}")
         })
     })
+}
+
+/// A handler parameter filled from the registered state (generated code): `State<T>`, or
+/// an alias of it marked `#[state]`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `State<T>`: a `#[state]` parameter takes `State<YourType>`",
+    label = "not a `State<..>`"
+)]
+pub trait StateParam: Sized {
+    /// The type that must be registered.
+    fn need() -> StateNeed;
+    /// The registered value, from a message's input.
+    fn take(input: &Input) -> Result<Self, Failure>;
+}
+
+impl<T: Send + Sync + 'static> StateParam for State<T> {
+    fn need() -> StateNeed {
+        StateNeed::of::<T>()
+    }
+
+    fn take(input: &Input) -> Result<Self, Failure> {
+        input.state::<T>()
+    }
+}
+
+/// The first message of a batch, which the batch's state is taken from (generated code).
+#[doc(hidden)]
+pub fn first_input(inputs: &[Input]) -> Result<&Input, Failure> {
+    inputs
+        .first()
+        .ok_or_else(|| Failure::Failed("an empty batch has no state".to_owned()))
 }
 
 #[cfg(test)]

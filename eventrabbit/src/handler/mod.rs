@@ -13,4 +13,3 @@ pub(crate) mod registration;
 pub(crate) mod registry;
 pub(crate) mod rejection;
 pub(crate) mod schema;
-pub(crate) mod state;

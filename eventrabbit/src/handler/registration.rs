@@ -3,8 +3,8 @@
 use super::batch::{BatchFn, BatchSpec};
 use super::input::{Failure, Input};
 use super::schema::SchemaFn;
-use super::state::StateNeed;
 use crate::config::RetryOverride;
+use crate::config::state::StateNeed;
 
 pub use super::input::HandlerFuture;
 

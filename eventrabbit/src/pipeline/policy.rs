@@ -1,11 +1,11 @@
 //! [`QueuePolicy`]: how one queue treats its messages.
 
+use crate::config::state::StateMap;
 use crate::config::{Resolved, RetryConfig};
 use crate::error::{Error, Result};
 use crate::handler::batch::Batcher;
 use crate::handler::middleware::Layers;
 use crate::handler::registry::{Route, Routes};
-use crate::handler::state::StateMap;
 use crate::telemetry::metric::ActionMetrics;
 use crate::wire::limits;
 use crate::wire::names::retry_queue_name;

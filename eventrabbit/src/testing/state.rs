@@ -53,7 +53,7 @@ pub(crate) struct State {
     /// The stored position of each named stream consumer, by log and name.
     pub(super) positions: HashMap<(String, String), u64>,
     /// Application state registered with `TestBroker::with_state`, over the config's.
-    pub(super) app: Option<crate::StateMap>,
+    pub(super) app: Option<crate::config::state::StateMap>,
 }
 
 impl State {
@@ -91,7 +91,7 @@ impl Inner {
     }
 
     /// The application state handed to handlers: the config's and what the tests added.
-    pub(super) fn app_state(&self) -> crate::StateMap {
+    pub(super) fn app_state(&self) -> crate::config::state::StateMap {
         self.state()
             .app
             .clone()

@@ -21,7 +21,7 @@ pub(crate) fn properties(trace: Option<TraceContext>) -> BasicProperties {
 /// queue's next delivery. With RabbitMQ 3.10 the bench measured raw lapin's calls at a
 /// median 391 µs persistent and 302 µs transient, both on a channel in confirm mode
 /// (`bench w3-transient`). Quorum queues keep every message on disk whatever its mode.
-const TRANSIENT: u8 = 1;
+pub(crate) const TRANSIENT: u8 = 1;
 
 /// The properties of an RPC request: eventrabbit's own (see [`properties`]) but
 /// transient (see [`TRANSIENT`]), with where to reply and the call's correlation id.
@@ -176,34 +176,6 @@ pub(crate) fn republished(original: &BasicProperties, headers: FieldTable) -> Ba
         props = props.with_timestamp(*t);
     }
     props
-}
-
-/// `props` with what [`PublishOptions`](crate::PublishOptions) sets beyond the message id
-/// and headers: priority, expiration, persistence, app id and type. A text over 255 bytes
-/// is `Error::InvalidName`.
-pub(crate) fn with_options(
-    mut props: BasicProperties,
-    options: &crate::config::PublishOptions,
-) -> crate::error::Result<BasicProperties> {
-    use super::limits::short;
-    if let Some(priority) = options.priority {
-        props = props.with_priority(priority);
-    }
-    if let Some(ttl) = options.expiration {
-        // Whole milliseconds, rounded up: a TTL below 1 ms would be 0, "expire at once".
-        let ms = ttl.as_nanos().div_ceil(1_000_000);
-        props = props.with_expiration(ShortString::from(ms.to_string()));
-    }
-    if let Some(persistent) = options.persistent {
-        props = props.with_delivery_mode(if persistent { 2 } else { TRANSIENT });
-    }
-    if let Some(app_id) = &options.app_id {
-        props = props.with_app_id(short("app id", app_id)?);
-    }
-    if let Some(kind) = &options.message_type {
-        props = props.with_type(short("message type", kind)?);
-    }
-    Ok(props)
 }
 
 #[cfg(test)]

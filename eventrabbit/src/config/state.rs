@@ -2,7 +2,6 @@
 //! settings) registered by type with [`Config::with_state`](crate::Config::with_state),
 //! and handed to every handler parameter of type [`State<T>`].
 
-use super::input::{Failure, Input};
 use std::any::{Any, TypeId, type_name};
 use std::fmt;
 use std::ops::Deref;
@@ -151,38 +150,6 @@ impl StateNeed {
             name: type_name::<T>(),
         }
     }
-}
-
-/// A handler parameter filled from the registered state (generated code): `State<T>`, or
-/// an alias of it marked `#[state]`.
-#[doc(hidden)]
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a `State<T>`: a `#[state]` parameter takes `State<YourType>`",
-    label = "not a `State<..>`"
-)]
-pub trait StateParam: Sized {
-    /// The type that must be registered.
-    fn need() -> StateNeed;
-    /// The registered value, from a message's input.
-    fn take(input: &Input) -> Result<Self, Failure>;
-}
-
-impl<T: Send + Sync + 'static> StateParam for State<T> {
-    fn need() -> StateNeed {
-        StateNeed::of::<T>()
-    }
-
-    fn take(input: &Input) -> Result<Self, Failure> {
-        input.state::<T>()
-    }
-}
-
-/// The first message of a batch, which the batch's state is taken from (generated code).
-#[doc(hidden)]
-pub fn first_input(inputs: &[Input]) -> Result<&Input, Failure> {
-    inputs
-        .first()
-        .ok_or_else(|| Failure::Failed("an empty batch has no state".to_owned()))
 }
 
 #[cfg(test)]
