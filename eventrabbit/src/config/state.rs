@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// `consume` (or `start`) fails with [`Error::MissingState`](crate::Error::MissingState)
 /// naming the handler and the type.
 ///
-/// ```no_run
+/// ```no_run,standalone_crate
 /// use eventrabbit::{Config, State, consumer};
 ///
 /// struct Greetings {
