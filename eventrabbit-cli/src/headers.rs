@@ -68,7 +68,7 @@ fn number_or_time(key: &str, n: i64) -> Value {
 }
 
 /// Milliseconds since the epoch as RFC 3339 in UTC (`2026-12-07T05:17:31.123Z`).
-fn rfc3339_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_ms(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms).map_or_else(
         || ms.to_string(),
         |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),

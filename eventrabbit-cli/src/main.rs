@@ -32,7 +32,7 @@ struct Cli {
     )]
     url: String,
     /// Machine-readable output: JSON (one object per line where a command prints several),
-    /// for `dlq list` and `dlq peek`.
+    /// for `dlq list`, `dlq peek`, `tail` and `outbox list`.
     #[arg(long = "json", global = true)]
     json_output: bool,
     #[command(subcommand)]
@@ -374,13 +374,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             exchange,
             key,
             count,
-        } => tail::tail(&cli.url, &exchange, &key, count).await,
+        } => tail::tail(&cli.url, &exchange, &key, count, cli.json_output).await,
         Command::Outbox {
             database_url,
             schema,
             command,
         } => match command {
-            OutboxCommand::List { limit } => outbox::list(&database_url, &schema, limit).await,
+            OutboxCommand::List { limit } => {
+                outbox::list(&database_url, &schema, limit, cli.json_output).await
+            }
             OutboxCommand::Retry { ids, all } => {
                 if ids.is_empty() && !all {
                     return Err(Failure::Usage(

@@ -24,13 +24,41 @@ fn outbox(schema: &str) -> Result<Outbox, Failure> {
 }
 
 /// `outbox list`: one line per failed row (id, key, exchange, action, attempts, when, why).
-pub(crate) async fn list(database_url: &str, schema: &str, limit: usize) -> Result<(), Failure> {
+pub(crate) async fn list(
+    database_url: &str,
+    schema: &str,
+    limit: usize,
+    json: bool,
+) -> Result<(), Failure> {
     let outbox = outbox(schema)?;
     let pool = pool(database_url).await?;
     let rows = outbox
         .failed(&pool, limit)
         .await
         .map_err(|e| Failure::Failed(e.to_string()))?;
+    if json {
+        for row in &rows {
+            let at = row
+                .failed_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": row.id,
+                    "ordering_key": row.ordering_key,
+                    "exchange": row.exchange,
+                    "routing_key": row.routing_key,
+                    "action": row.action,
+                    "message_id": row.message_id,
+                    "attempts": row.attempts,
+                    "failed_at": crate::headers::rfc3339_ms(at),
+                    "error": row.error,
+                })
+            );
+        }
+        return Ok(());
+    }
     if rows.is_empty() {
         println!("no failed outbox rows in schema `{schema}`");
         return Ok(());
@@ -40,9 +68,10 @@ pub(crate) async fn list(database_url: &str, schema: &str, limit: usize) -> Resu
         let at = row
             .failed_at
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let at = crate::headers::rfc3339_ms(at);
         println!(
-            "  id {}  key {}  exchange `{}`  routing key `{}`  action {}  message id {}  attempts {}  failed at {} (unix)  why: {}",
+            "  id {}  key {}  exchange `{}`  routing key `{}`  action {}  message id {}  attempts {}  failed at {}  why: {}",
             row.id,
             row.ordering_key.as_deref().unwrap_or("-"),
             row.exchange,

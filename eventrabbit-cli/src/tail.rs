@@ -14,6 +14,7 @@ pub(crate) async fn tail(
     exchange: &str,
     key: &str,
     count: Option<usize>,
+    json: bool,
 ) -> Result<(), Failure> {
     if exchange.is_empty() {
         return Err(Failure::Usage(
@@ -71,6 +72,21 @@ pub(crate) async fn tail(
         let Some(delivery) = next else { break };
         let delivery = delivery.map_err(failed)?;
         seen += 1;
+        if json {
+            let body = serde_json::from_slice::<serde_json::Value>(&delivery.data)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&delivery.data).into());
+            let props = &delivery.properties;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "routing_key": delivery.routing_key.as_str(),
+                    "message_id": props.message_id().as_ref().map(|s| s.as_str()),
+                    "headers": props.headers().as_ref().map_or(serde_json::Value::Null, crate::headers::table_json),
+                    "body": body,
+                })
+            );
+            continue;
+        }
         let body = String::from_utf8_lossy(&delivery.data);
         println!("{} {}", delivery.routing_key, body);
     }

@@ -508,6 +508,27 @@ async fn failed_outbox_rows_are_listed_and_retried() {
             && text.contains(&id),
         "{text}"
     );
+    assert!(
+        !text.contains("(unix)") && regex_like_rfc3339(&text),
+        "failed at, in RFC 3339: {text}"
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_eventrabbit"))
+        .args([
+            "--json",
+            "outbox",
+            "--database-url",
+            &db,
+            "--schema",
+            &schema,
+            "list",
+        ])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let row: serde_json::Value =
+        serde_json::from_str(stdout(&listed).lines().next().expect("a row")).unwrap();
+    assert_eq!(row["message_id"], id.as_str(), "{row}");
+    assert_eq!(row["ordering_key"], "order-7", "{row}");
     let retried = run(&["retry", "--all"]);
     assert!(retried.status.success(), "{retried:?}");
     assert!(
