@@ -33,7 +33,10 @@ pub(crate) fn split_urls(urls: &str) -> impl Iterator<Item = &str> {
     let mut cuts = vec![0];
     for (i, _) in urls.match_indices(',') {
         let next = urls[i + 1..].trim_start();
-        if next.len() >= 4 && next[..4].eq_ignore_ascii_case("amqp") {
+        if next
+            .get(..4)
+            .is_some_and(|s| s.eq_ignore_ascii_case("amqp"))
+        {
             cuts.push(i + 1);
         }
     }
@@ -81,7 +84,9 @@ fn userinfo(url: &str) -> Option<(usize, usize)> {
         None => ["amqps:", "amqp:"]
             .iter()
             .find(|scheme| {
-                prefix.len() >= scheme.len() && prefix[..scheme.len()].eq_ignore_ascii_case(scheme)
+                prefix
+                    .get(..scheme.len())
+                    .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
             })
             .map_or(0, |scheme| scheme.len()),
     };
@@ -175,6 +180,14 @@ mod tests {
             ["amqp://a@h1", "AMQPS://h2"]
         );
         assert_eq!(split_urls("amqp://u:a,b@h").count(), 1);
+        // Multibyte characters where a scheme is looked for: no panic, still redacted.
+        for url in [
+            "amqp://u:s3cret@h,€€://x",
+            "a€€:user:s3cret@h",
+            "€€€:user:s3cret@h",
+        ] {
+            assert!(!redact_url(url).contains("s3cret"), "{url}");
+        }
         assert_eq!(percent_decoded("a%40b%2"), "a@b%2");
     }
 }
