@@ -77,6 +77,31 @@ async fn dead_letter(ch: &Channel, dlq: &str, code: &str, action: &str, n: u64) 
     .unwrap();
 }
 
+/// Declares `dlq`, and `queue` expiring every message at once into `dlq` (the broker's
+/// own dead-lettering, with an `x-death` header).
+async fn declare_expiring(ch: &Channel, queue: &str, dlq: &str) {
+    ch.queue_declare(
+        dlq.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut expiring = FieldTable::default();
+    expiring.insert("x-message-ttl".into(), AMQPValue::LongUInt(0));
+    expiring.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    expiring.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(dlq)),
+    );
+    ch.queue_declare(queue.into(), QueueDeclareOptions::default(), expiring)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn dead_letters_are_listed_peeked_and_redriven() {
     let queue = unique("q-cli");
@@ -566,30 +591,7 @@ async fn a_redrive_of_bouncing_dead_letters_ends() {
     let queue = unique("q-cli-bounce");
     let dlq = format!("{queue}.dlq");
     let (_c, ch) = channel().await;
-    ch.queue_declare(
-        dlq.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut bounce = FieldTable::default();
-    bounce.insert("x-message-ttl".into(), AMQPValue::LongUInt(0));
-    bounce.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from("")),
-    );
-    bounce.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(dlq.as_str())),
-    );
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        bounce,
-    )
-    .await
-    .unwrap();
+    declare_expiring(&ch, &queue, &dlq).await;
     for n in 0..N {
         dead_letter(&ch, &dlq, "invalid-data", "T_CLI_A", n).await;
     }
@@ -632,30 +634,7 @@ async fn peek_decodes_x_death_and_json_is_for_scripts() {
     let queue = unique("q-cli-xdeath");
     let dlq = format!("{queue}.dlq");
     let (_c, ch) = channel().await;
-    ch.queue_declare(
-        dlq.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut expiring = FieldTable::default();
-    expiring.insert("x-message-ttl".into(), AMQPValue::LongUInt(0));
-    expiring.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from("")),
-    );
-    expiring.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(dlq.as_str())),
-    );
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::default(),
-        expiring,
-    )
-    .await
-    .unwrap();
+    declare_expiring(&ch, &queue, &dlq).await;
     let body =
         serde_json::to_vec(&serde_json::json!({"action": "T_CLI_X", "data": {"n": 1}})).unwrap();
     ch.basic_publish(
