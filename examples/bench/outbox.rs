@@ -86,10 +86,7 @@ pub async fn teardown(pool: &PgPool, schema: &str, x: &str) {
 
 /// eventrabbit's confirmed publish of the same events, 1,000 in flight (as W2).
 pub async fn direct(x: &str) -> f64 {
-    let (events, _handle) = build_event_dependencies(addr(), Config::default())
-        .await
-        .unwrap();
-    warm(&events, x).await;
+    let (events, _handle) = connected(x).await;
     let start = Instant::now();
     futures_util::stream::iter(1..=OUTBOX_N)
         .map(|n| {
@@ -109,6 +106,15 @@ pub async fn direct(x: &str) -> f64 {
         .for_each(|r| async move { r.unwrap() })
         .await;
     OUTBOX_N as f64 / start.elapsed().as_secs_f64()
+}
+
+/// eventrabbit on the local broker, its publishing channel to `x` opened by one publish.
+async fn connected(x: &str) -> (Events, eventrabbit::Handle) {
+    let (events, handle) = build_event_dependencies(addr(), Config::default())
+        .await
+        .unwrap();
+    warm(&events, x).await;
+    (events, handle)
 }
 
 async fn warm(events: &Events, x: &str) {
@@ -138,10 +144,7 @@ pub async fn relay(pool: &PgPool, schema: &str, x: &str, keys: Keys) -> f64 {
     .execute(pool)
     .await
     .unwrap();
-    let (events, _handle) = build_event_dependencies(addr(), Config::default())
-        .await
-        .unwrap();
-    warm(&events, x).await;
+    let (events, _handle) = connected(x).await;
     // BENCH_RELAY_WORKERS / BENCH_RELAY_BATCH: other settings than the defaults.
     let mut config = RelayConfig::default().schema(schema);
     if let Some(n) = env_number("BENCH_RELAY_WORKERS") {
@@ -267,10 +270,7 @@ pub async fn sequential(x: &str, n: u64, raw_lapin: bool) -> f64 {
         }
         return n as f64 / start.elapsed().as_secs_f64();
     }
-    let (events, _handle) = build_event_dependencies(addr(), Config::default())
-        .await
-        .unwrap();
-    warm(&events, x).await;
+    let (events, _handle) = connected(x).await;
     let start = Instant::now();
     for i in 0..n {
         events
