@@ -21,6 +21,9 @@ pub enum Error {
         "`{0}` is not a valid schema name (letters, digits and `_`, not starting with a digit)"
     )]
     InvalidSchema(String),
+    /// The event store refused or failed (a conflict names the stream and versions).
+    #[error(transparent)]
+    Store(#[from] eventrabbit::sourcing::StoreError),
     /// A message without a `message_id` cannot be recognised when it comes again.
     #[error("the message has no message_id: the inbox cannot recognise it when it comes again")]
     NoMessageId,
@@ -28,3 +31,20 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether the database may succeed if asked again later: it could not be reached, the
+/// pool had no connection in time, or it asked to retry (serialization failure,
+/// deadlock, shutting down, too many connections).
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(
+                    &*code,
+                    "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+                )
+        }),
+        _ => false,
+    }
+}

@@ -36,15 +36,19 @@
 #![deny(missing_docs)]
 
 mod error;
+mod event_store;
 mod failed;
 mod inbox;
 mod outbox;
+mod projector;
 mod relay;
 mod schema;
 
 pub use error::{Error, Result};
+pub use event_store::PgEventStore;
 pub use failed::FailedRow;
 pub use inbox::{Claim, Inbox, InboxTx, StoredReply};
 pub use outbox::{Outbox, OutboxMessage};
+pub use projector::{Projection, Projector};
 pub use relay::{FAILED_METRIC, Relay, RelayConfig, RelayHealth};
 pub use schema::migrate;

@@ -3,8 +3,11 @@
 use crate::error::{Error, Result};
 use sqlx::PgPool;
 
-/// The migration's SQL (`migrations/0001_outbox_inbox.sql`), `{schema}` to be replaced.
-const MIGRATION: &str = include_str!("../migrations/0001_outbox_inbox.sql");
+/// The migrations' SQL, in order, `{schema}` to be replaced.
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../migrations/0001_outbox_inbox.sql"),
+    include_str!("../migrations/0002_event_store.sql"),
+];
 
 /// A schema name, checked to be a plain SQL identifier (it is written into SQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +62,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Creates the outbox and inbox tables in `schema` if they do not exist (idempotent, safe
+/// Creates the outbox, inbox and event store tables in `schema` if they do not exist (idempotent, safe
 /// to run from several processes at once).
 pub async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
     let schema = Schema::new(schema)?;
@@ -68,9 +71,11 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('eventrabbit_migrate', 0))")
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql(&schema.sql(MIGRATION))
-        .execute(&mut *tx)
-        .await?;
+    for migration in MIGRATIONS {
+        sqlx::raw_sql(&schema.sql(migration))
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -64,6 +64,7 @@ pub mod contract;
 mod error;
 mod handler;
 mod pipeline;
+pub mod sourcing;
 mod stream;
 mod telemetry;
 pub mod testing;

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+pub mod bank;
 pub mod cluster;
 mod proxy;
 pub use proxy::Proxy;

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 4),
     ("contract", 4),
     ("pipeline", 5),
+    ("sourcing", 5),
     ("amqp", 6),
     ("testing", 6),
     ("stream", 6),
