@@ -174,7 +174,7 @@ async fn set_up(pool: &PgPool) -> eventrabbit_postgres::Result<()> {
             "CREATE TABLE {SCHEMA}.balances (account TEXT PRIMARY KEY, balance BIGINT NOT NULL)"
         ),
         format!(
-            "TRUNCATE {SCHEMA}.eventrabbit_events, {SCHEMA}.eventrabbit_snapshots, \
+            "TRUNCATE {SCHEMA}.eventrabbit_events, {SCHEMA}.eventrabbit_streams, {SCHEMA}.eventrabbit_snapshots, \
              {SCHEMA}.eventrabbit_projections, {SCHEMA}.eventrabbit_outbox"
         ),
     ] {

@@ -19,6 +19,13 @@ CREATE TABLE IF NOT EXISTS {schema}.eventrabbit_events (
     UNIQUE (stream_id, version)
 );
 
+-- Every stream and its version: appends lock its row, so appends to one stream take
+-- turns until they commit, and read its version in the same statement.
+CREATE TABLE IF NOT EXISTS {schema}.eventrabbit_streams (
+    stream_id   TEXT PRIMARY KEY,
+    version     BIGINT NOT NULL
+);
+
 -- The latest snapshot of a stream's aggregate.
 CREATE TABLE IF NOT EXISTS {schema}.eventrabbit_snapshots (
     stream_id   TEXT PRIMARY KEY,

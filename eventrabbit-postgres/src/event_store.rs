@@ -97,29 +97,28 @@ impl PgEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
-        // The shared lock: readers of the global order wait for appends in flight (see
-        // `horizon`). The stream's lock, the outbox's lock of the same key: appends to one
-        // stream take turns until they commit.
-        let lock = if self.publish.is_some() {
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0)), \
-                    pg_advisory_xact_lock(hashtextextended($2, 0)), pg_notify($3, '')"
+        // One statement: the shared lock (readers of the global order wait for appends in
+        // flight, see `horizon`), the outbox's lock of the stream's key (a key's rows
+        // follow commit order), and the stream's row, locked until the commit (appends to
+        // one stream take turns) and read at its latest committed version.
+        let notify = if self.publish.is_some() {
+            "pg_notify($3, '')"
         } else {
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0)), \
-                    pg_advisory_xact_lock(hashtextextended($2, 0)), $3"
+            "$3::text"
         };
-        sqlx::query(lock)
-            .bind(self.global_lock())
-            .bind(format!(
-                "eventrabbit_outbox:{}:{stream}",
-                self.schema.name()
-            ))
-            .bind(self.schema.channel())
-            .execute(&mut *conn)
-            .await
-            .map_err(backend)?;
-        let actual: i64 = sqlx::query_scalar(&self.schema.sql(
-            "SELECT coalesce(max(version), 0) FROM {schema}.eventrabbit_events WHERE stream_id = $1",
-        ))
+        let actual: i64 = sqlx::query_scalar(&self.schema.sql(&format!(
+            "WITH locked AS ( \
+               SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0)), \
+                      pg_advisory_xact_lock(hashtextextended($2, 0)), {notify} \
+             ) \
+             INSERT INTO {{schema}}.eventrabbit_streams (stream_id, version) \
+             SELECT $4, 0 FROM locked \
+             ON CONFLICT (stream_id) DO UPDATE SET version = {{schema}}.eventrabbit_streams.version \
+             RETURNING version"
+        )))
+        .bind(self.global_lock())
+        .bind(format!("eventrabbit_outbox:{}:{stream}", self.schema.name()))
+        .bind(self.schema.channel())
         .bind(stream)
         .fetch_one(&mut *conn)
         .await
@@ -160,6 +159,9 @@ impl PgEventStore {
                       CASE WHEN traceparent IS NULL THEN NULL \
                            ELSE jsonb_build_object('traceparent', traceparent) END, $1 \
                FROM ev WHERE $10::text IS NOT NULL ORDER BY version \
+             ), moved AS ( \
+               UPDATE {schema}.eventrabbit_streams SET version = $2 + cardinality($3::text[]) \
+               WHERE stream_id = $1 \
              ) \
              SELECT position, version, (EXTRACT(EPOCH FROM recorded_at) * 1000000)::bigint AS recorded_us \
              FROM ev ORDER BY version",

@@ -18,6 +18,8 @@
 //! cargo run --release --example bench -- alloc    # allocations per message, W1 and W2, both sides
 //! cargo run --release --example bench -- outbox 5 # the outbox relay draining 20,000 events (four key
 //!     distributions) vs direct confirmed publish, and commit-to-delivery latency (DATABASE_URL)
+//! cargo run --release --example bench -- es 5     # event sourcing: appends on 1 and 1,000 streams vs a
+//!     hand-written transaction, loading 10,000 events with and without a snapshot, command to projection
 //! ```
 //!
 //! Every run writes a chart of its rows' paired ratios to `docs/bench/ratios-<workload>.svg`
@@ -29,6 +31,7 @@
 mod alloc;
 mod broker;
 mod charts;
+mod es;
 mod measure;
 mod outbox;
 mod w1;
@@ -469,6 +472,70 @@ async fn run() {
             "| Outbox commit-to-delivery latency, idle relay (200 events per run) | p50 {m50:.0} ({lo50:.0}–{hi50:.0}) µs, p99 {m99:.0} ({lo99:.0}–{hi99:.0}) µs | | | lower is better |"
         );
         outbox::teardown(&pool, &schema, &x).await;
+    }
+    if which == "all" || which == "es" {
+        let pool = outbox::pool().await;
+        let schema = es::setup(&pool, &tag).await;
+        for streams in [1, 1_000] {
+            let (mut er, mut raw) = (Vec::new(), Vec::new());
+            for i in 0..runs {
+                let (e, r) = paired(
+                    i,
+                    || es::appends(&pool, &schema, streams, false),
+                    || es::appends(&pool, &schema, streams, true),
+                )
+                .await;
+                run_line(&format!("appends, {streams} streams"), i, e, r, "appends/s");
+                er.push(e);
+                raw.push(r);
+            }
+            row(
+                &format!(
+                    "Event store appends, {} one-event appends on {streams} stream(s), 8 in flight (vs a hand-written transaction inserting the event and outbox rows)",
+                    es::APPENDS
+                ),
+                "appends/s",
+                &er,
+                &raw,
+                true,
+            );
+        }
+        es::fill_aggregate(&pool, &schema).await;
+        let (mut snap, mut full) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let (s, f) = paired(
+                i,
+                || es::load(&pool, &schema, true),
+                || es::load(&pool, &schema, false),
+            )
+            .await;
+            run_line("load 10,000 events (snapshot vs replay)", i, s, f, "ms");
+            snap.push(s);
+            full.push(f);
+        }
+        row(
+            &format!(
+                "Load an aggregate of {} events: from a snapshot (vs replaying every event)",
+                es::LOADED
+            ),
+            "ms",
+            &snap,
+            &full,
+            false,
+        );
+        let (mut p50, mut p99) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            let latencies =
+                es::command_to_projection(&pool, &schema, &format!("{tag}-{i}"), 200).await;
+            p50.push(outbox::quantile(&latencies, 0.5));
+            p99.push(outbox::quantile(&latencies, 0.99));
+        }
+        let (m50, lo50, hi50) = measure::stats(&p50);
+        let (m99, lo99, hi99) = measure::stats(&p99);
+        println!(
+            "| Command to projection update (append, relay, broker, projector; 200 commands per run) | p50 {m50:.0} ({lo50:.0}–{hi50:.0}) µs, p99 {m99:.0} ({lo99:.0}–{hi99:.0}) µs | | | lower is better |"
+        );
+        es::teardown(&pool, &schema).await;
     }
     if which == "w6" {
         let (mut e50, mut e99, mut e999) = (vec![], vec![], vec![]);

@@ -74,10 +74,7 @@ async fn the_memory_store_refuses_a_stale_version_by_name_and_reads_in_order() {
     assert_eq!(all.len(), 4);
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     let one = store.read_stream("account-1", 1).await.unwrap();
-    assert_eq!(
-        one.iter().map(|e| e.version).collect::<Vec<_>>(),
-        vec![2]
-    );
+    assert_eq!(one.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2]);
     assert_eq!(store.read_all(2, 1).await.unwrap(), all[2..3].to_vec());
 }
 
