@@ -29,6 +29,19 @@ pub enum Error {
     NoMessageId,
 }
 
+/// In a handler: a refusal of the message itself (not an event of the store, an event
+/// that does not read, data that is not an object, no message id) is dead-lettered at
+/// once with the reason; the database, the broker and conflicts are retried.
+impl eventrabbit::HandlerError for Error {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Error::Store(e) => !e.is_transient(),
+            Error::NotAnObject(_) | Error::NoMessageId | Error::Json(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -851,6 +851,36 @@ async fn a_projection_under_chaos_equals_the_stores_fold() {
         "{report:?}"
     );
     assert_eq!(bank.balances().await, bank.folded().await);
+
+    // What is not an event of the store is dead-lettered at once, with the reason.
+    let body =
+        serde_json::to_vec(&json!({"action": "T_ES_DEPOSITED", "data": {"amount": 1}})).unwrap();
+    broker
+        .publish_with(
+            "bank",
+            "",
+            &body,
+            BasicProperties::default().with_message_id("nope".into()),
+        )
+        .unwrap();
+    broker.publish_raw("bank", "", &body).unwrap();
+    broker.run_until_idle().await.unwrap();
+    // (The test broker gives the second an id of its own; chaos may duplicate either.)
+    let letters = broker.dead_letters("balances");
+    assert!(letters.len() >= 2, "{letters:?}");
+    assert!(
+        letters
+            .iter()
+            .any(|l| l.reason.contains("no event with message id `nope`")),
+        "{letters:?}"
+    );
+    assert!(
+        letters.iter().all(|l| l.code == "rejected"
+            && l.attempts == 1
+            && l.reason.contains("no event with message id")),
+        "at once, with the reason: {letters:?}"
+    );
+    assert!(broker.retry_delays("balances").is_empty(), "not retried");
     bank.finish().await;
 }
 

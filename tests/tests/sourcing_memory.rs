@@ -3,8 +3,8 @@
 //! aggregates and projections are unit-tested on it, beside the `TestBroker`.
 
 use eventrabbit::sourcing::{
-    CommandError, EventStore, ExpectedVersion, MemoryEventStore, MemoryProjection, NewEvent,
-    Projected, Repository, StoreError, Upcasters,
+    Causation, CommandError, EventStore, ExpectedVersion, MemoryEventStore, MemoryProjection,
+    NewEvent, Projected, Repository, StoreError, Upcasters,
 };
 use eventrabbit::testing::{Chaos, TestBroker};
 use eventrabbit::{Config, ConsumeChannel, ExchangeKind, MessageContext, State, consumer};
@@ -21,6 +21,21 @@ async fn project_balance(
     balances: State<Balances>,
 ) -> Result<(), eventrabbit::sourcing::StoreError> {
     balances.project(&ctx).await.map(|_| ())
+}
+
+/// Commands arrive as messages: the events they append carry the message's ids and trace.
+#[consumer(action = "T_ES_CMD_DEPOSIT")]
+async fn deposit_command(
+    account: String,
+    amount: i64,
+    ctx: MessageContext,
+    accounts: State<Repository<Account, MemoryEventStore>>,
+) -> Result<(), CommandError<AccountError>> {
+    let causation = Causation::from_message(&ctx);
+    accounts
+        .execute_caused(&account, &AccountCommand::Deposit { amount }, &causation)
+        .await
+        .map(|_| ())
 }
 
 fn deposit(amount: i64) -> AccountCommand {
@@ -159,6 +174,7 @@ async fn a_memory_projection_under_chaos_equals_the_stores_fold() {
         .consume(
             ConsumeChannel::new("balances")
                 .exchange("bank", ExchangeKind::Fanout)
+                .actions(["T_ES_*"])
                 .prefetch(10),
         )
         .unwrap();
@@ -189,4 +205,65 @@ async fn a_memory_projection_under_chaos_equals_the_stores_fold() {
     );
     assert_eq!(balances.rebuild().await.unwrap(), 85);
     assert_eq!(balances.read(Clone::clone), expected);
+}
+
+/// A command handled from a message appends events whose metadata names that message
+/// (causation id), its conversation (correlation id) and its trace; a rejected command is
+/// dead-lettered at once with the aggregate's reason and appends nothing.
+#[tokio::test]
+async fn events_of_a_command_message_carry_its_ids_and_trace() {
+    let store = MemoryEventStore::new();
+    let accounts = Repository::<Account, _>::new(store.clone());
+    accounts.execute("7", &open()).await.unwrap();
+    let broker = TestBroker::with_config(Config::default().with_state(accounts.clone()));
+    broker
+        .consume(ConsumeChannel::new("commands").actions(["T_ES_CMD_DEPOSIT"]))
+        .unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        lapin::types::AMQPValue::LongString(format!("00-{trace}-00f067aa0ba902b7-01").into()),
+    );
+    let command = |amount: i64| {
+        serde_json::to_vec(
+            &json!({"action": "T_ES_CMD_DEPOSIT", "data": {"account": "7", "amount": amount}}),
+        )
+        .unwrap()
+    };
+    broker
+        .publish_with(
+            "",
+            "commands",
+            &command(25),
+            BasicProperties::default()
+                .with_message_id("cmd-1".into())
+                .with_correlation_id("conversation-9".into())
+                .with_headers(headers),
+        )
+        .unwrap();
+    broker
+        .publish_with(
+            "",
+            "commands",
+            &command(-5),
+            BasicProperties::default().with_message_id("cmd-2".into()),
+        )
+        .unwrap();
+    broker.run_until_idle().await.unwrap();
+    let events = store.read_stream("account-7", 1).await.unwrap();
+    assert_eq!(events.len(), 1, "the refused command appended nothing");
+    let meta = &events[0].metadata;
+    assert_eq!(meta.causation_id.as_deref(), Some("cmd-1"));
+    assert_eq!(meta.correlation_id.as_deref(), Some("conversation-9"));
+    let traceparent = meta.traceparent.as_deref().expect("a trace");
+    assert_eq!(traceparent.split('-').nth(1), Some(trace), "{traceparent}");
+    assert_ne!(meta.message_id, "cmd-1", "an event has an id of its own");
+    let letters = broker.dead_letters("commands");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].code, "rejected");
+    assert!(
+        letters[0].reason.contains("amounts must be positive"),
+        "{letters:?}"
+    );
 }

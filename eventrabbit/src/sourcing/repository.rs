@@ -3,6 +3,7 @@
 use super::aggregate::Aggregate;
 use super::event::{Causation, ExpectedVersion, NewEvent, RecordedEvent};
 use super::store::{EventStore, Snapshot, StoreError};
+use crate::handler::rejection::HandlerError;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -48,6 +49,19 @@ pub enum CommandError<E: std::fmt::Display + std::fmt::Debug> {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// In a handler running commands: a rejected command is dead-lettered at once with the
+/// aggregate's reason; a conflict after every attempt is retried later, as the store's
+/// errors say.
+impl<E: std::fmt::Display + std::fmt::Debug> HandlerError for CommandError<E> {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Rejected(_) => true,
+            Self::Conflict { .. } => false,
+            Self::Store(e) => e.is_permanent(),
+        }
+    }
 }
 
 /// Loads aggregates of type `A` from an event store and runs commands on them.

@@ -2,6 +2,7 @@
 //! memory ([`MemoryEventStore`](super::MemoryEventStore)).
 
 use super::event::{ExpectedVersion, NewEvent, RecordedEvent};
+use crate::handler::rejection::HandlerError;
 use std::future::Future;
 
 /// Why an event store refused or failed.
@@ -82,6 +83,15 @@ impl StoreError {
             Self::Backend { transient, .. } => *transient,
             _ => false,
         }
+    }
+}
+
+/// In a handler (a projection's consumer), what may pass later is retried; a message
+/// that is not an event of the store, or an event that does not read, is dead-lettered
+/// at once with the reason.
+impl HandlerError for StoreError {
+    fn is_permanent(&self) -> bool {
+        !self.is_transient()
     }
 }
 
