@@ -11,6 +11,12 @@
 //! * **Inbox**: [`Inbox::begin`] records a message in the handler's transaction, so a
 //!   redelivered or duplicated message (at-least-once delivery, a relay that died before
 //!   marking what it sent) is recognised and not handled again: effectively once.
+//! * **Event store**: [`PgEventStore`] keeps aggregates' events (streams with optimistic
+//!   concurrency, a global order without holes, snapshots) and writes them into the
+//!   outbox in the same statement, so what is appended is published, in stream order, as
+//!   the envelopes a `#[producer]` sends. A [`Projector`] runs a [`Projection`] exactly
+//!   once per event, its read model and checkpoint in one transaction. The aggregates and
+//!   the repository are in [`eventrabbit::sourcing`].
 //!
 //! Built on [sqlx](https://docs.rs/sqlx): the most used async PostgreSQL layer in Rust
 //! services, so an event joins the transaction the service already has (`&mut tx`), and its
