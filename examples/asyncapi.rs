@@ -1,4 +1,4 @@
-//! The AsyncAPI 3.0 document of a service, from its handlers: written as JSON, YAML and
+//! The AsyncAPI 3.1 document of a service, from its handlers: written as JSON, YAML and
 //! one HTML page, then checked against an older version of itself. No broker needed.
 //!
 //! ```sh

@@ -1,5 +1,5 @@
 //! The AsyncAPI document made from the handlers and producers of this test program:
-//! valid against the official AsyncAPI 3.0 schema, complete (channels, bindings,
+//! valid against the official AsyncAPI 3.1 schema, complete (channels, bindings,
 //! operations, replies, payload schemas, examples), the same in JSON and YAML, readable as
 //! an HTML page in headless Chromium, and compared for breaking changes.
 
@@ -117,7 +117,7 @@ fn document() -> AsyncApiDocument {
 
 fn validator() -> jsonschema::Validator {
     let schema: Value =
-        serde_json::from_str(include_str!("../fixtures/asyncapi-3.0.0.schema.json"))
+        serde_json::from_str(include_str!("../fixtures/asyncapi-3.1.0.schema.json"))
             .expect("the official schema is JSON");
     jsonschema::draft7::new(&schema).expect("the official schema compiles")
 }
@@ -323,7 +323,7 @@ fn every_example_fits_its_own_payload_schema() {
 fn json_and_yaml_are_the_same_document() {
     let doc = document();
     let yaml = doc.to_yaml();
-    assert!(yaml.starts_with("asyncapi: 3.0.0"), "{}", &yaml[..80]);
+    assert!(yaml.starts_with("asyncapi: 3.1.0"), "{}", &yaml[..80]);
     let from_yaml = AsyncApiDocument::parse(&yaml).expect("our YAML reads back");
     let from_json = AsyncApiDocument::parse(&doc.to_json()).expect("our JSON reads back");
     assert_eq!(from_yaml, doc);
@@ -402,14 +402,13 @@ fn chromium() -> Option<std::path::PathBuf> {
     found
 }
 
-#[test]
-fn the_html_page_shows_every_action_in_headless_chromium() {
-    let Some(chromium) = chromium() else { return };
-    let doc = document();
-    let dir = std::env::temp_dir().join(format!("eventrabbit-asyncapi-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let page = dir.join("index.html");
-    std::fs::write(&page, doc.to_html()).unwrap();
+/// Runs headless Chromium on `page` with `args`; its stdout.
+fn chromium_run(
+    chromium: &std::path::Path,
+    dir: &std::path::Path,
+    page: &std::path::Path,
+    args: &[&str],
+) -> String {
     let output = std::process::Command::new(chromium)
         .args([
             "--headless",
@@ -417,23 +416,58 @@ fn the_html_page_shows_every_action_in_headless_chromium() {
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--no-first-run",
+            "--hide-scrollbars",
             // No network at view time: any fetch would fail.
             "--proxy-server=127.0.0.1:9",
             &format!("--user-data-dir={}", dir.join("profile").display()),
-            "--dump-dom",
         ])
+        .args(args)
         .arg(format!("file://{}", page.display()))
         .output()
         .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+        + "\n<!-- stderr -->\n"
+        + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// The page in headless Chromium (issue 34, item 4): its script runs; it has a table of
+/// contents linking every operation, the servers, every action as an operation heading
+/// with its channel's bindings (exchange kind, durability, dead-letter queue), its
+/// headers, and a row for every field of every payload (nested ones and named schemas
+/// expanded, named schemas linked); Markdown in descriptions is rendered. A screenshot of
+/// the page is taken (kept at `target/tmp/asyncapi-page.png` for a person to look at).
+#[test]
+fn the_html_page_shows_every_action_and_field_in_headless_chromium() {
+    let Some(chromium) = chromium() else { return };
+    let doc = AsyncApi::new("api-test-service", "2.1.0")
+        .description("The handlers of the AsyncAPI test: **every** action, see [the guide](https://example.org/guide).")
+        .server("local", "127.0.0.1:5672")
+        .consumes(
+            ConsumeChannel::new("api_email_queue")
+                .actions(["API_SEND_EMAIL", "API_OPAQUE"])
+                .exchange("api_requests", ExchangeKind::Fanout),
+        )
+        .consumes(
+            ConsumeChannel::new("api_users")
+                .actions(["API_USER_*", "API_TICKS", "API_MIXED"])
+                .bind(Binding::topic("api_user", "user.#"))
+                .quorum(),
+        )
+        .build()
+        .expect("the document builds");
+    let dir = std::env::temp_dir().join(format!("eventrabbit-asyncapi-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("index.html");
+    std::fs::write(&page, doc.to_html()).unwrap();
+    let dom = chromium_run(&chromium, &dir, &page, &["--dump-dom"]);
     assert!(
         dom.contains("data-ready=\"yes\""),
-        "the page's script ran in the browser: {}\n{dom}",
-        String::from_utf8_lossy(&output.stderr)
+        "the page's script ran in the browser: {dom}"
     );
-    let operations = doc.as_value()["operations"].as_object().unwrap().len();
+    let value = doc.as_value();
+    let operations = value["operations"].as_object().unwrap();
     assert!(
-        dom.contains(&format!("{operations} of {operations} operations")),
+        dom.contains(&format!("{0} of {0} operations", operations.len())),
         "the script counted the operations: {dom}"
     );
     for action in ACTIONS {
@@ -442,9 +476,100 @@ fn the_html_page_shows_every_action_in_headless_chromium() {
             "{action} is shown as an operation heading"
         );
     }
+    for id in operations.keys() {
+        assert!(
+            dom.contains(&format!("<a href=\"#op-{id}\">")),
+            "the contents link {id}"
+        );
+        assert!(
+            dom.contains(&format!("id=\"op-{id}\"")),
+            "{id} has a section"
+        );
+    }
+    // Every field of every payload has a row: (section, field) pairs.
+    for (section, field) in [
+        ("op-api_send_email", "user_id"),
+        ("op-api_send_email", "email"),
+        ("op-api_send_email", "address"),
+        ("op-api_send_email", "address.city"),
+        ("op-api_send_email", "address.zip"),
+        ("op-api_send_email", "message_id"),
+        ("op-api_send_email", "sent_at"),
+        ("op-api_on_user", "user_id"),
+        ("op-api_on_user", "name"),
+        ("op-api_mixed", "source"),
+        ("op-api_ticks", "n"),
+        ("op-api_create_user", "name"),
+        ("schema-Address", "city"),
+    ] {
+        let start = dom
+            .find(&format!("id=\"{section}\""))
+            .unwrap_or_else(|| panic!("{section}"));
+        let end = dom[start..]
+            .find("</section>")
+            .map_or(dom.len(), |e| start + e);
+        assert!(
+            dom[start..end].contains(&format!("<td class=\"field\"><code>{field}</code></td>")),
+            "{section} lists the field {field}"
+        );
+    }
     assert!(
-        dom.contains("&quot;user_id&quot;") || dom.contains("\"user_id\""),
-        "payload schemas are shown"
+        dom.contains("<a href=\"#schema-Address\"><code>Address</code></a>"),
+        "named schemas are linked"
     );
+    assert!(
+        dom.contains("When it left."),
+        "field descriptions are shown"
+    );
+    // Servers, bindings, headers, Markdown.
+    assert!(dom.contains("id=\"servers\"") && dom.contains("<code>127.0.0.1:5672</code>"));
+    assert!(
+        dom.contains("<th>exchange type</th><td>fanout</td>")
+            || dom.contains("the fanout exchange <code>api_requests</code>")
+    );
+    assert!(
+        dom.contains("<code>api_email_queue.dlq</code>"),
+        "the dead-letter queue"
+    );
+    assert!(dom.contains("<th>durable</th><td>yes</td>"));
+    assert!(dom.contains("<th>queue type</th><td>quorum</td>"));
+    assert!(
+        dom.contains("<code>traceparent</code>"),
+        "headers are listed"
+    );
+    assert!(
+        dom.contains("AMQP property"),
+        "the correlation id is the AMQP property"
+    );
+    assert!(
+        dom.contains("<strong>every</strong>")
+            && dom.contains("<a href=\"https://example.org/guide\">the guide</a>"),
+        "Markdown is rendered"
+    );
+    assert!(
+        dom.contains("<code>api_email_queue</code>"),
+        "Markdown code in channel descriptions"
+    );
+
+    // The screenshot: a PNG of the first screen, kept for a person to look at.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("asyncapi-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium_run(
+        &chromium,
+        &dir,
+        &page,
+        &[
+            "--window-size=1280,1600",
+            &format!("--screenshot={}", shot.display()),
+        ],
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {out}"));
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    assert!(
+        png.len() > 20_000,
+        "a page with content, not a blank screen: {} bytes",
+        png.len()
+    );
+    eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,4 +1,4 @@
-//! [`AsyncApi`]: the AsyncAPI 3.0 document of this service, from its registered handlers
+//! [`AsyncApi`]: the AsyncAPI 3.1 document of this service, from its registered handlers
 //! and producers and the queues it consumes.
 
 use super::document::AsyncApiDocument;
@@ -15,7 +15,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
-/// Builds the AsyncAPI 3.0 document of this service: a channel per consumed queue (with
+/// Builds the AsyncAPI 3.1 document of this service: a channel per consumed queue (with
 /// its bindings), per exchange it publishes to and per queue's RPC replies; an operation
 /// per action received (with its reply), per `#[producer]` and per `#[function]` result;
 /// and each message's envelope, headers, payload JSON Schema and an example.
@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 /// let json: String = document.to_json();
 /// let yaml: String = document.to_yaml();
 /// let html: String = document.to_html();
-/// # assert!(json.contains("\"3.0.0\"") && yaml.contains("asyncapi") && html.contains("email-service"));
+/// # assert!(json.contains("\"3.1.0\"") && yaml.contains("asyncapi") && html.contains("email-service"));
 /// # Ok::<(), eventrabbit::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -152,7 +152,7 @@ impl AsyncApi {
             info["description"] = d.clone().into();
         }
         let mut document = json!({
-            "asyncapi": "3.0.0",
+            "asyncapi": "3.1.0",
             "info": info,
             "defaultContentType": "application/json",
         });

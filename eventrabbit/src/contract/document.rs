@@ -1,4 +1,4 @@
-//! [`AsyncApiDocument`]: an AsyncAPI 3.0 document, as built or as read from a file, and
+//! [`AsyncApiDocument`]: an AsyncAPI 3.1 document, as built or as read from a file, and
 //! its forms (JSON, YAML, HTML).
 
 use super::compat::{self, BreakingChange};
@@ -39,14 +39,14 @@ impl Serialize for Ordered<'_> {
     }
 }
 
-/// An AsyncAPI 3.0 document: built by [`AsyncApi`](super::AsyncApi) or read from JSON or
+/// An AsyncAPI 3.1 document: built by [`AsyncApi`](super::AsyncApi) or read from JSON or
 /// YAML (another service's, or an older version of this one's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsyncApiDocument {
     value: Value,
 }
 
-/// Why a text is not an AsyncAPI 3.0 document.
+/// Why a text is not an AsyncAPI 3.1 document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentError(String);
 

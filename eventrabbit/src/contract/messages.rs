@@ -99,6 +99,19 @@ fn received_headers() -> Value {
     })
 }
 
+/// The correlation id, where AMQP keeps it: the `correlation_id` basic property, carried
+/// in the content header frame beside the headers table, not as an entry of the table.
+/// AsyncAPI's runtime expressions reach only `$message.header` and `$message.payload`
+/// (protocol properties have no expression of their own, asyncapi/spec#551), so the
+/// location names the message header and `x-eventrabbit-amqp-property` the property.
+fn correlation_id(what: &str) -> Value {
+    json!({
+        "description": format!("{what}: the AMQP property `correlation_id` (a basic property of the message, not an entry of its headers table)"),
+        "location": "$message.header#/correlation_id",
+        "x-eventrabbit-amqp-property": "correlation_id",
+    })
+}
+
 /// The headers a sent message carries.
 fn sent_headers() -> Value {
     json!({
@@ -134,10 +147,9 @@ pub(crate) fn message(action: &str, role: Role, data: Value, summary: String) ->
             "contentType": "application/json",
             "description": "Sent to the request's `reply_to` with its `correlation_id`. On \
                 failure `data` is null and `error.message` says why.",
-            "correlationId": {
-                "description": "the request's AMQP correlation_id property, copied to the reply",
-                "location": "$message.header#/correlation_id",
-            },
+            "correlationId": correlation_id(
+                "the request's correlation id, copied to the reply",
+            ),
             "payload": {
                 "type": "object",
                 "required": ["data"],
@@ -165,11 +177,9 @@ pub(crate) fn message(action: &str, role: Role, data: Value, summary: String) ->
     if role == Role::Received {
         object.insert(
             "correlationId".into(),
-            json!({
-                "description": "AMQP correlation_id property of an RPC request (with reply_to): \
-                    copied to the reply",
-                "location": "$message.header#/correlation_id",
-            }),
+            correlation_id(
+                "an RPC request's correlation id (with `reply_to`), copied to the reply",
+            ),
         );
     }
     object.insert(ACTION_KEY.into(), action.into());

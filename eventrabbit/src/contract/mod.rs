@@ -1,4 +1,4 @@
-//! The service's contract for other teams: its AsyncAPI 3.0 document, made from the
+//! The service's contract for other teams: its AsyncAPI 3.1 document, made from the
 //! registered handlers and producers ([`AsyncApi`]), written as JSON, YAML or one HTML
 //! page ([`AsyncApiDocument`]), and checked for breaking changes against another version
 //! or a peer's document ([`BreakingChange`]).
@@ -11,8 +11,10 @@ mod builder;
 mod compat;
 mod document;
 mod example;
+mod fields;
 mod html;
 mod ids;
+mod markdown;
 mod messages;
 mod view;
 

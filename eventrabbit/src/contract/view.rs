@@ -8,11 +8,19 @@ use serde_json::Value;
 #[derive(Debug)]
 pub(crate) struct Operation<'a> {
     pub(crate) id: String,
+    /// The operation object itself (bindings, extensions).
+    pub(crate) operation: &'a Value,
     pub(crate) action: String,
     pub(crate) receive: bool,
     /// The channel's title (or address).
     pub(crate) channel: String,
+    /// The channel object (address, bindings, description).
+    pub(crate) channel_value: Option<&'a Value>,
     pub(crate) summary: String,
+    /// The first message (headers, correlation id, description).
+    pub(crate) message: Option<&'a Value>,
+    /// The first message of the reply.
+    pub(crate) reply_message: Option<&'a Value>,
     pub(crate) data: Option<&'a Value>,
     pub(crate) example: Option<&'a Value>,
     pub(crate) reply: Option<&'a Value>,
@@ -43,8 +51,8 @@ pub(crate) fn operations(doc: &Value) -> Vec<Operation<'_>> {
         .map(|(id, op)| {
             let op = deref(doc, op);
             let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
-            let channel = op.get("channel").map(|c| deref(doc, c));
-            let channel = channel
+            let channel_value = op.get("channel").map(|c| deref(doc, c));
+            let channel = channel_value
                 .and_then(|c| c.get("title").or_else(|| c.get("address")))
                 .and_then(Value::as_str)
                 .unwrap_or("")
@@ -60,10 +68,14 @@ pub(crate) fn operations(doc: &Value) -> Vec<Operation<'_>> {
                 .unwrap_or_else(|| id.clone());
             Operation {
                 id: id.clone(),
+                operation: op,
                 action,
                 receive: op.get("action").and_then(Value::as_str) == Some("receive"),
                 channel,
+                channel_value,
                 summary: text(op.get("summary")),
+                message,
+                reply_message: reply,
                 data: message.and_then(data_of),
                 example: message.and_then(example_of),
                 reply: reply.and_then(data_of),
