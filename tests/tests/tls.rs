@@ -105,3 +105,33 @@ async fn amqps_refuses_a_server_it_does_not_trust() {
     );
     assert!(!events.is_connected().await);
 }
+
+/// PostgreSQL over TLS on the same stack (rustls on *ring*): a pool for the outbox made
+/// from a `sslmode=require` URL connects, its session is encrypted, and the outbox's
+/// tables migrate through it. (Skipped with a message when the server has TLS off.)
+#[tokio::test]
+async fn postgres_over_tls_uses_the_same_stack() {
+    let plain = pg_pool().await;
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&plain)
+        .await
+        .unwrap();
+    if ssl != "on" {
+        eprintln!("SKIPPED: this PostgreSQL has ssl = {ssl}");
+        return;
+    }
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/eventrabbit_test".into());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let pool = sqlx::PgPool::connect(&format!("{url}{separator}sslmode=require"))
+        .await
+        .expect("PostgreSQL over TLS");
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(encrypted, "the session is encrypted");
+    let schema = pg_schema(&pool).await;
+    drop_schema(&pool, &schema).await;
+}
