@@ -484,3 +484,37 @@ async fn an_unreadable_stored_position_is_retried_not_replaced_by_the_start() {
     second.shutdown().await;
     cleanup(&[&log], &[&exchange]).await;
 }
+
+/// A reader whose stream port refuses connections before it ever read (the
+/// `rabbitmq_stream` plugin off, a wrong port) does not wait forever: `start_replay`
+/// fails at once, naming the port and the plugin. (Before, it retried as weather and
+/// `start_replay` never returned.)
+#[tokio::test]
+async fn a_refused_stream_port_fails_start_replay_naming_the_plugin() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (_events, handle) = deps(Config::default().with_stream_port(port)).await;
+    let log = unique("log-refused");
+    handle
+        .declare_log(&EventLog::new(&log))
+        .await
+        .expect("declared over AMQP");
+    let started = tokio::time::timeout(
+        WAIT,
+        handle.start_replay(StreamConsumer::new(&log).actions(["T_STREAM"])),
+    )
+    .await
+    .expect("start_replay answers instead of waiting forever");
+    let Err(err) = started else {
+        panic!("start_replay succeeded on a refused port");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains(&port.to_string()) && text.contains("rabbitmq_stream"),
+        "{text}"
+    );
+    handle.shutdown().await;
+    cleanup(&[&log], &[]).await;
+}

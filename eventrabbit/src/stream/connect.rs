@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use lapin::uri::AMQPUri;
+use rabbitmq_stream_client::error::ClientError;
 use rabbitmq_stream_client::{Client, ClientOptions, Environment};
 
 /// Where the stream protocol is reached, and as whom.
@@ -45,7 +46,9 @@ impl Streams {
         })
     }
 
-    /// A new environment (its locator connection is opened now).
+    /// A new environment (its locator connection is opened now). A refused connection is
+    /// [`Error::CannotConnect`]: before a reader ever read, it ends the reader at once (the
+    /// plugin is off, or the port is wrong); afterwards it is weather like any other.
     pub(crate) async fn environment(&self) -> Result<Environment> {
         Environment::builder()
             .host(&self.host)
@@ -55,7 +58,19 @@ impl Streams {
             .virtual_host(&self.vhost)
             .build()
             .await
-            .map_err(|e| self.unavailable(e))
+            .map_err(|e| match &e {
+                ClientError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Error::CannotConnect {
+                        url: format!("{}:{} (the stream protocol)", self.host, self.port),
+                        cause: format!(
+                            "connection refused: is the rabbitmq_stream plugin enabled \
+                             (`rabbitmq-plugins enable rabbitmq_stream`), and is {} the stream port?",
+                            self.port
+                        ),
+                    }
+                }
+                _ => self.unavailable(e),
+            })
     }
 
     /// A plain client, for asking a named consumer's stored position.

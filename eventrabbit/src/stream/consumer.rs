@@ -65,13 +65,17 @@ pub(crate) async fn run<T: Transport>(run: StreamRun<'_, T>) -> Result<()> {
     let mut failures = 0u32;
     // The offset subscriptions keep ending at, and how many times in a row.
     let mut stalled: Option<(u64, u32)> = None;
+    // Whether a session ever subscribed: a stream port refusing before that is a wrong
+    // setup (said at once), after it a node restarting (weather).
+    let mut subscribed = false;
     loop {
         if run.shutdown.is_cancelled() {
             return Ok(());
         }
         let before = next;
-        let e = match session(&run, &mut next).await {
+        let e = match session(&run, &mut next, &mut subscribed).await {
             Ok(Ended::Stopped) => return Ok(()),
+            Err(e @ Error::CannotConnect { .. }) if subscribed => e,
             Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => e,
             Ok(Ended::Lost(e)) => {
@@ -162,7 +166,11 @@ struct Position {
     since_store: u64,
 }
 
-async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -> Result<Ended> {
+async fn session<T: Transport>(
+    run: &StreamRun<'_, T>,
+    next: &mut Option<u64>,
+    subscribed: &mut bool,
+) -> Result<Ended> {
     let env = run.streams.environment().await?;
     let start = match *next {
         Some(offset) => OffsetSpecification::Offset(offset),
@@ -172,6 +180,7 @@ async fn session<T: Transport>(run: &StreamRun<'_, T>, next: &mut Option<u64>) -
         *next = Some(offset);
     }
     let mut consumer = subscribe(&env, run, start).await?;
+    *subscribed = true;
     tracing::info!(log = %run.spec.log, name = ?run.spec.name, "reading the event log");
     run.slot.running();
     if let Some(ready) = run.ready.lock().take() {
