@@ -125,6 +125,40 @@ impl Inbox {
         Ok(Claim::Done(reply.map(StoredReply)))
     }
 
+    /// [`Inbox::begin`] for a batch, in one transaction and one statement: records every
+    /// message id not handled before and returns them as [`BatchClaim::new_ids`]; the
+    /// others were handled before (or by a delivery whose transaction committed while this
+    /// one waited for it). Handle the new ones through the claim, then commit: all the
+    /// records commit with the batch's writes, or none does.
+    pub async fn begin_batch<I, S>(&self, message_ids: I) -> Result<BatchClaim>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let ids: Vec<String> = message_ids
+            .into_iter()
+            .map(|id| id.as_ref().to_owned())
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let mut new: Vec<String> = sqlx::query_scalar(&self.schema.sql(
+            "INSERT INTO {schema}.eventrabbit_inbox (consumer, message_id) \
+             SELECT $1, m FROM unnest($2::text[]) AS m ORDER BY m \
+             ON CONFLICT (consumer, message_id) DO NOTHING RETURNING message_id",
+        ))
+        .bind(&self.consumer)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        // In the batch's order (a duplicate within the batch counts once).
+        let claimed: std::collections::HashSet<String> = new.drain(..).collect();
+        let mut seen = std::collections::HashSet::new();
+        let new = ids
+            .into_iter()
+            .filter(|id| claimed.contains(id) && seen.insert(id.clone()))
+            .collect();
+        Ok(BatchClaim { tx, new })
+    }
+
     /// Whether the message `message_id` was handled (committed) by this consumer.
     pub async fn contains(&self, message_id: &str) -> Result<bool> {
         let found: Option<i32> = sqlx::query_scalar(&self.schema.sql(
@@ -149,6 +183,49 @@ impl Inbox {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// A transaction that has recorded a batch's new messages in the inbox (see
+/// [`Inbox::begin_batch`]): the handler's writes go through it, and commit with the
+/// records. Dropped without committing, it rolls back, records included.
+#[derive(Debug)]
+pub struct BatchClaim {
+    tx: Transaction<'static, Postgres>,
+    new: Vec<String>,
+}
+
+impl BatchClaim {
+    /// The message ids handled for the first time, in the batch's order: handle these.
+    #[must_use]
+    pub fn new_ids(&self) -> &[String] {
+        &self.new
+    }
+
+    /// Whether `message_id` is new in this batch.
+    #[must_use]
+    pub fn is_new(&self, message_id: &str) -> bool {
+        self.new.iter().any(|id| id == message_id)
+    }
+
+    /// Commits the batch's writes and its inbox records.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for BatchClaim {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for BatchClaim {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
     }
 }
 

@@ -53,7 +53,7 @@ mod schema;
 pub use error::{Error, Result};
 pub use event_store::PgEventStore;
 pub use failed::FailedRow;
-pub use inbox::{Claim, Inbox, InboxTx, StoredReply};
+pub use inbox::{BatchClaim, Claim, Inbox, InboxTx, StoredReply};
 pub use outbox::{Outbox, OutboxMessage};
 pub use projector::{Projection, Projector};
 pub use relay::{FAILED_METRIC, Relay, RelayConfig, RelayHealth};

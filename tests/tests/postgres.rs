@@ -884,3 +884,35 @@ async fn an_outbox_in_a_schema_of_63_bytes_publishes() {
     drop_schema(&pool, &schema).await;
     cleanup(&[&target], &[]).await;
 }
+
+/// A batch claims its messages in one transaction: the ids handled before are left out,
+/// the new ones commit with the batch's writes, and a batch rolled back claims nothing
+/// (its ids are new again next time).
+#[tokio::test]
+async fn a_batch_claims_its_new_messages_in_one_transaction() {
+    let pool = pg_pool().await;
+    let schema = pg_schema(&pool).await;
+    let inbox = Inbox::new(pool.clone(), &schema, "batch").unwrap();
+    let first = inbox.begin_batch(["a", "b", "c"]).await.unwrap();
+    assert_eq!(first.new_ids(), ["a", "b", "c"]);
+    first.commit().await.unwrap();
+    let second = inbox.begin_batch(["b", "d", "c", "e", "d"]).await.unwrap();
+    assert_eq!(
+        second.new_ids(),
+        ["d", "e"],
+        "handled before: left out; a repeat: once"
+    );
+    assert!(second.is_new("d") && !second.is_new("b"));
+    drop(second); // rolled back
+    assert!(!inbox.contains("d").await.unwrap());
+    let mut third = inbox.begin_batch(["d", "e"]).await.unwrap();
+    assert_eq!(
+        third.new_ids(),
+        ["d", "e"],
+        "a rolled-back batch claimed nothing"
+    );
+    sqlx::query("SELECT 1").execute(&mut *third).await.unwrap();
+    third.commit().await.unwrap();
+    assert!(inbox.contains("e").await.unwrap());
+    drop_schema(&pool, &schema).await;
+}
