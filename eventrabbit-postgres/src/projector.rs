@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::event_store::PgEventStore;
 use eventrabbit::MessageContext;
-use eventrabbit::sourcing::{EventStore, Projected, RecordedEvent, StoreError};
+use eventrabbit::sourcing::{EventStore, Projected, RecordedEvent, StoreError, events_to_apply};
 use sqlx::{PgConnection, Postgres, Transaction};
 use std::collections::HashMap;
 use std::future::Future;
@@ -100,17 +100,7 @@ impl<P: Projection> Projector<P> {
             .ok_or_else(|| StoreError::UnknownMessage(message_id.to_owned()))?;
         let mut tx = self.store.pool().begin().await?;
         let applied = self.lock_checkpoint(&mut tx, &event.stream).await?;
-        if applied >= event.version {
-            tx.rollback().await?;
-            return Ok(Projected::AlreadyApplied);
-        }
-        let missing = if applied + 1 == event.version {
-            vec![event]
-        } else {
-            let mut earlier = self.store.read_stream(&event.stream, applied).await?;
-            earlier.retain(|e| e.version <= event.version);
-            earlier
-        };
+        let missing = events_to_apply(&self.store, event, applied).await?;
         let Some(last) = missing.last().map(|e| e.version) else {
             tx.rollback().await?;
             return Ok(Projected::AlreadyApplied);

@@ -1,6 +1,8 @@
 //! The bank account the event-sourcing tests use: open, deposit, withdraw, never below 0.
 
 use eventrabbit::sourcing::{Aggregate, RecordedEvent};
+use eventrabbit::testing::TestBroker;
+use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -91,4 +93,19 @@ pub fn fold_balance(model: &mut BTreeMap<String, (i64, i64)>, event: &RecordedEv
         _ => {}
     }
     entry.1 += 1;
+}
+
+/// Publishes stored events into the test broker as the relay would: each event's
+/// envelope with its message id, to `exchange`.
+pub fn publish_stored(broker: &TestBroker, exchange: &str, events: &[RecordedEvent]) {
+    for e in events {
+        broker
+            .publish_with(
+                exchange,
+                "",
+                &serde_json::to_vec(&e.envelope()).expect("an envelope is JSON"),
+                BasicProperties::default().with_message_id(e.metadata.message_id.as_str().into()),
+            )
+            .expect("published to the test broker");
+    }
 }

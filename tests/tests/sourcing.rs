@@ -16,7 +16,9 @@ use eventrabbit::{
     StreamConsumer, consumer,
 };
 use eventrabbit_postgres::{PgEventStore, Projection, Projector, Relay, RelayConfig, migrate};
-use eventrabbit_tests::bank::{Account, AccountCommand, AccountError, AccountEvent, fold_balance};
+use eventrabbit_tests::bank::{
+    Account, AccountCommand, AccountError, AccountEvent, fold_balance, publish_stored,
+};
 use eventrabbit_tests::{
     cleanup, deps, drop_schema, get_message, pg_pool, raw_channel, start, unique, wait_until,
 };
@@ -100,6 +102,21 @@ impl Bank {
             schema,
             store,
         }
+    }
+
+    /// A relay of the bank's outbox, running in a task of its own.
+    fn relay(&self, events: eventrabbit::Events) -> (Relay, tokio::task::JoinHandle<()>) {
+        let relay = Relay::new(
+            self.pool.clone(),
+            events,
+            RelayConfig::default().schema(&self.schema),
+        )
+        .unwrap();
+        let running = tokio::spawn({
+            let relay = relay.clone();
+            async move { relay.run().await }
+        });
+        (relay, running)
     }
 
     fn accounts(&self) -> Repository<Account, PgEventStore> {
@@ -513,16 +530,7 @@ async fn appended_events_are_published_as_producer_envelopes_in_stream_order() {
     let store = bank.store.clone().publish_to("", &queue);
     let accounts = Repository::<Account, _>::new(store.clone());
     let (events, handle) = deps(Config::default()).await;
-    let relay = Relay::new(
-        bank.pool.clone(),
-        events.clone(),
-        RelayConfig::default().schema(&bank.schema),
-    )
-    .unwrap();
-    let running = tokio::spawn({
-        let relay = relay.clone();
-        async move { relay.run().await }
-    });
+    let (relay, running) = bank.relay(events.clone());
     accounts.execute("a", &open("ann")).await.unwrap();
     for amount in 1..=5 {
         accounts.execute("a", &deposit(amount)).await.unwrap();
@@ -638,16 +646,7 @@ async fn a_relay_killed_mid_stream_loses_no_appended_event() {
     child.kill().await.expect("kill -9");
     appending.await.unwrap();
     let (events, handle) = deps(Config::default()).await;
-    let relay = Relay::new(
-        bank.pool.clone(),
-        events,
-        RelayConfig::default().schema(&bank.schema),
-    )
-    .unwrap();
-    let running = tokio::spawn({
-        let relay = relay.clone();
-        async move { relay.run().await }
-    });
+    let (relay, running) = bank.relay(events);
     let total = (STREAMS * PER_STREAM) as usize;
     let stored = store.read_all(0, total + 1).await.unwrap();
     assert_eq!(stored.len(), total);
@@ -724,16 +723,7 @@ async fn a_projection_applies_each_event_once_and_rebuilds_equal_from_store_and_
     .await;
     let store = bank.store.clone().publish_to(&exchange, "");
     let accounts = Repository::<Account, _>::new(store.clone());
-    let relay = Relay::new(
-        bank.pool.clone(),
-        events.clone(),
-        RelayConfig::default().schema(&bank.schema),
-    )
-    .unwrap();
-    let relaying = tokio::spawn({
-        let relay = relay.clone();
-        async move { relay.run().await }
-    });
+    let (relay, relaying) = bank.relay(events.clone());
     for s in 0..5 {
         accounts
             .execute(&s.to_string(), &open("ann"))
@@ -833,16 +823,11 @@ async fn a_projection_under_chaos_equals_the_stores_fold() {
                 .prefetch(10),
         )
         .unwrap();
-    for e in bank.store.read_all(0, 1000).await.unwrap() {
-        broker
-            .publish_with(
-                "bank",
-                "",
-                &serde_json::to_vec(&e.envelope()).unwrap(),
-                BasicProperties::default().with_message_id(e.metadata.message_id.as_str().into()),
-            )
-            .unwrap();
-    }
+    publish_stored(
+        &broker,
+        "bank",
+        &bank.store.read_all(0, 1000).await.unwrap(),
+    );
     broker.run_until_idle().await.unwrap();
     let report = broker.chaos_report().unwrap();
     println!("chaos: {report:?}");

@@ -8,7 +8,9 @@ use eventrabbit::sourcing::{
 };
 use eventrabbit::testing::{Chaos, TestBroker};
 use eventrabbit::{Config, ConsumeChannel, ExchangeKind, MessageContext, State, consumer};
-use eventrabbit_tests::bank::{Account, AccountCommand, AccountError, fold_balance};
+use eventrabbit_tests::bank::{
+    Account, AccountCommand, AccountError, fold_balance, publish_stored,
+};
 use lapin::BasicProperties;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -178,16 +180,7 @@ async fn a_memory_projection_under_chaos_equals_the_stores_fold() {
                 .prefetch(10),
         )
         .unwrap();
-    for e in store.read_all(0, 1000).await.unwrap() {
-        broker
-            .publish_with(
-                "bank",
-                "",
-                &serde_json::to_vec(&e.envelope()).unwrap(),
-                BasicProperties::default().with_message_id(e.metadata.message_id.as_str().into()),
-            )
-            .unwrap();
-    }
+    publish_stored(&broker, "bank", &store.read_all(0, 1000).await.unwrap());
     broker.run_until_idle().await.unwrap();
     let report = broker.chaos_report().unwrap();
     assert!(

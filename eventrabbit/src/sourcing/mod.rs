@@ -51,7 +51,7 @@ mod upcast;
 pub use aggregate::Aggregate;
 pub use event::{Causation, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 pub use memory::MemoryEventStore;
-pub use projection::{MemoryProjection, Projected};
+pub use projection::{MemoryProjection, Projected, events_to_apply};
 pub use repository::{CommandError, Committed, Loaded, Repository};
 pub use store::{Appended, EventStore, Snapshot, StoreError};
 pub use upcast::Upcasters;

@@ -17,6 +17,26 @@ pub enum Projected {
     AlreadyApplied,
 }
 
+/// What a projection holding version `applied` of `event`'s stream must apply for it, in
+/// order: nothing (it was applied before), the event alone, or the stream's events it
+/// lacks up to it, read from `store` (an event that came before earlier ones of its
+/// stream). The rule every projector shares.
+pub async fn events_to_apply<S: EventStore>(
+    store: &S,
+    event: RecordedEvent,
+    applied: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if applied >= event.version {
+        return Ok(Vec::new());
+    }
+    if applied + 1 == event.version {
+        return Ok(vec![event]);
+    }
+    let mut earlier = store.read_stream(&event.stream, applied).await?;
+    earlier.retain(|e| e.version <= event.version);
+    Ok(earlier)
+}
+
 type Fold<M> = Arc<dyn Fn(&mut M, &RecordedEvent) + Send + Sync>;
 
 /// A read model in memory, updated from published events: the counterpart of
@@ -84,16 +104,7 @@ impl<M: Default + Send + 'static, S: EventStore> MemoryProjection<M, S> {
             .await?
             .ok_or_else(|| StoreError::UnknownMessage(message_id.to_owned()))?;
         let applied = self.applied(&event.stream);
-        if applied >= event.version {
-            return Ok(Projected::AlreadyApplied);
-        }
-        let missing = if applied + 1 == event.version {
-            vec![event.clone()]
-        } else {
-            let mut earlier = self.store.read_stream(&event.stream, applied).await?;
-            earlier.retain(|e| e.version <= event.version);
-            earlier
-        };
+        let missing = events_to_apply(&self.store, event, applied).await?;
         let n = self.apply(&missing);
         Ok(if n == 0 {
             Projected::AlreadyApplied
