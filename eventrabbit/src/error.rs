@@ -335,6 +335,21 @@ impl Error {
         self.is_transient()
     }
 
+    /// Whether the broker refused to consume a queue because another consumer has it
+    /// exclusively (a partition another instance holds).
+    pub(crate) fn is_exclusive_use(&self) -> bool {
+        use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+        match self {
+            Error::Connection(source) | Error::Amqp { source, .. } => matches!(
+                source.kind(),
+                lapin::ErrorKind::ProtocolError(amqp)
+                    if amqp.kind() == &AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                        && amqp.get_message().as_str().contains("exclusive use")
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the broker refused the operation itself.
     #[must_use]
     pub fn is_refused(&self) -> bool {

@@ -85,8 +85,9 @@ pub use api::service::Service;
 pub use config::state::{State, StateMap};
 pub use config::{
     Binding, Config, ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT, DeadLetterStrategy, EventLog,
-    ExchangeKind, FailureEvents, Overflow, PublishOptions, QueueConfig, QueueType, RetryConfig,
-    RetryOverride, StartAt, StreamConsumer, TracePropagation, UnknownAction,
+    ExchangeKind, FailureEvents, OrderKey, Overflow, Partitions, PublishOptions, QueueConfig,
+    QueueType, RetryConfig, RetryOverride, StartAt, StreamConsumer, TracePropagation,
+    UnknownAction,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use handler::context::MessageContext;

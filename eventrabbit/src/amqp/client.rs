@@ -93,6 +93,13 @@ impl Client {
         slot
     }
 
+    /// Forgets the ended consumer of `queue` (a partition handed to another instance).
+    pub(crate) fn forget_slot(&self, queue: &str) {
+        self.slots
+            .lock()
+            .retain(|s| !(s.queue == queue && s.state().is_over()));
+    }
+
     /// Every consumer's health.
     pub(crate) fn consumer_health(&self) -> Vec<ConsumerHealth> {
         let slots = self.slots.lock();

@@ -17,6 +17,7 @@ use lapin::types::FieldTable;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Runs `spec` until shutdown, reconnecting when the connection drops; `ready` is told
@@ -27,15 +28,31 @@ pub(crate) async fn run(
     layers: Layers,
     ready: Option<Ready>,
 ) -> Result<()> {
+    let stop = shared.shutdown.clone();
+    run_until(shared, spec, layers, ready, stop).await
+}
+
+/// [`run`], until `stop` (or shutdown, which cancels it too) rather than only shutdown.
+pub(crate) async fn run_until(
+    shared: Arc<Client>,
+    spec: ConsumeChannel,
+    layers: Layers,
+    ready: Option<Ready>,
+    stop: CancellationToken,
+) -> Result<()> {
     let _running = shared.consumer_started();
     let slot = shared.consumer_slot(&spec.queue);
     let _end = EndGuard(&slot);
-    let result = match prepare(&shared, &spec, &slot, layers, ready) {
+    let result = match prepare(&shared, &spec, &slot, layers, ready, stop) {
         Ok(ctx) => consume(&shared, &spec, &ctx).await,
         Err(e) => Err(e),
     };
     match &result {
         Ok(()) => slot.set(ConsumerState::Stopped),
+        Err(e) if spec.exclusive_consumer && e.is_exclusive_use() => {
+            tracing::info!(queue = %spec.queue, error = %e, "another instance consumes this partition");
+            slot.set(ConsumerState::Stopped);
+        }
         Err(e) => {
             tracing::error!(queue = %spec.queue, error = %e, "consumer failed");
             slot.error(ConsumerState::Failed, e);
@@ -45,12 +62,13 @@ pub(crate) async fn run(
 }
 
 /// What the consumer's deliveries share, once its set-up is known to be valid.
-fn prepare(
+pub(super) fn prepare(
     shared: &Arc<Client>,
     spec: &ConsumeChannel,
     slot: &Arc<ConsumerSlot>,
     layers: Layers,
     ready: Option<Ready>,
+    stop: CancellationToken,
 ) -> Result<Arc<QueueContext>> {
     let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
@@ -58,13 +76,18 @@ fn prepare(
     let policy = QueuePolicy::new(&spec.queue, routes, settings, shared.config.state.clone())
         .with_layers(shared.layers.lock().around(&layers));
     policy.check()?;
+    if spec.order_by.is_some() {
+        policy.check_in_place_retries()?;
+    }
     Ok(Arc::new(QueueContext {
+        lanes: spec.order_by.is_some().then(Arc::default),
         spec: spec.clone(),
         policy,
         client: shared.clone(),
         slot: slot.clone(),
         unsettled: Unsettled::default(),
         ready: Mutex::new(ready),
+        stop,
     }))
 }
 
@@ -81,7 +104,7 @@ async fn consume(
     let result = loop {
         match session(ctx, spec, &tracker, slot).await {
             Ok(()) => break Ok(()),
-            Err(_) if shared.shutdown.is_cancelled() => break Ok(()),
+            Err(_) if ctx.stop.is_cancelled() => break Ok(()),
             Err(e) if is_fatal(&e) => break Err(e),
             Err(e) => {
                 // A session that got as far as consuming starts the backoff over.
@@ -95,7 +118,7 @@ async fn consume(
                 tracing::warn!(queue = %spec.queue, error = %e, ?delay, "consumer interrupted, resuming");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shared.shutdown.cancelled() => break Ok(()),
+                    _ = ctx.stop.cancelled() => break Ok(()),
                 }
             }
         }
@@ -143,7 +166,7 @@ async fn session(
                 ));
             }
         },
-        _ = shared.shutdown.cancelled() => return Ok(()),
+        _ = ctx.stop.cancelled() => return Ok(()),
     };
     tracing::info!(queue = %spec.queue, prefetch = ctx.policy.settings.prefetch, "consuming");
     slot.running();
@@ -220,7 +243,10 @@ async fn open(
         .basic_consume(
             spec.queue.as_str().into(),
             CONSUMER_TAG.into(),
-            BasicConsumeOptions::default(),
+            BasicConsumeOptions {
+                exclusive: spec.exclusive_consumer,
+                ..BasicConsumeOptions::default()
+            },
             FieldTable::default(),
         )
         .await

@@ -3,6 +3,7 @@
 
 use super::ack::{self, Settle, Settlements};
 use super::client::Client;
+use super::lanes::{Lanes, Turn, TurnDone};
 use super::recording::Recording;
 use super::topology;
 use super::unsettled::{MessageKey, Unsettled};
@@ -11,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
 use crate::pipeline::handle::handle;
+use crate::pipeline::in_place::InPlace;
+use crate::pipeline::order_key::key_of;
 use crate::pipeline::policy::QueuePolicy;
 use crate::pipeline::transport::Transport;
 use crate::telemetry::health::ConsumerSlot;
@@ -36,8 +39,12 @@ pub(super) struct QueueContext {
     pub(super) client: Arc<Client>,
     pub(super) slot: Arc<ConsumerSlot>,
     pub(super) unsettled: Unsettled,
+    /// The lanes of a keyed consumer ([`ConsumeChannel::order_by`]).
+    pub(super) lanes: Option<Arc<Lanes>>,
     /// Told when the consumer first consumes ([`Handle::start`](crate::Handle::start)).
     pub(super) ready: parking_lot::Mutex<Option<Ready>>,
+    /// Cancelled to stop consuming: at shutdown, or when a partition is handed over.
+    pub(super) stop: tokio_util::sync::CancellationToken,
 }
 
 /// Told once the consumer is consuming (its topology declared, `basic.consume` active).
@@ -60,7 +67,7 @@ pub(super) async fn deliver(
     let mut timer_armed = false;
     // Made once: a `cancelled()` future made anew each turn would register and
     // unregister a waiter under the token's lock for every delivery.
-    let cancelled = shared.shutdown.cancelled();
+    let cancelled = ctx.stop.cancelled();
     tokio::pin!(cancelled);
     let check_every = shared
         .config
@@ -75,6 +82,12 @@ pub(super) async fn deliver(
         tokio::select! {
             biased;
             () = &mut cancelled => {
+                if spec.exclusive_consumer {
+                    // A partition stays ours until its channel closes, after the handlers
+                    // running now: what was delivered and not started goes back in order
+                    // then, and no other instance can start on a key still running here.
+                    return Ok(());
+                }
                 let cancel = ch.basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default());
                 tokio::select! {
                     _ = cancel => {}
@@ -93,9 +106,13 @@ pub(super) async fn deliver(
                     let delivery_tag = delivery.delivery_tag;
                     // Moved to the heap once, here; the task's future holds only pointers.
                     let message = received(&ctx.policy.queue, delivery);
+                    let turn = match (&ctx.lanes, &spec.order_by) {
+                        (Some(lanes), Some(by)) => Some(lanes.join(key_of(by, &message))),
+                        _ => None,
+                    };
                     // Most handlers finish without waiting on anything: run them right here,
                     // and give only those that wait a task of their own.
-                    let mut task = Box::pin(tracker.track_future(guarded(ctx.clone(), message)));
+                    let mut task = Box::pin(tracker.track_future(in_turn(ctx.clone(), message, turn)));
                     match futures_util::future::poll_immediate(&mut task).await {
                         Some(how) => acks.settle(delivery_tag, how),
                         None => {
@@ -163,6 +180,25 @@ fn received(queue: &Arc<str>, delivery: Delivery) -> Arc<Message> {
     })
 }
 
+/// [`guarded`], after the key's delivery before it when the consumer is keyed; the key's
+/// next delivery runs once this one is done.
+async fn in_turn(
+    ctx: Arc<QueueContext>,
+    message: Arc<Message>,
+    turn: Option<(Turn, Option<TurnDone>)>,
+) -> Settle {
+    let Some((turn, before)) = turn else {
+        return guarded(ctx, message).await;
+    };
+    if let Some(before) = before {
+        // Ends with `Err` only if that turn was dropped without sending: it ended too.
+        let _ = before.await;
+    }
+    let settle = guarded(ctx, message).await;
+    drop(turn);
+    settle
+}
+
 /// [`process`], with any panic in it (a tracing layer, a metrics recorder, settlement
 /// code: the handler's own are caught earlier) contained: the delivery is given back and
 /// its prefetch slot freed, while the consumer goes on.
@@ -207,16 +243,11 @@ async fn process(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
             };
         }
     }
-    let (incoming, from_header) = trace::incoming_trace(&message);
-    let span = trace::delivery_span(&message, &incoming);
-    let propagate = trace::propagates(ctx.client.config.trace_propagation, from_header, &span);
-    let settled_now = trace::in_trace(
-        incoming,
-        propagate,
-        handle(&ctx.policy, &recording, &message),
-    )
-    .instrument(span)
-    .await;
+    let settled_now = if ctx.lanes.is_some() {
+        retrying_in_place(&ctx, &recording, message.clone()).await
+    } else {
+        traced(&ctx, &recording, &message).await
+    };
     match settled_now {
         Ok(()) => {
             if ctx.unsettled.any() {
@@ -230,6 +261,41 @@ async fn process(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
             tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; giving it back");
             let why = format!("could not settle it: {e}");
             give_back(&ctx, &message, why, recording.unsent_dead_letter()).await
+        }
+    }
+}
+
+/// [`handle`] in the message's span and trace.
+async fn traced<T: Transport>(
+    ctx: &QueueContext,
+    transport: &T,
+    message: &Arc<Message>,
+) -> Result<()> {
+    let (incoming, from_header) = trace::incoming_trace(message);
+    let span = trace::delivery_span(message, &incoming);
+    let propagate = trace::propagates(ctx.client.config.trace_propagation, from_header, &span);
+    trace::in_trace(incoming, propagate, handle(&ctx.policy, transport, message))
+        .instrument(span)
+        .await
+}
+
+/// A keyed consumer's handling: retries run in place, after their delay, so the key's
+/// next message waits for them. Shutdown during a delay gives the delivery back.
+async fn retrying_in_place(
+    ctx: &QueueContext,
+    transport: &Recording<'_>,
+    mut message: Arc<Message>,
+) -> Result<()> {
+    loop {
+        let in_place = InPlace::new(transport);
+        traced(ctx, &in_place, &message).await?;
+        let Some(retry) = in_place.take_retry() else {
+            return Ok(());
+        };
+        message = Arc::new(retry.next_try(&message));
+        tokio::select! {
+            () = tokio::time::sleep(retry.delay) => {}
+            () = ctx.stop.cancelled() => return Err(Error::Shutdown),
         }
     }
 }

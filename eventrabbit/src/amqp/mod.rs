@@ -10,6 +10,8 @@ pub(crate) mod consumer;
 pub(crate) mod deadlines;
 pub(crate) mod delay;
 pub(crate) mod delivery;
+pub(crate) mod lanes;
+pub(crate) mod partitions;
 pub(crate) mod publisher;
 pub(crate) mod recording;
 pub(crate) mod redrive;

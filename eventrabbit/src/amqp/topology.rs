@@ -7,7 +7,6 @@ use lapin::Channel;
 use lapin::options::{
     BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
 
 /// Declares everything `spec` consumes from on `ch`. Idempotent: run again after a reconnect.
 pub(crate) async fn declare(
@@ -66,7 +65,7 @@ async fn bind_all(
                 durable: b.durable.unwrap_or(exchange_durable),
                 ..ExchangeDeclareOptions::default()
             },
-            FieldTable::default(),
+            b.exchange_arguments.clone(),
         )
         .await
         .map_err(Error::amqp(format!("declaring exchange `{exchange}`")))?;

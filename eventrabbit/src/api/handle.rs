@@ -1,9 +1,9 @@
 //! [`Handle`]: running consumers, shutting down, health and redrive.
 
 use crate::amqp::client::Client;
-use crate::amqp::{consumer, redrive, topology};
+use crate::amqp::{consumer, partitions, redrive, topology};
 use crate::api::consumer::{Consumer, ended};
-use crate::config::ConsumeChannel;
+use crate::config::{ConsumeChannel, Partitions};
 use crate::error::{Error, Result};
 use crate::handler::middleware::{Layers, Middleware};
 use crate::handler::registry;
@@ -121,6 +121,48 @@ impl Handle {
         let shared = self.shared.clone();
         started(queue, |ready| {
             tokio::spawn(consumer::run(shared, channel, layers, Some(ready)))
+        })
+        .await
+    }
+
+    /// Takes part in consuming a partitioned topology (see [`Partitions`]) until
+    /// [`Handle::shutdown`]: every instance running this shares the partitions, each
+    /// partition consumed by one instance at a time, taken over when its instance goes.
+    /// Fails at once as [`Handle::consume`] would for a partition's channel (an unknown
+    /// action, a retry policy a keyed consumer cannot run).
+    pub async fn consume_partitions(&self, partitions: Partitions) -> Result<()> {
+        self.consume_partitions_with(partitions, Layers::default())
+            .await
+    }
+
+    /// Like [`Handle::consume_partitions`], with `layers` around every handler.
+    pub async fn consume_partitions_with(
+        &self,
+        partitions: Partitions,
+        layers: Layers,
+    ) -> Result<()> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        partitions::run(self.shared.clone(), partitions, layers, None).await
+    }
+
+    /// Like [`Handle::consume_partitions`], in a task of its own; returns once the
+    /// topology is declared, this instance counts as a member and has taken its first
+    /// partitions (a publish made right after is routed to a partition queue).
+    pub async fn start_partitions(&self, partitions: Partitions) -> Result<Consumer> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        let label = partitions::label(&partitions);
+        let shared = self.shared.clone();
+        started(label, |ready| {
+            tokio::spawn(partitions::run(
+                shared,
+                partitions,
+                Layers::default(),
+                Some(ready),
+            ))
         })
         .await
     }

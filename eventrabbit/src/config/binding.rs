@@ -14,6 +14,11 @@ pub enum ExchangeKind {
     Topic,
     /// Routes by header values (binding arguments).
     Headers,
+    /// Routes each message to one bound queue, chosen by a hash of its routing key (or of
+    /// a header or property, see [`Binding::hash_on_header`]), queues weighted by their
+    /// binding key (`x-consistent-hash`, the broker's `rabbitmq_consistent_hash_exchange`
+    /// plugin). [`Partitions`](crate::Partitions) declares one.
+    ConsistentHash,
 }
 
 impl ExchangeKind {
@@ -23,6 +28,7 @@ impl ExchangeKind {
             ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
             ExchangeKind::Topic => lapin::ExchangeKind::Topic,
             ExchangeKind::Headers => lapin::ExchangeKind::Headers,
+            ExchangeKind::ConsistentHash => lapin::ExchangeKind::Custom("x-consistent-hash".into()),
         }
     }
 }
@@ -48,6 +54,8 @@ pub struct Binding {
     /// A header key over 255 bytes, refused when the queue is consumed (never a panic).
     pub(crate) long_key: Option<String>,
     pub(crate) durable: Option<bool>,
+    /// Arguments the exchange is declared with.
+    pub(crate) exchange_arguments: FieldTable,
 }
 
 impl Binding {
@@ -62,6 +70,7 @@ impl Binding {
             arguments: FieldTable::default(),
             long_key: None,
             durable: None,
+            exchange_arguments: FieldTable::default(),
         }
     }
 
@@ -89,6 +98,35 @@ impl Binding {
     #[must_use]
     pub fn headers(exchange: impl Into<String>) -> Self {
         Self::new(exchange, ExchangeKind::Headers)
+    }
+
+    /// A consistent-hash exchange ([`ExchangeKind::ConsistentHash`]) binding the queue with
+    /// weight 1.
+    #[must_use]
+    pub fn consistent_hash(exchange: impl Into<String>) -> Self {
+        Self::new(exchange, ExchangeKind::ConsistentHash).routing_key("1")
+    }
+
+    /// For a consistent-hash exchange: hash the value of header `name` instead of the
+    /// routing key (the exchange's `hash-header` argument).
+    #[must_use]
+    pub fn hash_on_header(mut self, name: impl Into<String>) -> Self {
+        self.exchange_arguments.insert(
+            "hash-header".into(),
+            AMQPValue::LongString(name.into().into()),
+        );
+        self
+    }
+
+    /// For a consistent-hash exchange: hash the message id instead of the routing key
+    /// (the exchange's `hash-property` argument).
+    #[must_use]
+    pub fn hash_on_message_id(mut self) -> Self {
+        self.exchange_arguments.insert(
+            "hash-property".into(),
+            AMQPValue::LongString("message_id".into()),
+        );
+        self
     }
 
     /// The binding's routing key (or pattern, for topic exchanges).

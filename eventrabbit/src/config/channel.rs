@@ -2,6 +2,7 @@
 
 use super::binding::{Binding, ExchangeKind};
 use super::failure_events::FailureEvents;
+use super::order_key::OrderKey;
 use super::queue_kind::{DeadLetterStrategy, Overflow, QueueArguments, QueueType};
 use super::{QueueConfig, RetryConfig, UnknownAction};
 use crate::error::{Error, Result};
@@ -39,6 +40,16 @@ pub struct ConsumeChannel {
     pub(crate) arguments: QueueArguments,
     pub(crate) crash_loop_limit: Option<u32>,
     pub(crate) failure_events: Option<FailureEvents>,
+    pub(crate) order_by: Option<OrderKey>,
+    /// Consumes as the queue's only consumer (`basic.consume` exclusive): a partition.
+    pub(crate) exclusive_consumer: bool,
+}
+
+impl ConsumeChannel {
+    /// The longest time a keyed consumer's retries of one message may wait in all (the
+    /// sum of its retry policy's delays): a third of the broker's default
+    /// `consumer_timeout`.
+    pub const MAX_KEYED_RETRY_WAIT: Duration = Duration::from_secs(600);
 }
 
 /// A quorum queue's default limit of redeliveries before a message is dead-lettered as a
@@ -65,6 +76,8 @@ impl ConsumeChannel {
             arguments: QueueArguments::default(),
             crash_loop_limit: None,
             failure_events: None,
+            order_by: None,
+            exclusive_consumer: false,
         }
     }
 
@@ -89,6 +102,26 @@ impl ConsumeChannel {
     #[must_use]
     pub fn prefetch(mut self, prefetch: u16) -> Self {
         self.prefetch = Some(prefetch.max(1));
+        self
+    }
+
+    /// Keyed order with parallelism: messages with the same `key` are handled one at a
+    /// time, in the order the queue delivers them, while messages of different keys run
+    /// concurrently up to the [`prefetch`](Self::prefetch).
+    ///
+    /// A key waits for its retries: a failed handler is retried in place, after the retry
+    /// policy's delay, before the key's next message runs (its delivery stays
+    /// unacknowledged meanwhile; other keys go on). So the retry policy of every handler of
+    /// the queue must be bounded, with all its delays together at most
+    /// [`MAX_KEYED_RETRY_WAIT`](Self::MAX_KEYED_RETRY_WAIT), well below the broker's
+    /// `consumer_timeout`; `consume` fails at start-up otherwise, naming the handler.
+    /// Once retries are exhausted the message is dead-lettered and the key moves on.
+    ///
+    /// Order holds within one consumer; for several instances, use partitions
+    /// ([`Partitions`](crate::Partitions)), each consumed by one instance at a time.
+    #[must_use]
+    pub fn order_by(mut self, key: OrderKey) -> Self {
+        self.order_by = Some(key);
         self
     }
 

@@ -4,6 +4,8 @@
 mod binding;
 mod channel;
 mod failure_events;
+mod order_key;
+mod partitions;
 mod publish;
 mod queue;
 mod queue_kind;
@@ -15,6 +17,8 @@ pub use binding::{Binding, ExchangeKind};
 pub(crate) use channel::Resolved;
 pub use channel::{ConsumeChannel, DEFAULT_CRASH_LOOP_LIMIT};
 pub use failure_events::FailureEvents;
+pub use order_key::OrderKey;
+pub use partitions::Partitions;
 pub use publish::PublishOptions;
 pub use queue::{QueueConfig, UnknownAction};
 pub use queue_kind::{DeadLetterStrategy, Overflow, QueueType};

@@ -77,6 +77,14 @@ impl QueueArguments {
         }
     }
 
+    pub(crate) fn remove(&mut self, key: &str) {
+        if self.0.contains_key(key) {
+            let mut kept = self.0.inner().clone();
+            kept.remove(key);
+            self.0 = FieldTable::from(kept);
+        }
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<&AMQPValue> {
         self.0.inner().get(key)
     }

@@ -412,6 +412,7 @@ fn kind_name(kind: ExchangeKind) -> &'static str {
         ExchangeKind::Fanout => "fanout",
         ExchangeKind::Topic => "topic",
         ExchangeKind::Headers => "headers",
+        ExchangeKind::ConsistentHash => "x-consistent-hash",
     }
 }
 

@@ -78,3 +78,13 @@ impl<T: Transport> Transport for InPlace<'_, T> {
         self.inner.dead_letter(message, reason, queue)
     }
 }
+
+impl RetryInPlace {
+    /// The message to run again: `message` with the headers of this retry.
+    pub(crate) fn next_try(&self, message: &Message) -> Message {
+        let mut next = message.clone();
+        next.properties =
+            crate::pipeline::failure::retry_properties(message, self.retry, &self.error);
+        next
+    }
+}

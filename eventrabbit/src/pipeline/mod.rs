@@ -8,6 +8,7 @@ pub(crate) mod failure;
 pub(crate) mod failure_event;
 pub(crate) mod handle;
 pub(crate) mod in_place;
+pub(crate) mod order_key;
 pub(crate) mod policy;
 pub(crate) mod redrive;
 pub(crate) mod transport;

@@ -1,7 +1,7 @@
 //! [`QueuePolicy`]: how one queue treats its messages.
 
 use crate::config::state::StateMap;
-use crate::config::{Resolved, RetryConfig};
+use crate::config::{ConsumeChannel, Resolved, RetryConfig};
 use crate::error::{Error, Result};
 use crate::handler::batch::Batcher;
 use crate::handler::middleware::Layers;
@@ -10,6 +10,7 @@ use crate::telemetry::metric::ActionMetrics;
 use crate::wire::limits;
 use crate::wire::names::retry_queue_name;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// How one queue treats its messages.
 #[derive(Debug)]
@@ -83,6 +84,44 @@ impl QueuePolicy {
     pub(crate) fn check(&self) -> Result<()> {
         self.check_state()?;
         self.check_wait_queues()
+    }
+
+    /// Fails unless every handler's retries, made in place by a keyed consumer, end
+    /// within [`ConsumeChannel::MAX_KEYED_RETRY_WAIT`] in all, naming the handler.
+    pub(crate) fn check_in_place_retries(&self) -> Result<()> {
+        let limit = ConsumeChannel::MAX_KEYED_RETRY_WAIT;
+        for (reg, retry) in self.routes.iter().zip(&self.retries) {
+            let problem = match retry.max_retries {
+                None => Some("retries without limit".to_owned()),
+                Some(n) => {
+                    // Summed until it passes the limit (`n` may be huge).
+                    let mut total = Duration::ZERO;
+                    for r in 1..=n {
+                        total += retry.delay_for(r);
+                        if total > limit {
+                            break;
+                        }
+                    }
+                    (total > limit).then(|| {
+                        format!(
+                            "waits over {} s in all over its {n} retries",
+                            limit.as_secs()
+                        )
+                    })
+                }
+            };
+            if let Some(problem) = problem {
+                return Err(Error::InvalidQueue {
+                    queue: self.queue.to_string(),
+                    reason: format!(
+                        "a keyed consumer retries in place, holding the key, but handler `{}` {problem}; give it a retry policy whose delays end within {} s (max_retries, delay, max_delay)",
+                        reg.action,
+                        limit.as_secs()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Fails unless every `State<T>` a handler of the queue takes is registered, naming

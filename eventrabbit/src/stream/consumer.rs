@@ -7,7 +7,6 @@ use crate::config::{StartAt, StreamConsumer, TracePropagation};
 use crate::error::{Error, Result};
 use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
-use crate::pipeline::failure::retry_properties;
 use crate::pipeline::handle::handle;
 use crate::pipeline::in_place::InPlace;
 use crate::pipeline::policy::QueuePolicy;
@@ -367,9 +366,7 @@ async fn handle_event<T: Transport>(
                     return true;
                 }
                 Some(retry) => {
-                    let mut next = (*message).clone();
-                    next.properties = retry_properties(&message, retry.retry, &retry.error);
-                    message = Arc::new(next);
+                    message = Arc::new(retry.next_try(&message));
                     retry.delay
                 }
             },

@@ -14,10 +14,25 @@ pub(crate) fn matches(
     headers: Option<&FieldTable>,
 ) -> bool {
     match kind {
-        ExchangeKind::Fanout => true,
+        // Every binding is a candidate; the broker picks one by hash (`pick_by_hash`).
+        ExchangeKind::Fanout | ExchangeKind::ConsistentHash => true,
         ExchangeKind::Direct => binding_key == routing_key,
         ExchangeKind::Topic => topic_matches(binding_key, routing_key),
         ExchangeKind::Headers => headers_match(arguments, headers),
+    }
+}
+
+/// The one queue of `candidates` (sorted) a consistent-hash exchange routes `routing_key`
+/// to: stable for a key, spread over the queues.
+pub(crate) fn pick_by_hash(candidates: &mut Vec<String>, routing_key: &str) {
+    if candidates.len() > 1 {
+        // FNV-1a: the same key goes to the same queue in every run.
+        let hash = routing_key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let pick = (hash % candidates.len() as u64) as usize;
+        let one = candidates.swap_remove(pick);
+        *candidates = vec![one];
     }
 }
 

@@ -218,6 +218,9 @@ fn targets(
         .collect();
     targets.sort();
     targets.dedup();
+    if kind == ExchangeKind::ConsistentHash {
+        super::routing::pick_by_hash(&mut targets, routing_key);
+    }
     Some(targets)
 }
 

@@ -1,0 +1,442 @@
+//! Keyed order at scale on the real broker: per-key lanes in one consumer, and partitions
+//! shared by several instances (processes), with failover after `kill -9`.
+
+use eventrabbit::{
+    Config, ConsumeChannel, ConsumerState, Error, OrderKey, Partitions, RetryConfig, State,
+    consumer,
+};
+use eventrabbit_tests::{cleanup, deps, unique, wait_until};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What keyed handlers saw: the order of each key, and how many ran at once.
+#[derive(Default)]
+struct Track {
+    seen: Mutex<Vec<(String, u64)>>,
+    running: Mutex<HashMap<String, u32>>,
+    now: Mutex<u32>,
+    most: Mutex<u32>,
+    /// Keys seen running twice at once.
+    overlaps: Mutex<u32>,
+    /// `(key, seq)` that fail their first attempt.
+    fail_once: Mutex<Vec<(String, u64)>>,
+    attempts: Mutex<Vec<(String, u64)>>,
+}
+
+impl Track {
+    fn enter(&self, key: &str) {
+        let mut running = self.running.lock().unwrap();
+        let n = running.entry(key.to_owned()).or_default();
+        *n += 1;
+        if *n > 1 {
+            *self.overlaps.lock().unwrap() += 1;
+        }
+        let mut now = self.now.lock().unwrap();
+        *now += 1;
+        let mut most = self.most.lock().unwrap();
+        *most = (*most).max(*now);
+    }
+
+    fn leave(&self, key: &str) {
+        *self.running.lock().unwrap().get_mut(key).unwrap() -= 1;
+        *self.now.lock().unwrap() -= 1;
+    }
+
+    fn seen(&self) -> Vec<(String, u64)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[consumer(action = "T_LANE_EVENT")]
+async fn lane_event(key: String, seq: u64, track: State<Arc<Track>>) -> Result<(), String> {
+    track.enter(&key);
+    track.attempts.lock().unwrap().push((key.clone(), seq));
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(..5_000))).await;
+    let fail = {
+        let mut fail_once = track.fail_once.lock().unwrap();
+        let at = fail_once.iter().position(|f| f.0 == key && f.1 == seq);
+        at.map(|i| fail_once.remove(i)).is_some()
+    };
+    if !fail {
+        track.seen.lock().unwrap().push((key.clone(), seq));
+    }
+    track.leave(&key);
+    if fail {
+        Err(format!("{key}#{seq} fails once"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Each key's sequence numbers, in the order they were handled.
+fn by_key(seen: &[(String, u64)]) -> BTreeMap<String, Vec<u64>> {
+    let mut keys: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (key, seq) in seen {
+        keys.entry(key.clone()).or_default().push(*seq);
+    }
+    keys
+}
+
+fn bounded_retry() -> RetryConfig {
+    RetryConfig::default()
+        .with_max_retries(3)
+        .with_delay(Duration::from_millis(50))
+}
+
+async fn publish_keys(events: &eventrabbit::Events, queue: &str, keys: u64, per_key: u64) {
+    for seq in 0..per_key {
+        for k in 0..keys {
+            events
+                .publish(
+                    "",
+                    queue,
+                    "T_LANE_EVENT",
+                    &json!({"key": format!("k{k}"), "seq": seq}),
+                )
+                .await
+                .expect("publish");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_lanes_keep_each_keys_order_while_keys_run_in_parallel() {
+    let queue = unique("lanes");
+    let track = Arc::new(Track::default());
+    let config = Config::default().with_state(track.clone());
+    let (events, handle) = deps(config).await;
+    let channel = ConsumeChannel::new(&queue)
+        .actions(["T_LANE_EVENT"])
+        .prefetch(32)
+        .durable(false)
+        .retry(bounded_retry())
+        .order_by(OrderKey::field("key"));
+    let task = eventrabbit_tests::start(&handle, channel).await;
+    publish_keys(&events, &queue, 20, 100).await;
+    wait_until!(Duration::from_secs(60), track.seen().len() >= 2_000);
+    let keys = by_key(&track.seen());
+    assert_eq!(keys.len(), 20);
+    for (key, seqs) in &keys {
+        assert_eq!(
+            seqs,
+            &(0..100).collect::<Vec<_>>(),
+            "key {key} out of order or incomplete"
+        );
+    }
+    assert_eq!(
+        *track.overlaps.lock().unwrap(),
+        0,
+        "a key ran twice at once"
+    );
+    let most = *track.most.lock().unwrap();
+    assert!(
+        most > 1,
+        "keys never ran in parallel (at most {most} at once)"
+    );
+    handle.shutdown().await;
+    task.await.unwrap().unwrap();
+    cleanup(&[&queue], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_waits_for_its_retried_message_while_other_keys_go_on() {
+    let queue = unique("lanes-retry");
+    let track = Arc::new(Track::default());
+    track.fail_once.lock().unwrap().extend([
+        ("k0".to_owned(), 3),
+        ("k1".to_owned(), 0),
+        ("k1".to_owned(), 7),
+    ]);
+    let config = Config::default().with_state(track.clone());
+    let (events, handle) = deps(config).await;
+    let channel = ConsumeChannel::new(&queue)
+        .actions(["T_LANE_EVENT"])
+        .prefetch(16)
+        .durable(false)
+        .retry(bounded_retry())
+        .order_by(OrderKey::field("key"));
+    let task = eventrabbit_tests::start(&handle, channel).await;
+    publish_keys(&events, &queue, 4, 20).await;
+    wait_until!(Duration::from_secs(60), track.seen().len() >= 80);
+    let keys = by_key(&track.seen());
+    for (key, seqs) in &keys {
+        assert_eq!(
+            seqs,
+            &(0..20).collect::<Vec<_>>(),
+            "key {key}: a retry reordered it"
+        );
+    }
+    // The retried message ran again right after its failure, before its key's next one.
+    let attempts = by_key(&track.attempts.lock().unwrap());
+    let k0 = &attempts["k0"];
+    let at = k0.iter().position(|s| *s == 3).unwrap();
+    assert_eq!(&k0[at..at + 3], &[3, 3, 4], "k0: {k0:?}");
+    let (_conn, ch) = eventrabbit_tests::raw_channel().await;
+    let dlq = handle.dead_letter_queue(&queue);
+    assert_eq!(
+        eventrabbit_tests::queue_len(&ch, &dlq).await,
+        0,
+        "nothing dead-lettered"
+    );
+    handle.shutdown().await;
+    task.await.unwrap().unwrap();
+    cleanup(&[&queue], &[]).await;
+}
+
+#[tokio::test]
+async fn a_keyed_consumer_refuses_a_retry_policy_that_would_hold_a_key_forever() {
+    let queue = unique("lanes-unbounded");
+    let (_events, handle) = deps(Config::default().with_state(Arc::new(Track::default()))).await;
+    let unbounded = ConsumeChannel::new(&queue)
+        .actions(["T_LANE_EVENT"])
+        .durable(false)
+        .order_by(OrderKey::RoutingKey);
+    let e = handle.consume(unbounded).await.unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::InvalidQueue { .. }), "{e:?}");
+    assert!(
+        text.contains(&queue) && text.contains("T_LANE_EVENT") && text.contains("without limit"),
+        "{text}"
+    );
+    let long = ConsumeChannel::new(&queue)
+        .actions(["T_LANE_EVENT"])
+        .durable(false)
+        .retry(
+            RetryConfig::default()
+                .with_max_retries(10)
+                .with_delay(Duration::from_secs(120)),
+        )
+        .order_by(OrderKey::RoutingKey);
+    let text = handle.consume(long).await.unwrap_err().to_string();
+    assert!(text.contains("600 s"), "{text}");
+}
+
+/// Partition slots of `handle` that are consuming.
+async fn held(handle: &eventrabbit::Handle, exchange: &str) -> usize {
+    let prefix = format!("{exchange}.p");
+    handle
+        .health()
+        .await
+        .consumers
+        .iter()
+        .filter(|c| c.queue.starts_with(&prefix) && c.state == ConsumerState::Running)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_shared_by_instances_and_each_key_keeps_its_order() {
+    let exchange = unique("parts");
+    let track = Arc::new(Track::default());
+    let partitions = Partitions::new(&exchange, 4)
+        .rebalance_interval(Duration::from_millis(200))
+        .configure(|channel| {
+            channel
+                .actions(["T_LANE_EVENT"])
+                .prefetch(16)
+                .durable(false)
+                .retry(bounded_retry())
+        });
+    let (events, first) = deps(Config::default().with_state(track.clone())).await;
+    let (_e2, second) = deps(Config::default().with_state(track.clone())).await;
+    let a = first
+        .start_partitions(partitions.clone())
+        .await
+        .expect("first instance");
+    wait_until!(Duration::from_secs(10), held(&first, &exchange).await == 4);
+    assert_eq!(
+        held(&first, &exchange).await,
+        4,
+        "alone, it takes every partition: {:?}",
+        first.health().await
+    );
+    let b = second
+        .start_partitions(partitions.clone())
+        .await
+        .expect("second instance");
+    wait_until!(
+        Duration::from_secs(15),
+        held(&first, &exchange).await == 2 && held(&second, &exchange).await == 2
+    );
+    assert_eq!(
+        (
+            held(&first, &exchange).await,
+            held(&second, &exchange).await
+        ),
+        (2, 2),
+        "spread evenly"
+    );
+    for seq in 0..50u64 {
+        for k in 0..40 {
+            events
+                .publish(
+                    &exchange,
+                    &format!("k{k}"),
+                    "T_LANE_EVENT",
+                    &json!({"key": format!("k{k}"), "seq": seq}),
+                )
+                .await
+                .expect("publish");
+        }
+    }
+    wait_until!(Duration::from_secs(60), track.seen().len() >= 2_000);
+    let keys = by_key(&track.seen());
+    assert_eq!(keys.len(), 40);
+    for (key, seqs) in &keys {
+        assert_eq!(seqs, &(0..50).collect::<Vec<_>>(), "key {key}");
+    }
+    assert_eq!(
+        *track.overlaps.lock().unwrap(),
+        0,
+        "a key ran twice at once"
+    );
+    // Stopping one instance hands its partitions to the other.
+    first.shutdown().await;
+    a.join().await.unwrap();
+    wait_until!(Duration::from_secs(15), held(&second, &exchange).await == 4);
+    assert_eq!(
+        held(&second, &exchange).await,
+        4,
+        "the survivor took every partition"
+    );
+    second.shutdown().await;
+    b.join().await.unwrap();
+    let queues: Vec<String> = (0..4).map(|i| partitions.queue(i)).collect();
+    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+    cleanup(&names, &[&exchange]).await;
+}
+
+/// A member process writing what it handles to `file`.
+fn member(exchange: &str, name: &str, file: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_partition_member"))
+        .args([exchange, "4", name, file.to_str().unwrap()])
+        .env("AMQP_ADDR", eventrabbit_tests::amqp_addr())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn partition_member")
+}
+
+async fn until_running(child: &mut tokio::process::Child) {
+    use tokio::io::AsyncBufReadExt;
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    assert!(
+        matches!(line, Ok(Ok(Some(ref l))) if l == "member running"),
+        "{line:?}"
+    );
+}
+
+/// `(instance, key, seq)` lines of the shared file.
+fn lines(file: &std::path::Path) -> Vec<(String, String, u64)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            Some((
+                parts.next()?.to_owned(),
+                parts.next()?.to_owned(),
+                parts.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_fails_over_when_its_process_is_killed_with_nothing_lost_and_order_kept() {
+    let exchange = unique("parts-kill");
+    let dir = std::env::temp_dir().join(unique("parts-kill"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("handled");
+    let mut a = member(&exchange, "a", &file);
+    until_running(&mut a).await;
+    let mut b = member(&exchange, "b", &file);
+    until_running(&mut b).await;
+    let (events, _handle) = deps(Config::default()).await;
+    const KEYS: u64 = 50;
+    const PER_KEY: u64 = 80;
+    let publisher = {
+        let exchange = exchange.clone();
+        tokio::spawn(async move {
+            for seq in 0..PER_KEY {
+                for k in 0..KEYS {
+                    events
+                        .publish(
+                            &exchange,
+                            &format!("k{k}"),
+                            "T_PART_EVENT",
+                            &json!({"key": format!("k{k}"), "seq": seq}),
+                        )
+                        .await
+                        .expect("publish");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Both instances handle events before one of them dies.
+    let both = || {
+        let seen = lines(&file);
+        seen.iter().any(|l| l.0 == "a") && seen.iter().any(|l| l.0 == "b")
+    };
+    wait_until!(Duration::from_secs(30), both());
+    assert!(
+        both(),
+        "the partitions were never spread over both instances"
+    );
+    let pid = a.id().expect("a runs");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = a.wait().await;
+    let killed_at = lines(&file).len();
+    publisher.await.unwrap();
+    let complete = || {
+        let mut have: HashMap<String, std::collections::HashSet<u64>> = HashMap::new();
+        for (_, key, seq) in lines(&file) {
+            have.entry(key).or_default().insert(seq);
+        }
+        have.len() as u64 == KEYS && have.values().all(|s| s.len() as u64 == PER_KEY)
+    };
+    wait_until!(Duration::from_secs(60), complete());
+    assert!(complete(), "events were lost after the kill");
+    let seen = lines(&file);
+    assert!(
+        seen[killed_at..].iter().all(|l| l.0 == "b"),
+        "only the survivor handles after the kill"
+    );
+    let a_keys: std::collections::HashSet<&str> = seen[..killed_at]
+        .iter()
+        .filter(|l| l.0 == "a")
+        .map(|l| l.1.as_str())
+        .collect();
+    let taken_over = seen[killed_at..]
+        .iter()
+        .filter(|l| a_keys.contains(l.1.as_str()))
+        .count();
+    assert!(
+        taken_over > 0,
+        "the killed instance's partitions were never taken over"
+    );
+    // Order: no event is handled before the one before it of its key was (a redelivered
+    // event after the kill may be handled again, never ahead of its predecessor).
+    let mut done: HashMap<&str, std::collections::HashSet<u64>> = HashMap::new();
+    for (who, key, seq) in &seen {
+        let had = done.entry(key.as_str()).or_default();
+        assert!(
+            *seq == 0 || had.contains(&(seq - 1)),
+            "{who} handled {key}#{seq} before {key}#{}",
+            seq - 1
+        );
+        had.insert(*seq);
+    }
+    let _ = b.kill().await;
+    let queues: Vec<String> = (0..4).map(|i| format!("{exchange}.p{i}")).collect();
+    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+    cleanup(&names, &[&exchange]).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
