@@ -440,3 +440,18 @@ async fn a_partition_fails_over_when_its_process_is_killed_with_nothing_lost_and
     cleanup(&names, &[&exchange]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_on_a_broker_without_the_consistent_hash_plugin_fail_at_start_naming_it() {
+    // The local cluster's nodes run without plugins.
+    let _ = eventrabbit_tests::cluster::cluster_urls();
+    let url = eventrabbit_tests::cluster::node_url(1);
+    let config = Config::default().with_state(Arc::new(Track::default()));
+    let (_events, handle) = eventrabbit_tests::deps_at(&url, config).await;
+    let partitions = Partitions::new(unique("parts-no-plugin"), 2)
+        .configure(|channel| channel.actions(["T_LANE_EVENT"]).durable(false).retry(bounded_retry()));
+    let started = tokio::time::timeout(Duration::from_secs(30), handle.start_partitions(partitions)).await;
+    let e = started.expect("it fails at once, it does not retry").unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange"), "{text}");
+}

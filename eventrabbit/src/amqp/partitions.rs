@@ -193,6 +193,7 @@ impl Member {
                 Ok(())
             })
             .await
+            .map_err(|e| plugin_missing(e, &self.parts.exchange))
     }
 
     /// The live instances: consumers of the members queue (this one included, its
@@ -323,4 +324,19 @@ async fn passive(ch: &lapin::Channel, queue: &str) -> Result<u32> {
     .map_err(Error::amqp(format!(
         "counting the consumers of queue `{queue}`"
     )))
+}
+
+/// A broker without the consistent-hash exchange refuses its type (closing the
+/// connection, which would look like weather): say which plugin to enable.
+fn plugin_missing(e: Error, exchange: &str) -> Error {
+    let text = e.to_string();
+    if text.contains("x-consistent-hash") && text.contains("exchange type") {
+        return Error::InvalidQueue {
+            queue: exchange.to_owned(),
+            reason: format!(
+                "the broker does not know the consistent-hash exchange partitions route with: enable its plugin (`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`); the broker said: {text}"
+            ),
+        };
+    }
+    e
 }
