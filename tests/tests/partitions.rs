@@ -448,10 +448,20 @@ async fn partitions_on_a_broker_without_the_consistent_hash_plugin_fail_at_start
     let url = eventrabbit_tests::cluster::node_url(1);
     let config = Config::default().with_state(Arc::new(Track::default()));
     let (_events, handle) = eventrabbit_tests::deps_at(&url, config).await;
-    let partitions = Partitions::new(unique("parts-no-plugin"), 2)
-        .configure(|channel| channel.actions(["T_LANE_EVENT"]).durable(false).retry(bounded_retry()));
-    let started = tokio::time::timeout(Duration::from_secs(30), handle.start_partitions(partitions)).await;
-    let e = started.expect("it fails at once, it does not retry").unwrap_err();
+    let partitions = Partitions::new(unique("parts-no-plugin"), 2).configure(|channel| {
+        channel
+            .actions(["T_LANE_EVENT"])
+            .durable(false)
+            .retry(bounded_retry())
+    });
+    let started =
+        tokio::time::timeout(Duration::from_secs(30), handle.start_partitions(partitions)).await;
+    let e = started
+        .expect("it fails at once, it does not retry")
+        .unwrap_err();
     let text = e.to_string();
-    assert!(text.contains("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange"), "{text}");
+    assert!(
+        text.contains("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange"),
+        "{text}"
+    );
 }
