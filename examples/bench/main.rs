@@ -18,6 +18,8 @@
 //! cargo run --release --example bench -- alloc    # allocations per message, W1 and W2, both sides
 //! cargo run --release --example bench -- outbox 5 # the outbox relay draining 20,000 events (four key
 //!     distributions) vs direct confirmed publish, and commit-to-delivery latency (DATABASE_URL)
+//! cargo run --release --example bench -- lanes 5  # keyed order: 8 keys in lanes, and prefetch(1), vs raw
+//!     lapin's prefetch(1), with a 1 ms handler
 //! cargo run --release --example bench -- es 5     # event sourcing: appends on 1 and 1,000 streams vs a
 //!     hand-written transaction, loading 10,000 events with and without a snapshot, command to projection
 //! ```
@@ -32,6 +34,7 @@ mod alloc;
 mod broker;
 mod charts;
 mod es;
+mod lanes;
 mod measure;
 mod outbox;
 mod w1;
@@ -472,6 +475,45 @@ async fn run() {
             "| Outbox commit-to-delivery latency, idle relay (200 events per run) | p50 {m50:.0} ({lo50:.0}–{hi50:.0}) µs, p99 {m99:.0} ({lo99:.0}–{hi99:.0}) µs | | | lower is better |"
         );
         outbox::teardown(&pool, &schema, &x).await;
+    }
+    if which == "all" || which == "lanes" {
+        let q = format!("bench_lanes_{tag}");
+        for keyed in [true, false] {
+            let (mut er, mut raw_rates) = (Vec::new(), Vec::new());
+            for i in 0..runs {
+                lanes::preload(&q).await;
+                let e = lanes::eventrabbit(&q, keyed).await;
+                lanes::preload(&q).await;
+                let r = lanes::raw_in_order(&q).await;
+                run_line(
+                    if keyed { "lanes" } else { "prefetch(1)" },
+                    i,
+                    e,
+                    r,
+                    "events/s",
+                );
+                er.push(e);
+                raw_rates.push(r);
+            }
+            let what = if keyed {
+                "keyed lanes, 8 keys in parallel (`order_by`, prefetch 64)"
+            } else {
+                "`prefetch(1)`"
+            };
+            row(
+                &format!(
+                    "Keyed order: {} events over {} keys, 1 ms handler, eventrabbit {what} (vs raw lapin `prefetch(1)`)",
+                    lanes::LANES_N,
+                    lanes::KEYS
+                ),
+                "events/s",
+                &er,
+                &raw_rates,
+                true,
+            );
+        }
+        let (_c, ch) = raw().await;
+        delete_queue(&ch, &q).await;
     }
     if which == "all" || which == "es" {
         let pool = outbox::pool().await;
