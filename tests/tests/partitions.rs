@@ -309,8 +309,18 @@ async fn partitions_are_shared_by_instances_and_each_key_keeps_its_order() {
 
 /// A member process writing what it handles to `file`.
 fn member(exchange: &str, name: &str, file: &std::path::Path) -> tokio::process::Child {
+    member_of(exchange, name, file, "queues")
+}
+
+/// A member process of partition queues (`queues`) or of a partitioned log (`log`).
+fn member_of(
+    exchange: &str,
+    name: &str,
+    file: &std::path::Path,
+    kind: &str,
+) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_partition_member"))
-        .args([exchange, "4", name, file.to_str().unwrap()])
+        .args([exchange, "4", name, file.to_str().unwrap(), kind])
         .env("AMQP_ADDR", eventrabbit_tests::amqp_addr())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -464,4 +474,189 @@ async fn partitions_on_a_broker_without_the_consistent_hash_plugin_fail_at_start
         text.contains("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange"),
         "{text}"
     );
+}
+
+/// Partition readers of `handle` that are reading (`<log>.p<i>#<name>`).
+async fn reading(handle: &eventrabbit::Handle, log: &str) -> usize {
+    let prefix = format!("{log}.p");
+    handle
+        .health()
+        .await
+        .consumers
+        .iter()
+        .filter(|c| c.queue.starts_with(&prefix) && c.state == ConsumerState::Running)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_log_is_read_by_instances_sharing_its_partitions_each_key_in_order() {
+    let log = unique("plog");
+    let exchange = unique("plog-x");
+    let track = Arc::new(Track::default());
+    let (events, first) = deps(Config::default().with_state(track.clone())).await;
+    let (_e2, second) = deps(Config::default().with_state(track.clone())).await;
+    let partitioned = eventrabbit::EventLog::new(&log)
+        .bind(eventrabbit::Binding::fanout(&exchange))
+        .partitions(4);
+    first
+        .declare_log(&partitioned)
+        .await
+        .expect("declare the partitioned log");
+    let reader = eventrabbit::StreamConsumer::new(&log)
+        .name("proj")
+        .partitions(4)
+        .rebalance_interval(Duration::from_millis(200))
+        .actions(["T_LANE_EVENT"])
+        .retry(bounded_retry());
+    let a = first
+        .start_replay(reader.clone())
+        .await
+        .expect("first reader");
+    let b = second
+        .start_replay(reader.clone())
+        .await
+        .expect("second reader");
+    wait_until!(
+        Duration::from_secs(15),
+        reading(&first, &log).await == 2 && reading(&second, &log).await == 2
+    );
+    assert_eq!(
+        (reading(&first, &log).await, reading(&second, &log).await),
+        (2, 2),
+        "spread evenly"
+    );
+    for seq in 0..20u64 {
+        for k in 0..30 {
+            events
+                .publish(
+                    &exchange,
+                    &format!("k{k}"),
+                    "T_LANE_EVENT",
+                    &json!({"key": format!("k{k}"), "seq": seq}),
+                )
+                .await
+                .expect("publish");
+        }
+    }
+    wait_until!(Duration::from_secs(60), track.seen().len() >= 600);
+    let keys = by_key(&track.seen());
+    assert_eq!(keys.len(), 30);
+    for (key, seqs) in &keys {
+        assert_eq!(seqs, &(0..20).collect::<Vec<_>>(), "key {key}");
+    }
+    // An unnamed reader reads every partition itself, each key in order.
+    let replayed = Arc::new(Track::default());
+    let (_e3, third) = deps(Config::default().with_state(replayed.clone())).await;
+    let all = eventrabbit::StreamConsumer::new(&log)
+        .partitions(4)
+        .actions(["T_LANE_EVENT"])
+        .retry(bounded_retry());
+    let c = third.start_replay(all).await.expect("unnamed reader");
+    wait_until!(Duration::from_secs(60), replayed.seen().len() >= 600);
+    for (key, seqs) in &by_key(&replayed.seen()) {
+        assert_eq!(seqs, &(0..20).collect::<Vec<_>>(), "replayed key {key}");
+    }
+    for (handle, consumer) in [(first, a), (second, b), (third, c)] {
+        handle.shutdown().await;
+        consumer.join().await.unwrap();
+    }
+    let mut names: Vec<String> = (0..4).map(|i| partitioned.partition(i)).collect();
+    names.extend((0..4).map(|i| format!("{}.proj.lease", partitioned.partition(i))));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    cleanup(&refs, &[&log, &exchange]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_log_reader_killed_with_kill_9_is_resumed_per_partition_from_stored_offsets()
+{
+    let log = unique("plog-kill");
+    let dir = std::env::temp_dir().join(unique("plog-kill"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("handled");
+    let (events, handle) = deps(Config::default()).await;
+    let partitioned = eventrabbit::EventLog::new(&log).partitions(4);
+    handle.declare_log(&partitioned).await.expect("declare");
+    let mut a = member_of(&log, "a", &file, "log");
+    until_running(&mut a).await;
+    let mut b = member_of(&log, "b", &file, "log");
+    until_running(&mut b).await;
+    const KEYS: u64 = 40;
+    const PER_KEY: u64 = 60;
+    // Published to the log's own exchange (its name), keyed by the routing key.
+    let publisher = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            for seq in 0..PER_KEY {
+                for k in 0..KEYS {
+                    events
+                        .publish(
+                            &log,
+                            &format!("k{k}"),
+                            "T_PART_EVENT",
+                            &json!({"key": format!("k{k}"), "seq": seq}),
+                        )
+                        .await
+                        .expect("publish");
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    let handled_by = |who: &str| lines(&file).iter().filter(|l| l.0 == who).count();
+    wait_until!(
+        Duration::from_secs(30),
+        handled_by("a") >= 200 && handled_by("b") > 0
+    );
+    assert!(
+        handled_by("a") >= 200 && handled_by("b") > 0,
+        "both readers read"
+    );
+    let pid = a.id().expect("a runs");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = a.wait().await;
+    let killed_at = lines(&file).len();
+    publisher.await.unwrap();
+    let complete = || {
+        let mut have: HashMap<String, std::collections::HashSet<u64>> = HashMap::new();
+        for (_, key, seq) in lines(&file) {
+            have.entry(key).or_default().insert(seq);
+        }
+        have.len() as u64 == KEYS && have.values().all(|s| s.len() as u64 == PER_KEY)
+    };
+    wait_until!(Duration::from_secs(60), complete());
+    assert!(complete(), "events were lost after the kill");
+    let seen = lines(&file);
+    assert!(
+        seen[killed_at..].iter().all(|l| l.0 == "b"),
+        "only the survivor reads after the kill"
+    );
+    let mut done: HashMap<&str, std::collections::HashSet<u64>> = HashMap::new();
+    let mut again = 0;
+    for (who, key, seq) in &seen {
+        let had = done.entry(key.as_str()).or_default();
+        assert!(
+            *seq == 0 || had.contains(&(seq - 1)),
+            "{who} read {key}#{seq} before {key}#{}",
+            seq - 1
+        );
+        if !had.insert(*seq) {
+            again += 1;
+        }
+    }
+    // Resumed from the killed reader's stored positions (every 5 events or 100 ms), not
+    // from the start of its partitions: few events are read twice.
+    let a_read = seen[..killed_at].iter().filter(|l| l.0 == "a").count();
+    assert!(
+        again < 100 && again < a_read / 2,
+        "{again} events read twice (the killed reader had read {a_read})"
+    );
+    let _ = b.kill().await;
+    let mut names: Vec<String> = (0..4).map(|i| partitioned.partition(i)).collect();
+    names.extend((0..4).map(|i| format!("{}.proj.lease", partitioned.partition(i))));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    cleanup(&refs, &[&log]).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

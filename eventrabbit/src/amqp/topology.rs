@@ -5,7 +5,8 @@ use crate::config::{Binding, ConsumeChannel, EventLog, Resolved};
 use crate::error::{Error, Result};
 use lapin::Channel;
 use lapin::options::{
-    BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicQosOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 
 /// Declares everything `spec` consumes from on `ch`. Idempotent: run again after a reconnect.
@@ -101,13 +102,59 @@ pub(crate) async fn declare_dead_letter_queue(ch: &Channel, settings: &Resolved)
     .map_err(Error::amqp(format!("declaring dead-letter queue `{name}`")))
 }
 
-/// Declares an event log (a stream with its retention) and binds it to its exchanges.
+/// Declares an event log (a stream with its retention) and binds it to its exchanges; a
+/// partitioned one as its consistent-hash exchange, bound to the log's exchanges, and its
+/// partition streams bound to that.
 pub(crate) async fn declare_log(
     ch: &Channel,
     log: &EventLog,
     exchange_durable: bool,
 ) -> Result<()> {
+    let Some(n) = log.partitions else {
+        return declare_stream(ch, log, &log.name, &log.bindings, exchange_durable).await;
+    };
     let name = log.name.as_str();
+    let hash = Binding::consistent_hash(name);
+    for index in 0..n {
+        let partition = log.partition(index);
+        declare_stream(ch, log, &partition, std::slice::from_ref(&hash), true).await?;
+    }
+    for b in &log.bindings {
+        let source = b.exchange.as_str();
+        ch.exchange_declare(
+            source.into(),
+            b.kind.to_lapin(),
+            ExchangeDeclareOptions {
+                durable: b.durable.unwrap_or(exchange_durable),
+                ..ExchangeDeclareOptions::default()
+            },
+            b.exchange_arguments.clone(),
+        )
+        .await
+        .map_err(Error::amqp(format!("declaring exchange `{source}`")))?;
+        ch.exchange_bind(
+            name.into(),
+            source.into(),
+            b.key_for(name).into(),
+            ExchangeBindOptions::default(),
+            b.arguments.clone(),
+        )
+        .await
+        .map_err(Error::amqp(format!(
+            "binding the partitions of event log `{name}` to exchange `{source}`"
+        )))?;
+    }
+    Ok(())
+}
+
+/// Declares one stream with the log's retention and binds it.
+async fn declare_stream(
+    ch: &Channel,
+    log: &EventLog,
+    name: &str,
+    bindings: &[Binding],
+    exchange_durable: bool,
+) -> Result<()> {
     ch.queue_declare(
         name.into(),
         QueueDeclareOptions {
@@ -118,5 +165,5 @@ pub(crate) async fn declare_log(
     )
     .await
     .map_err(Error::amqp(format!("declaring event log `{name}`")))?;
-    bind_all(ch, "event log", name, &log.bindings, exchange_durable).await
+    bind_all(ch, "event log", name, bindings, exchange_durable).await
 }

@@ -1,7 +1,9 @@
 //! [`Handle`]: running consumers, shutting down, health and redrive.
 
 use crate::amqp::client::Client;
-use crate::amqp::{consumer, partitions, redrive, topology};
+use crate::amqp::partitions::member;
+use crate::amqp::partitions::queues::{self, QueuePartitions};
+use crate::amqp::{consumer, redrive, topology};
 use crate::api::consumer::{Consumer, ended};
 use crate::config::{ConsumeChannel, Partitions};
 use crate::error::{Error, Result};
@@ -144,7 +146,13 @@ impl Handle {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
-        partitions::run(self.shared.clone(), partitions, layers, None).await
+        let interval = partitions.rebalance_interval;
+        let work = Arc::new(QueuePartitions {
+            shared: self.shared.clone(),
+            parts: partitions,
+            layers,
+        });
+        member::run(self.shared.clone(), work, interval, None).await
     }
 
     /// Like [`Handle::consume_partitions`], in a task of its own; returns once the
@@ -154,15 +162,16 @@ impl Handle {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
-        let label = partitions::label(&partitions);
+        let label = queues::label(&partitions);
+        let interval = partitions.rebalance_interval;
+        let work = Arc::new(QueuePartitions {
+            shared: self.shared.clone(),
+            parts: partitions,
+            layers: Layers::default(),
+        });
         let shared = self.shared.clone();
         started(label, |ready| {
-            tokio::spawn(partitions::run(
-                shared,
-                partitions,
-                Layers::default(),
-                Some(ready),
-            ))
+            tokio::spawn(member::run(shared, work, interval, Some(ready)))
         })
         .await
     }

@@ -5,5 +5,6 @@ pub(crate) mod build;
 pub(crate) mod consumer;
 pub(crate) mod events;
 pub(crate) mod handle;
+pub(crate) mod log_partitions;
 pub(crate) mod replay;
 pub(crate) mod service;

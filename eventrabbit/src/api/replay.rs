@@ -2,14 +2,22 @@
 
 use super::consumer::Consumer;
 use super::handle::{Handle, started};
+use super::log_partitions::LogPartitions;
+use crate::amqp::partitions::member;
+use crate::amqp::partitions::queues::plugin_missing;
 use crate::config::{EventLog, StreamConsumer};
 use crate::error::{Error, Result};
 use crate::handler::registry;
 use crate::pipeline::policy::QueuePolicy;
 use crate::stream::consumer::{StreamRun, run};
 use crate::telemetry::health::{ConsumerState, EndGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Told once a reader is subscribed.
+type Ready = tokio::sync::oneshot::Sender<()>;
 
 impl Handle {
     /// Declares `log` (a stream, with its retention) and binds it to its exchanges: from
@@ -31,6 +39,10 @@ impl Handle {
                 crate::amqp::topology::declare_log(&ch, log, exchange_durable).await
             })
             .await
+            .map_err(|e| match log.partitions {
+                Some(_) => plugin_missing(e, &log.name),
+                None => e,
+            })
     }
 
     /// Reads `consumer`'s log through the registered handlers, in order, until
@@ -38,7 +50,10 @@ impl Handle {
     /// Reconnects by itself; fails at once if the log does not exist or the handler set
     /// names an unknown action.
     pub async fn replay(&self, consumer: StreamConsumer) -> Result<()> {
-        self.read_log(consumer, None).await
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        self.read_any(consumer, None).await
     }
 
     /// Starts reading `consumer`'s log in a task of its own, as [`Handle::replay`] does;
@@ -52,17 +67,67 @@ impl Handle {
         }
         let handle = self.clone();
         started(consumer.label(), |ready| {
-            tokio::spawn(async move { handle.read_log(consumer, Some(ready)).await })
+            tokio::spawn(async move { handle.read_any(consumer, Some(ready)).await })
         })
         .await
     }
 
-    async fn read_log(
+    /// Reads a log, or a partitioned log's partitions: this instance's share of them for
+    /// a named consumer, all of them for an unnamed one.
+    async fn read_any(&self, consumer: StreamConsumer, ready: Option<Ready>) -> Result<()> {
+        let Some(n) = consumer.partitions else {
+            return self
+                .read_log(consumer, ready, self.shared.shutdown.clone())
+                .await;
+        };
+        if consumer.name.is_some() {
+            let interval = consumer.rebalance_interval;
+            let work = Arc::new(LogPartitions {
+                handle: self.clone(),
+                consumer,
+            });
+            return member::run(self.shared.clone(), work, interval, ready).await;
+        }
+        // Unnamed: every partition here, ready once each reader is.
+        let mut readers = Vec::new();
+        let mut subscribed = Vec::new();
+        // One reader failing for good stops the others.
+        let all = self.shared.shutdown.child_token();
+        for index in 0..n {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let handle = self.clone();
+            let one = consumer.partition(index);
+            let stop = all.clone();
+            readers.push(tokio::spawn(async move {
+                handle.read_log(one, Some(tx), stop).await
+            }));
+            subscribed.push(rx);
+        }
+        if let Some(ready) = ready
+            && futures_util::future::try_join_all(subscribed).await.is_ok()
+        {
+            let _ = ready.send(());
+        }
+        let mut result = Ok(());
+        for reader in readers {
+            if let Err(e) = crate::api::consumer::ended(&consumer.log, reader.await)
+                && result.is_ok()
+            {
+                all.cancel();
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Reads one log (or one partition) until `stop`.
+    pub(crate) async fn read_log(
         &self,
         consumer: StreamConsumer,
-        ready: Option<tokio::sync::oneshot::Sender<()>>,
+        ready: Option<Ready>,
+        stop: CancellationToken,
     ) -> Result<()> {
-        if self.shared.shutdown.is_cancelled() {
+        if stop.is_cancelled() {
             return Err(Error::Shutdown);
         }
         let ready = parking_lot::Mutex::new(ready);
@@ -97,7 +162,7 @@ impl Handle {
                 spec: &consumer,
                 policy: &policy,
                 slot: &slot,
-                shutdown: &client.shutdown,
+                shutdown: &stop,
                 abort: &client.abort,
                 trace_propagation: client.config.trace_propagation,
                 max_reconnect_delay: client.config.max_reconnect_delay,

@@ -28,6 +28,7 @@ pub struct EventLog {
     pub(crate) max_age: Option<Duration>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) max_segment_bytes: Option<u64>,
+    pub(crate) partitions: Option<u16>,
 }
 
 impl EventLog {
@@ -41,7 +42,27 @@ impl EventLog {
             max_age: None,
             max_bytes: None,
             max_segment_bytes: None,
+            partitions: None,
         }
+    }
+
+    /// Partitions the log (the layout RabbitMQ calls a super stream): `n` streams
+    /// `<log>.p0` … behind a consistent-hash exchange named `<log>` (the
+    /// `rabbitmq_consistent_hash_exchange` plugin), which takes what the log's bindings
+    /// route to it and sends each event to one partition by a hash of its routing key. A
+    /// key's events are all in one partition, in order; partitions are read in parallel,
+    /// each by one instance of a named [`StreamConsumer`] at a time (see
+    /// [`StreamConsumer::partitions`]). The retention settings apply to each partition.
+    #[must_use]
+    pub fn partitions(mut self, n: u16) -> Self {
+        self.partitions = Some(n.max(1));
+        self
+    }
+
+    /// The stream of partition `index`: `<log>.p<index>`.
+    #[must_use]
+    pub fn partition(&self, index: u16) -> String {
+        partition_stream(&self.name, index)
     }
 
     /// Binds the log to an exchange (declared with it): what is published there is
@@ -108,6 +129,9 @@ impl EventLog {
     /// Fails unless every name fits in AMQP's 255 bytes.
     pub(crate) fn check(&self) -> Result<()> {
         check_name("event log", &self.name)?;
+        if let Some(n) = self.partitions {
+            check_name("event log partition", &self.partition(n - 1))?;
+        }
         for b in &self.bindings {
             check_name("exchange", &b.exchange)?;
             check_name("binding key", &b.routing_key)?;
@@ -169,6 +193,13 @@ pub struct StreamConsumer {
     pub(crate) max_message_size: Option<usize>,
     pub(crate) store_every: u64,
     pub(crate) store_interval: Duration,
+    pub(crate) partitions: Option<u16>,
+    pub(crate) rebalance_interval: Duration,
+}
+
+/// The stream of partition `index` of log `log`.
+fn partition_stream(log: &str, index: u16) -> String {
+    format!("{log}.p{index}")
 }
 
 impl StreamConsumer {
@@ -191,7 +222,38 @@ impl StreamConsumer {
             max_message_size: None,
             store_every: Self::DEFAULT_STORE_EVERY,
             store_interval: Self::DEFAULT_STORE_INTERVAL,
+            partitions: None,
+            rebalance_interval: Duration::from_secs(1),
         }
+    }
+
+    /// Reads a log of `n` partitions ([`EventLog::partitions`]). A named consumer shares
+    /// the partitions with the other instances running it: each partition is read by one
+    /// live instance at a time (the exclusive consumer of its lease queue
+    /// `<log>.p<i>.<name>.lease`), spread evenly, taken over when its instance dies, and
+    /// read on from the position stored for it (each partition keeps its own). An unnamed
+    /// one reads every partition itself. Either way each key's events are read in order.
+    #[must_use]
+    pub fn partitions(mut self, n: u16) -> Self {
+        self.partitions = Some(n.max(1));
+        self
+    }
+
+    /// For a partitioned log: how often an instance looks at who reads which partition
+    /// (at least 50 ms; 1 s by default), about how long a partition waits for a new reader
+    /// when its instance dies.
+    #[must_use]
+    pub fn rebalance_interval(mut self, interval: Duration) -> Self {
+        self.rebalance_interval = interval.max(Duration::from_millis(50));
+        self
+    }
+
+    /// The reader of partition `index` alone: this consumer on `<log>.p<index>`.
+    pub(crate) fn partition(&self, index: u16) -> StreamConsumer {
+        let mut one = self.clone();
+        one.log = partition_stream(&self.log, index);
+        one.partitions = None;
+        one
     }
 
     /// Names the consumer: it keeps its position, and goes on from it after a restart.

@@ -1,18 +1,14 @@
-//! Consuming a [`Partitions`] topology together with other instances: each instance
-//! consumes a members queue (so any of them can count the live instances by its consumer
-//! count), takes free partitions up to its share (`ceil(partitions / instances)`) as an
-//! exclusive consumer, and hands over the partitions beyond its share. A partition is
-//! handed over only after the handlers running on it finished, its channel closing then:
-//! what was delivered and not started goes back to the queue in order, and no other
-//! instance can start on a key still running here.
+//! One instance's share of [`Partitioned`] work: each instance consumes a members queue
+//! (so any of them can count the live instances by its consumer count), takes free
+//! partitions up to its share (`ceil(partitions / instances)`) as the exclusive consumer
+//! of their lease queues, and hands over the partitions beyond its share. A partition is
+//! handed over only after the handlers running on it finished: no other instance can
+//! start on a key still running here.
 
-use super::client::Client;
-use super::consumer;
-use super::delivery::Ready;
-use super::topology;
-use crate::config::{ConsumeChannel, Partitions};
+use super::Partitioned;
+use crate::amqp::client::Client;
+use crate::amqp::delivery::Ready;
 use crate::error::{Error, Result};
-use crate::handler::middleware::Layers;
 use crate::telemetry::health::{ConsumerSlot, ConsumerState, EndGuard};
 use futures_util::FutureExt;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
@@ -35,8 +31,7 @@ struct Held {
 /// This instance's view of the topology.
 struct Member {
     shared: Arc<Client>,
-    parts: Partitions,
-    layers: Layers,
+    work: Arc<dyn Partitioned>,
     held: BTreeMap<u16, Held>,
     /// Where this instance starts looking for free partitions (spreads the first picks).
     offset: u16,
@@ -44,37 +39,33 @@ struct Member {
     /// dropped): the instance counts as live while they are open.
     channel: Option<(lapin::Channel, lapin::Consumer)>,
     declared: bool,
+    /// Whether the partitions were ever declared: from then on, failures are weather.
+    ever_declared: bool,
     slot: Arc<ConsumerSlot>,
 }
 
-/// What health calls the partitioned consumer.
-pub(crate) fn label(parts: &Partitions) -> String {
-    format!("{} (partitions)", parts.exchange)
-}
-
-/// Takes part in consuming `parts` until shutdown; `ready` is told after the first round
-/// (the topology declared, this instance counted, its first partitions taken).
+/// Takes part in `work` until shutdown; `ready` is told after the first round (the
+/// partitions declared, this instance counted, its first partitions taken).
 pub(crate) async fn run(
     shared: Arc<Client>,
-    parts: Partitions,
-    layers: Layers,
+    work: Arc<dyn Partitioned>,
+    rebalance_interval: Duration,
     mut ready: Option<Ready>,
 ) -> Result<()> {
-    parts.check()?;
-    check(&shared, &parts.channel(0), &layers)?;
+    work.check()?;
     let _running = shared.consumer_started();
-    let slot = shared.consumer_slot(&label(&parts));
+    let slot = shared.consumer_slot(&work.label());
     let _end = EndGuard(&slot);
-    let mut tick = tokio::time::interval(parts.rebalance_interval);
+    let mut tick = tokio::time::interval(rebalance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut me = Member {
-        offset: fastrand::u16(..parts.count),
+        offset: fastrand::u16(..work.count()),
         shared: shared.clone(),
-        parts,
-        layers,
+        work,
         held: BTreeMap::new(),
         channel: None,
         declared: false,
+        ever_declared: false,
         slot: slot.clone(),
     };
     let result = loop {
@@ -93,10 +84,12 @@ pub(crate) async fn run(
             }
             // Once the topology is declared, what fails is weather (a lost channel, the
             // members queue gone with its last consumer): started over next round.
-            Err(e) if e.is_transient() || me.declared => {
-                tracing::warn!(exchange = %me.parts.exchange, error = %e, "partitions: could not rebalance; trying again");
+            Err(e) if e.is_transient() || me.ever_declared => {
+                tracing::warn!(partitions = %me.work.label(), error = %e, "could not rebalance; trying again");
                 slot.error(ConsumerState::Recovering, &e);
                 me.channel = None;
+                // Declared again: what a broker restart lost (non-durable queues) is back.
+                me.declared = false;
             }
             Err(e) => break Err(e),
         }
@@ -105,26 +98,11 @@ pub(crate) async fn run(
     match &result {
         Ok(()) => slot.set(ConsumerState::Stopped),
         Err(e) => {
-            tracing::error!(exchange = %me.parts.exchange, error = %e, "partitioned consumer failed");
+            tracing::error!(partitions = %me.work.label(), error = %e, "partitioned consumer failed");
             slot.error(ConsumerState::Failed, e);
         }
     }
     result
-}
-
-/// Fails as every partition would: unknown actions, missing state, a retry policy a keyed
-/// consumer cannot run, names that do not fit.
-fn check(shared: &Arc<Client>, channel: &ConsumeChannel, layers: &Layers) -> Result<()> {
-    let slot = Arc::new(ConsumerSlot::new(channel.queue.clone()));
-    consumer::prepare(
-        shared,
-        channel,
-        &slot,
-        layers.clone(),
-        None,
-        CancellationToken::new(),
-    )
-    .map(|_| ())
 }
 
 impl Member {
@@ -138,7 +116,7 @@ impl Member {
         }
         let members = self.count_members(deadline).await?;
         self.reap();
-        let count = u32::from(self.parts.count);
+        let count = u32::from(self.work.count());
         let share = count.div_ceil(members.max(1)) as usize;
         let active: Vec<u16> = self
             .held
@@ -149,25 +127,26 @@ impl Member {
         if active.len() > share {
             // Hands over the last ones in this instance's own order, keeping its first picks.
             let mut order = active;
-            order.sort_by_key(|i| (i + self.parts.count - self.offset) % self.parts.count);
+            let n = self.work.count();
+            order.sort_by_key(|i| (i + n - self.offset) % n);
             for index in order.into_iter().skip(share) {
                 if let Some(h) = self.held.get_mut(&index) {
-                    tracing::info!(queue = %self.parts.queue(index), members, share, "handing the partition over");
+                    tracing::info!(partition = %self.work.slot_name(index), members, share, "handing the partition over");
                     h.releasing = true;
                     h.stop.cancel();
                 }
             }
         } else {
             let mut wanted = share - active.len();
-            for step in 0..self.parts.count {
+            for step in 0..self.work.count() {
                 if wanted == 0 {
                     break;
                 }
-                let index = (self.offset + step) % self.parts.count;
+                let index = (self.offset + step) % self.work.count();
                 if self.held.contains_key(&index) || self.consumers_of(index).await? > 0 {
                     continue;
                 }
-                tracing::info!(queue = %self.parts.queue(index), members, share, "taking the partition");
+                tracing::info!(partition = %self.work.slot_name(index), members, share, "taking the partition");
                 self.take(index);
                 wanted -= 1;
             }
@@ -175,40 +154,28 @@ impl Member {
         Ok(())
     }
 
-    /// Declares every partition's queue and binding, and the exchange.
-    async fn declare(&self, deadline: Instant) -> Result<()> {
-        let what = format!(
-            "declaring the partitions of exchange `{}`",
-            self.parts.exchange
-        );
-        let shared = &self.shared;
-        shared
+    /// Declares every partition and the lease queues.
+    async fn declare(&mut self, deadline: Instant) -> Result<()> {
+        let what = format!("declaring the partitions of {}", self.work.label());
+        let work = self.work.clone();
+        self.shared
             .connector
-            .with_channel(deadline, &what, |ch| async move {
-                for index in 0..self.parts.count {
-                    let channel = self.parts.channel(index);
-                    let settings = channel.resolve(&shared.config.queue, &shared.config.retry);
-                    topology::declare(&ch, &channel, &settings).await?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| plugin_missing(e, &self.parts.exchange))
+            .with_channel(deadline, &what, |ch| async move { work.declare(ch).await })
+            .await?;
+        self.ever_declared = true;
+        Ok(())
     }
 
     /// The live instances: consumers of the members queue (this one included, its
     /// consumer made first if its channel is gone).
     async fn count_members(&mut self, deadline: Instant) -> Result<u32> {
-        let queue = self.parts.members_queue();
+        let queue = self.work.members_queue();
         if self
             .channel
             .as_ref()
             .is_none_or(|(ch, _)| !ch.status().connected())
         {
-            let what = format!(
-                "joining the members of partitions `{}`",
-                self.parts.exchange
-            );
+            let what = format!("joining the members of {}", self.work.label());
             let ch = self.shared.connector.channel(Some(deadline), &what).await?;
             declare_members(&ch, &queue).await?;
             let consumer = ch
@@ -233,19 +200,13 @@ impl Member {
     /// How many consumers partition `index` has (0: free to take).
     async fn consumers_of(&self, index: u16) -> Result<u32> {
         let (ch, _) = self.channel.as_ref().expect("opened by count_members");
-        passive(ch, &self.parts.queue(index)).await
+        passive(ch, &self.work.lease_queue(index)).await
     }
 
     /// Starts consuming partition `index` as its only consumer.
     fn take(&mut self, index: u16) {
         let stop = self.shared.shutdown.child_token();
-        let task = tokio::spawn(consumer::run_until(
-            self.shared.clone(),
-            self.parts.channel(index),
-            self.layers.clone(),
-            None,
-            stop.clone(),
-        ));
+        let task = self.work.run(index, stop.clone());
         self.held.insert(
             index,
             Held {
@@ -269,7 +230,7 @@ impl Member {
             let Some(held) = self.held.remove(&index) else {
                 continue;
             };
-            let queue = self.parts.queue(index);
+            let queue = self.work.slot_name(index);
             self.shared.forget_slot(&queue);
             if let Some(Ok(Err(e))) = held.task.now_or_never()
                 && !e.is_exclusive_use()
@@ -324,19 +285,4 @@ async fn passive(ch: &lapin::Channel, queue: &str) -> Result<u32> {
     .map_err(Error::amqp(format!(
         "counting the consumers of queue `{queue}`"
     )))
-}
-
-/// A broker without the consistent-hash exchange refuses its type (closing the
-/// connection, which would look like weather): say which plugin to enable.
-fn plugin_missing(e: Error, exchange: &str) -> Error {
-    let text = e.to_string();
-    if text.contains("x-consistent-hash") && text.contains("exchange type") {
-        return Error::InvalidQueue {
-            queue: exchange.to_owned(),
-            reason: format!(
-                "the broker does not know the consistent-hash exchange partitions route with: enable its plugin (`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`); the broker said: {text}"
-            ),
-        };
-    }
-    e
 }
