@@ -518,3 +518,71 @@ async fn a_refused_stream_port_fails_start_replay_naming_the_plugin() {
     handle.shutdown().await;
     cleanup(&[&log], &[]).await;
 }
+
+#[derive(serde::Deserialize)]
+struct Tick {
+    n: u64,
+}
+
+/// The batches the log's batch handler was called with.
+static LOG_BATCHES: Mutex<Vec<Vec<u64>>> = Mutex::new(Vec::new());
+
+#[consumer(action = "T_STREAM_BATCH", batch(max = 100, window = "2s"))]
+async fn log_batch(ticks: Vec<Tick>) {
+    LOG_BATCHES
+        .lock()
+        .unwrap()
+        .push(ticks.into_iter().map(|t| t.n).collect());
+}
+
+/// A batch handler on a log gets the events already read together, at once: 300 events
+/// with a 2 s window are handled in a few calls, each once, instead of one call (and one
+/// window) per event (which would take 10 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_handler_on_a_log_takes_the_events_already_read_without_waiting_the_window_each() {
+    let (log, exchange, events, handle) = log_with_exchange().await;
+    for chunk in (0..300u64).collect::<Vec<_>>().chunks(100) {
+        let sends = chunk.iter().map(|n| {
+            let events = &events;
+            let exchange = &exchange;
+            async move {
+                events
+                    .publish(exchange, "", "T_STREAM_BATCH", &json!({"n": n}))
+                    .await
+            }
+        });
+        for sent in futures_util::future::join_all(sends).await {
+            sent.expect("publish");
+        }
+    }
+    let reader = replaying(
+        &handle,
+        StreamConsumer::new(&log).actions(["T_STREAM_BATCH"]),
+    );
+    let handled = || {
+        LOG_BATCHES
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>()
+    };
+    wait_until!(WAIT, handled() >= 300);
+    let batches = LOG_BATCHES.lock().unwrap().clone();
+    let all: Vec<u64> = batches.iter().flatten().copied().collect();
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..300).collect::<Vec<_>>(), "each event once");
+    assert!(
+        batches.iter().all(|b| b.len() <= 100),
+        "at most max per call"
+    );
+    assert!(
+        batches.len() <= 30,
+        "{} calls for 300 events: the events read were not handed over together",
+        batches.len()
+    );
+    handle.shutdown().await;
+    reader.await.unwrap().unwrap();
+    cleanup(&[&log], &[&exchange]).await;
+}

@@ -97,6 +97,13 @@ impl Batcher {
         }
     }
 
+    /// Closes the open batch, if any: its leader runs it now.
+    pub(crate) fn flush(&self) {
+        if let Some(slot) = self.open.lock().take() {
+            slot.full.notify_one();
+        }
+    }
+
     /// Adds `input` to the open batch (opening one if none is), waits for the batch's
     /// outcome and returns it. The caller that opened the batch runs the handler.
     pub(crate) async fn submit(

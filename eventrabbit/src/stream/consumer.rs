@@ -8,12 +8,12 @@ use crate::error::{Error, Result};
 use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
 use crate::pipeline::handle::handle;
-use crate::pipeline::in_place::InPlace;
+use crate::pipeline::in_place::{InPlace, RetryInPlace};
 use crate::pipeline::policy::QueuePolicy;
 use crate::pipeline::transport::Transport;
 use crate::telemetry::health::{ConsumerSlot, ConsumerState, StuckMessage};
 use crate::telemetry::trace;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rabbitmq_stream_client::error::ClientError;
 use rabbitmq_stream_client::types::{Delivery, OffsetSpecification, ResponseCode};
 use rabbitmq_stream_client::{Consumer, Environment};
@@ -206,22 +206,40 @@ async fn session<T: Transport>(
             }
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
-                    let message = reader.message(&run.policy.queue, &delivery);
-                    let handled = tokio::select! {
-                        handled = handle_event(run, &delivery, message) => handled,
-                        () = run.abort.cancelled() => false,
+                    // A batch handler gets every event already read at once.
+                    let (group, end) = match run.policy.has_batches() {
+                        true => read_ahead(&mut consumer, delivery, run),
+                        false => (vec![delivery], None),
                     };
-                    if !handled {
-                        // Shutdown while waiting to retry: this event is not handled.
-                        store(run, &consumer, &mut position).await;
-                        let _ = consumer.handle().close().await;
-                        return Ok(Ended::Stopped);
+                    let messages: Vec<Message> = group
+                        .iter()
+                        .map(|d| reader.message(&run.policy.queue, d))
+                        .collect();
+                    let mut firsts = match messages.len() {
+                        1 => Vec::new(),
+                        _ => first_attempts(run, &messages).await,
                     }
-                    *next = Some(delivery.offset() + 1);
-                    position.handled = Some(delivery.offset());
-                    position.since_store += 1;
-                    if position.since_store >= run.spec.store_every {
-                        store(run, &consumer, &mut position).await;
+                    .into_iter();
+                    for (delivery, message) in group.iter().zip(messages) {
+                        let handled = tokio::select! {
+                            handled = handle_event(run, delivery, message, firsts.next()) => handled,
+                            () = run.abort.cancelled() => false,
+                        };
+                        if !handled {
+                            // Shutdown while waiting to retry: this event is not handled.
+                            store(run, &consumer, &mut position).await;
+                            let _ = consumer.handle().close().await;
+                            return Ok(Ended::Stopped);
+                        }
+                        *next = Some(delivery.offset() + 1);
+                        position.handled = Some(delivery.offset());
+                        position.since_store += 1;
+                        if position.since_store >= run.spec.store_every {
+                            store(run, &consumer, &mut position).await;
+                        }
+                    }
+                    if let Some(end) = end {
+                        return Ok(end);
                     }
                 }
                 Some(Err(e)) => return Ok(Ended::Lost(Error::Stream(format!("reading log `{}`: {e}", run.spec.log)))),
@@ -342,23 +360,77 @@ async fn store<T>(run: &StreamRun<'_, T>, consumer: &Consumer, position: &mut Po
     }
 }
 
+/// The most events handed to batch handlers together.
+const MAX_GROUP: usize = 1_000;
+
+/// `first` and the events the client has already read after it (up to [`MAX_GROUP`]),
+/// without waiting for more; and how the subscription ended, if it did meanwhile.
+fn read_ahead<T>(
+    consumer: &mut Consumer,
+    first: Delivery,
+    run: &StreamRun<'_, T>,
+) -> (Vec<Delivery>, Option<Ended>) {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        match consumer.next().now_or_never() {
+            Some(Some(Ok(delivery))) => group.push(delivery),
+            Some(Some(Err(e))) => {
+                let e = Error::Stream(format!("reading log `{}`: {e}", run.spec.log));
+                return (group, Some(Ended::Lost(e)));
+            }
+            Some(None) => {
+                let e = Error::Stream(format!("the consumer of log `{}` was closed", run.spec.log));
+                return (group, Some(Ended::Lost(e)));
+            }
+            None => break,
+        }
+    }
+    (group, None)
+}
+
+/// One event's first attempt: how it settled, and the retry it asked for.
+type Attempt = (Result<()>, Option<RetryInPlace>);
+
+/// The first attempts of a group of events, run together so that those of a batch
+/// handler join one batch, which runs as soon as all have joined (not after its window);
+/// their retries then run one event after the other, in log order.
+async fn first_attempts<T: Transport>(
+    run: &StreamRun<'_, T>,
+    messages: &[Message],
+) -> Vec<Attempt> {
+    let attempts = messages
+        .iter()
+        .map(|message| async move { attempt(run, &Arc::new(message.clone())).await });
+    let mut all = std::pin::pin!(futures_util::future::join_all(attempts));
+    // Polled once: every event has joined its batch (unless a layer waits before).
+    if let Some(done) = futures_util::future::poll_immediate(&mut all).await {
+        return done;
+    }
+    run.policy.flush_batches();
+    all.await
+}
+
 /// Handles one event until it is settled: handled, or dead-lettered. Retries happen in
 /// place after their delay; a dead letter that cannot be sent is tried again (the
-/// consumer says it is stuck meanwhile) rather than skipping the event. Returns `false`
-/// if shutdown came first.
+/// consumer says it is stuck meanwhile) rather than skipping the event. `first` is its
+/// first attempt when that was made already (with its group). Returns `false` if
+/// shutdown came first.
 async fn handle_event<T: Transport>(
     run: &StreamRun<'_, T>,
     delivery: &Delivery,
     message: Message,
+    mut first: Option<Attempt>,
 ) -> bool {
     let mut message = Arc::new(message);
     let mut stuck_for = Duration::from_millis(500);
     let mut tries = 0u32;
     loop {
-        let in_place = InPlace::new(run.transport);
-        let settled = settle_once(run, &in_place, &message).await;
+        let (settled, retry) = match first.take() {
+            Some(made) => made,
+            None => attempt(run, &message).await,
+        };
         let wait = match settled {
-            Ok(()) => match in_place.take_retry() {
+            Ok(()) => match retry {
                 None => {
                     if tries > 0 {
                         run.slot.stuck(Vec::new());
@@ -400,6 +472,13 @@ async fn handle_event<T: Transport>(
             () = run.shutdown.cancelled() => return false,
         }
     }
+}
+
+/// One attempt at an event: how it settled, and the retry it asked for.
+async fn attempt<T: Transport>(run: &StreamRun<'_, T>, message: &Arc<Message>) -> Attempt {
+    let in_place = InPlace::new(run.transport);
+    let settled = settle_once(run, &in_place, message).await;
+    (settled, in_place.take_retry())
 }
 
 async fn settle_once<T: Transport>(
