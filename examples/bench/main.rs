@@ -20,6 +20,8 @@
 //!     distributions) vs direct confirmed publish, and commit-to-delivery latency (DATABASE_URL)
 //! cargo run --release --example bench -- lanes 5  # keyed order: 8 keys in lanes, and prefetch(1), vs raw
 //!     lapin's prefetch(1), with a 1 ms handler
+//! cargo run --release --example bench -- superstream 5  # replaying 200,000 events from one stream and
+//!     from 4 partitions, vs the official stream client (one consumer per stream)
 //! cargo run --release --example bench -- es 5     # event sourcing: appends on 1 and 1,000 streams vs a
 //!     hand-written transaction, loading 10,000 events with and without a snapshot, command to projection
 //! ```
@@ -37,6 +39,7 @@ mod es;
 mod lanes;
 mod measure;
 mod outbox;
+mod superstream;
 mod w1;
 mod w2;
 mod w3;
@@ -514,6 +517,62 @@ async fn run() {
         }
         let (_c, ch) = raw().await;
         delete_queue(&ch, &q).await;
+    }
+    if which == "all" || which == "superstream" {
+        eprintln!(
+            "  superstream: writing {} events to each log",
+            superstream::SS_N
+        );
+        let (one, parts) = superstream::setup(&tag).await;
+        let partition_streams: Vec<String> = (0..superstream::PARTITIONS)
+            .map(|i| format!("{parts}.p{i}"))
+            .collect();
+        for partitioned in [false, true] {
+            let (mut er, mut rw) = (Vec::new(), Vec::new());
+            for i in 0..runs {
+                let (e, r) = if partitioned {
+                    paired(
+                        i,
+                        || superstream::eventrabbit(&parts, Some(superstream::PARTITIONS)),
+                        || superstream::raw_client(partition_streams.clone()),
+                    )
+                    .await
+                } else {
+                    paired(
+                        i,
+                        || superstream::eventrabbit(&one, None),
+                        || superstream::raw_client(vec![one.clone()]),
+                    )
+                    .await
+                };
+                run_line(
+                    if partitioned {
+                        "4 partitions"
+                    } else {
+                        "one stream"
+                    },
+                    i,
+                    e,
+                    r,
+                    "events/s",
+                );
+                er.push(e);
+                rw.push(r);
+            }
+            let what = if partitioned {
+                "a log of 4 partitions (unnamed `partitions(4)` reader; raw: 4 consumers)"
+            } else {
+                "one stream (raw: 1 consumer)"
+            };
+            row(
+                &format!("Replay {} events from {what}", superstream::SS_N),
+                "events/s",
+                &er,
+                &rw,
+                true,
+            );
+        }
+        superstream::teardown(&one, &parts).await;
     }
     if which == "all" || which == "es" {
         let pool = outbox::pool().await;
