@@ -70,7 +70,7 @@ pub(super) fn prepare(
     ready: Option<Ready>,
     stop: CancellationToken,
 ) -> Result<Arc<QueueContext>> {
-    let routes = registry::routes(&spec.queue, spec.actions.as_deref())?;
+    let routes = registry::routes(&spec.queue, spec.handling.actions())?;
     let settings = spec.resolve(&shared.config.queue, &shared.config.retry);
     spec.check(&settings)?;
     let policy = QueuePolicy::new(&spec.queue, routes, settings, shared.config.state.clone())

@@ -138,7 +138,7 @@ impl Partitioned for LogPartitions {
     fn check(&self) -> Result<()> {
         let label = self.consumer.label();
         let client = &self.handle.shared;
-        let routes = registry::routes(&label, self.consumer.actions.as_deref())?;
+        let routes = registry::routes(&label, self.consumer.handling.actions())?;
         let one = self.consumer.partition(self.count() - 1);
         let settings = one.resolve(&client.config.queue, &client.config.retry);
         one.check(&settings)?;

@@ -137,7 +137,7 @@ impl Handle {
         let slot = client.consumer_slot(&label);
         let _end = EndGuard(&slot);
         let result = async {
-            let routes = registry::routes(&label, consumer.actions.as_deref())?;
+            let routes = registry::routes(&label, consumer.handling.actions())?;
             let settings = consumer.resolve(&client.config.queue, &client.config.retry);
             consumer.check(&settings)?;
             // The dead-letter queue exists before the first dead letter, so operators

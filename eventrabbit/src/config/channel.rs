@@ -2,6 +2,7 @@
 
 use super::binding::{Binding, ExchangeKind};
 use super::failure_events::FailureEvents;
+use super::handling::{Handling, handling_setters};
 use super::order_key::OrderKey;
 use super::queue_kind::{DeadLetterStrategy, Overflow, QueueArguments, QueueType};
 use super::{QueueConfig, RetryConfig, UnknownAction};
@@ -32,10 +33,7 @@ pub struct ConsumeChannel {
     pub(crate) exchange_durable: Option<bool>,
     pub(crate) exclusive: bool,
     pub(crate) auto_delete: bool,
-    pub(crate) actions: Option<Vec<String>>,
-    pub(crate) retry: Option<RetryConfig>,
-    pub(crate) unknown_action: Option<UnknownAction>,
-    pub(crate) max_message_size: Option<usize>,
+    pub(crate) handling: Handling,
     pub(crate) queue_type: Option<QueueType>,
     pub(crate) arguments: QueueArguments,
     pub(crate) crash_loop_limit: Option<u32>,
@@ -68,10 +66,7 @@ impl ConsumeChannel {
             exchange_durable: None,
             exclusive: false,
             auto_delete: false,
-            actions: None,
-            retry: None,
-            unknown_action: None,
-            max_message_size: None,
+            handling: Handling::default(),
             queue_type: None,
             arguments: QueueArguments::default(),
             crash_loop_limit: None,
@@ -156,37 +151,7 @@ impl ConsumeChannel {
         self
     }
 
-    /// Serves only these actions on this queue (each must have a registered handler).
-    #[must_use]
-    pub fn actions<I, S>(mut self, actions: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.actions = Some(actions.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Overrides the retry policy for this queue.
-    #[must_use]
-    pub fn retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// Overrides what happens to unknown actions on this queue.
-    #[must_use]
-    pub fn unknown_action(mut self, policy: UnknownAction) -> Self {
-        self.unknown_action = Some(policy);
-        self
-    }
-
-    /// Overrides the size limit for this queue.
-    #[must_use]
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = Some(bytes);
-        self
-    }
+    handling_setters!();
 
     /// Declares the queue as `queue_type` (classic by default, or as
     /// [`QueueConfig::queue_type`] says).
@@ -323,9 +288,9 @@ impl ConsumeChannel {
                 .exchange_durable
                 .or(defaults.exchange_durable)
                 .unwrap_or(durable),
-            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
-            unknown_action: self.unknown_action.unwrap_or(defaults.unknown_action),
-            retry: self.retry.clone().unwrap_or_else(|| retry.clone()),
+            max_message_size: self.handling.max_message_size_or(defaults),
+            unknown_action: self.handling.unknown_action_or(defaults),
+            retry: self.handling.retry_or(retry),
             dead_letter_queue,
             failure_events: self
                 .failure_events

@@ -4,6 +4,7 @@
 mod binding;
 mod channel;
 mod failure_events;
+mod handling;
 mod order_key;
 mod partitions;
 mod publish;

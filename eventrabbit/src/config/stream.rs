@@ -1,7 +1,8 @@
 //! Event logs (RabbitMQ streams) and the consumers that replay them.
 
 use super::binding::Binding;
-use super::{QueueConfig, Resolved, RetryConfig, UnknownAction};
+use super::handling::{Handling, handling_setters};
+use super::{QueueConfig, Resolved, RetryConfig};
 use crate::config::queue_kind::{QueueArguments, QueueType};
 use crate::error::Result;
 use crate::wire::limits::check_name;
@@ -187,10 +188,7 @@ pub struct StreamConsumer {
     pub(crate) log: String,
     pub(crate) name: Option<String>,
     pub(crate) start: StartAt,
-    pub(crate) actions: Option<Vec<String>>,
-    pub(crate) retry: Option<RetryConfig>,
-    pub(crate) unknown_action: Option<UnknownAction>,
-    pub(crate) max_message_size: Option<usize>,
+    pub(crate) handling: Handling,
     pub(crate) store_every: u64,
     pub(crate) store_interval: Duration,
     pub(crate) partitions: Option<u16>,
@@ -216,10 +214,7 @@ impl StreamConsumer {
             log: log.into(),
             name: None,
             start: StartAt::First,
-            actions: None,
-            retry: None,
-            unknown_action: None,
-            max_message_size: None,
+            handling: Handling::default(),
             store_every: Self::DEFAULT_STORE_EVERY,
             store_interval: Self::DEFAULT_STORE_INTERVAL,
             partitions: None,
@@ -271,40 +266,7 @@ impl StreamConsumer {
         self
     }
 
-    /// Handles only these actions (each must have a registered handler); the others
-    /// are dealt with as `unknown_action` says.
-    #[must_use]
-    pub fn actions<I, S>(mut self, actions: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.actions = Some(actions.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Overrides the retry policy (retries happen in place).
-    #[must_use]
-    pub fn retry(mut self, retry: RetryConfig) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// What happens to events whose action no handler serves (by default: dead-lettered).
-    /// A log often holds events a projection does not care about: `UnknownAction::Drop`
-    /// skips them (they stay in the log).
-    #[must_use]
-    pub fn unknown_action(mut self, policy: UnknownAction) -> Self {
-        self.unknown_action = Some(policy);
-        self
-    }
-
-    /// Overrides the size limit of an event.
-    #[must_use]
-    pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = Some(bytes);
-        self
-    }
+    handling_setters!();
 
     /// Stores the position after every `n` events handled (at least 1).
     #[must_use]
@@ -351,9 +313,9 @@ impl StreamConsumer {
             prefetch: 1,
             durable: true,
             exchange_durable: true,
-            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
-            unknown_action: self.unknown_action.unwrap_or(defaults.unknown_action),
-            retry: self.retry.clone().unwrap_or_else(|| retry.clone()),
+            max_message_size: self.handling.max_message_size_or(defaults),
+            unknown_action: self.handling.unknown_action_or(defaults),
+            retry: self.handling.retry_or(retry),
             dead_letter_queue: self.dead_letter_queue(&defaults.dead_letter_suffix),
             failure_events: defaults.failure_events.clone(),
         }

@@ -109,7 +109,7 @@ impl AsyncApi {
             ..Parts::default()
         };
         for queue in &self.queues {
-            let routes = registry::routes(&queue.queue, queue.actions.as_deref())?;
+            let routes = registry::routes(&queue.queue, queue.handling.actions())?;
             parts.queue(queue, routes.iter());
         }
         for producer in registration::producers() {

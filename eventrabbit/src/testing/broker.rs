@@ -121,7 +121,7 @@ impl TestBroker {
     /// Like [`TestBroker::consume`], with `layers` around every handler of the queue, as
     /// `Handle::consume_with` does.
     pub fn consume_with(&self, channel: ConsumeChannel, layers: Layers) -> Result<()> {
-        let routes = registry::routes(&channel.queue, channel.actions.as_deref())?;
+        let routes = registry::routes(&channel.queue, channel.handling.actions())?;
         let settings = channel.resolve(&self.inner.config.queue, &self.inner.config.retry);
         channel.check(&settings)?;
         let layers = self.state().layers.around(&layers);

@@ -39,7 +39,7 @@ impl TestBroker {
     /// events were read.
     pub async fn replay(&self, consumer: StreamConsumer) -> Result<usize> {
         let label = consumer.label();
-        let routes = registry::routes(&label, consumer.actions.as_deref())?;
+        let routes = registry::routes(&label, consumer.handling.actions())?;
         let settings = consumer.resolve(&self.inner.config.queue, &self.inner.config.retry);
         consumer.check(&settings)?;
         let policy = QueuePolicy::new(&label, routes, settings, self.inner.app_state())
