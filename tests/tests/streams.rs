@@ -586,3 +586,31 @@ async fn a_batch_handler_on_a_log_takes_the_events_already_read_without_waiting_
     reader.await.unwrap().unwrap();
     cleanup(&[&log], &[&exchange]).await;
 }
+
+/// With several broker URLs, a log is read through the first node whose stream port
+/// answers: a node that cannot be reached (here a host name that does not resolve) is
+/// passed over, not waited on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_is_read_through_the_next_node_when_the_first_cannot_be_reached() {
+    let (log, exchange, events, _handle) = log_with_exchange().await;
+    publish_range(&events, &exchange, 0..20).await;
+    let urls = format!(
+        "amqp://guest:guest@no-such-node.invalid:5672/%2f,{}",
+        amqp_addr()
+    );
+    let (_events, handle) = deps_at(&urls, Config::default()).await;
+    let consumer = StreamConsumer::new(&log).actions(["T_STREAM"]);
+    let label = consumer.label();
+    let reading =
+        tokio::time::timeout(Duration::from_secs(30), handle.start_replay(consumer)).await;
+    let reader = reading
+        .expect("start_replay returns")
+        .expect("the reader starts");
+    wait_until!(WAIT, ns(&label).len() >= 20);
+    let mut read = ns(&label);
+    read.sort_unstable();
+    assert_eq!(read, (0..20).collect::<Vec<_>>());
+    handle.shutdown().await;
+    reader.join().await.unwrap();
+    cleanup(&[&log], &[&exchange]).await;
+}
