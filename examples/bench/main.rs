@@ -22,6 +22,8 @@
 //!     lapin's prefetch(1), with a 1 ms handler
 //! cargo run --release --example bench -- superstream 5  # replaying 200,000 events from one stream and
 //!     from 4 partitions, vs the official stream client (one consumer per stream)
+//! cargo run --release --example bench -- inbox 3  # the inbox per message vs the same transaction without
+//!     it, and a batch handler claiming its batch at once vs per message (DATABASE_URL)
 //! cargo run --release --example bench -- es 5     # event sourcing: appends on 1 and 1,000 streams vs a
 //!     hand-written transaction, loading 10,000 events with and without a snapshot, command to projection
 //! ```
@@ -36,6 +38,7 @@ mod alloc;
 mod broker;
 mod charts;
 mod es;
+mod inbox;
 mod lanes;
 mod measure;
 mod outbox;
@@ -573,6 +576,60 @@ async fn run() {
             );
         }
         superstream::teardown(&one, &parts).await;
+    }
+    if which == "all" || which == "inbox" {
+        let pool = outbox::pool().await;
+        let db = inbox::setup(&pool, &tag).await;
+        let q = format!("bench_inbox_{tag}");
+        let (mut plain, mut per_message, mut batched) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            let measure = |action: &'static str, prefetch: u16| {
+                let (q, db) = (q.clone(), db.clone());
+                async move {
+                    inbox::preload(&q, action).await;
+                    inbox::consume(&q, action, &db, prefetch).await
+                }
+            };
+            let (p, m) = paired(
+                i,
+                || measure("BENCH_ROW_PLAIN", 100),
+                || measure("BENCH_ROW_INBOX", 100),
+            )
+            .await;
+            let b = measure("BENCH_ROW_BATCH", 300).await;
+            eprintln!(
+                "  inbox run {}: plain transaction {p:.0}/s, inbox {m:.0}/s ({:.3}), batch inbox {b:.0}/s ({:.2}x per message)",
+                i + 1,
+                m / p,
+                b / m
+            );
+            plain.push(p);
+            per_message.push(m);
+            batched.push(b);
+        }
+        row(
+            &format!(
+                "Inbox: {} messages, one row each, `Inbox::begin` + row + commit (vs the same transaction without the inbox)",
+                inbox::INBOX_N
+            ),
+            "msg/s",
+            &per_message,
+            &plain,
+            true,
+        );
+        row(
+            &format!(
+                "Inbox, batch handler (`batch(max = 100)`, prefetch 300, `Inbox::begin_batch`, rows in one statement), {} messages (vs the per-message inbox handler, prefetch 100)",
+                inbox::INBOX_N
+            ),
+            "msg/s",
+            &batched,
+            &per_message,
+            true,
+        );
+        let (_c, ch) = raw().await;
+        delete_queue(&ch, &q).await;
+        inbox::teardown(&pool, &tag).await;
     }
     if which == "all" || which == "es" {
         let pool = outbox::pool().await;
