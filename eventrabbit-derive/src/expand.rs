@@ -207,6 +207,9 @@ fn batch_handler(func: &ItemFn, spec: &Handler, batch: &Batch) -> TokenStream {
             let ty = &p.ty;
             quote_spanned!(ty.span()=> <#ty as #private::StateParam>::take(#private::first_input(&__inputs)?)?)
         }
+        _ if crate::valid::is_contexts(&p.ty) => {
+            quote!(__inputs.iter().map(#private::Input::context).collect())
+        }
         _ => quote!(__eventrabbit_items),
     });
     quote! {

@@ -127,19 +127,24 @@ fn batch(
     sig: &Signature,
     errors: &mut Errors,
 ) -> Option<Batch> {
-    let messages: Vec<&Param> = params
+    // Besides state: the messages' data, and optionally their contexts.
+    let (contexts, messages): (Vec<&Param>, Vec<&Param>) = params
         .iter()
         .filter(|p| !matches!(p.source, Source::State))
-        .collect();
-    let item = match messages.as_slice() {
-        [p] if !matches!(p.source, Source::Context) => vec_item(&p.ty),
+        .partition(|p| is_contexts(&p.ty));
+    let item = match (messages.as_slice(), contexts.len()) {
+        ([p], 0 | 1) if !matches!(p.source, Source::Context) => vec_item(&p.ty),
         _ => None,
     };
     if item.is_none() {
-        let span = messages.first().map_or(sig.ident.span(), |p| p.ty.span());
+        // At the second list of contexts if there is one, else at the data.
+        let span = contexts
+            .get(1)
+            .or(messages.first())
+            .map_or(sig.ident.span(), |p| p.ty.span());
         errors.push(
             span,
-            "a batch handler takes one parameter, a `Vec<T>` of the messages' data (`T: Deserialize`), besides `State<..>` parameters, e.g. `async fn f(items: Vec<Metric>, db: State<Db>)`",
+            "a batch handler takes one parameter, a `Vec<T>` of the messages' data (`T: Deserialize`), and may take a `Vec<MessageContext>` (each message's context, in the same order), besides `State<..>` parameters, e.g. `async fn f(items: Vec<Metric>, ctxs: Vec<MessageContext>, db: State<Db>)`",
         );
     }
     let unit = match returns {
@@ -162,6 +167,14 @@ fn batch(
         window_ms: args.window_ms,
         item: item?,
     })
+}
+
+/// Whether `ty` is spelled `Vec<MessageContext>`: a batch's contexts.
+pub(crate) fn is_contexts(ty: &Type) -> bool {
+    matches!(
+        vec_item(ty),
+        Some(Type::Path(p)) if p.path.segments.last().is_some_and(|s| s.ident == "MessageContext")
+    )
 }
 
 /// `T` of a type spelled `Vec<T>` (any path ending so).

@@ -916,3 +916,102 @@ async fn a_batch_claims_its_new_messages_in_one_transaction() {
     assert!(inbox.contains("e").await.unwrap());
     drop_schema(&pool, &schema).await;
 }
+
+/// What the batch handler with contexts wrote to.
+struct BatchDb {
+    inbox: Inbox,
+    table: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Reading {
+    value: i64,
+}
+
+/// A batch handler taking each message's context claims its batch by message id with
+/// `Inbox::begin_batch` and writes only the new ones.
+#[consumer(action = "T_PG_BATCH_CTX", batch(max = 50, window = "50ms"))]
+async fn readings(
+    items: Vec<Reading>,
+    ctxs: Vec<MessageContext>,
+    db: eventrabbit::State<BatchDb>,
+) -> Result<(), eventrabbit_postgres::Error> {
+    let ids: Vec<&str> = ctxs
+        .iter()
+        .map(|c| c.message_id().unwrap_or_default())
+        .collect();
+    let mut claim = db.inbox.begin_batch(&ids).await?;
+    for (item, id) in items.iter().zip(&ids) {
+        if claim.is_new(id) {
+            sqlx::query(&format!(
+                "INSERT INTO {} (id, value) VALUES ($1, $2)",
+                db.table
+            ))
+            .bind(id)
+            .bind(item.value)
+            .execute(&mut *claim)
+            .await?;
+        }
+    }
+    claim.commit().await
+}
+
+/// 60 deliveries of 40 messages (20 sent twice, the second time in later batches) reach
+/// a batch handler with their contexts: each message is written once, by its own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_handler_claims_its_batch_by_the_message_ids_of_its_contexts() {
+    let pool = pg_pool().await;
+    let schema = pg_schema(&pool).await;
+    let table = format!("{schema}.readings");
+    sqlx::query(&format!(
+        "CREATE TABLE {table} (id TEXT PRIMARY KEY, value BIGINT NOT NULL)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let db = BatchDb {
+        inbox: Inbox::new(pool.clone(), &schema, "readings").unwrap(),
+        table: table.clone(),
+    };
+    let queue = unique("q-pg-batch-ctx");
+    let (_events, handle) = deps(Config::default().with_state(db)).await;
+    let task = start(
+        &handle,
+        ConsumeChannel::new(&queue)
+            .actions(["T_PG_BATCH_CTX"])
+            .prefetch(100),
+    )
+    .await;
+    let (_c, ch) = raw_channel().await;
+    let sends = (0..40).chain(0..20);
+    for n in sends {
+        let body =
+            serde_json::to_vec(&json!({"action": "T_PG_BATCH_CTX", "data": {"value": n}})).unwrap();
+        let props = BasicProperties::default().with_message_id(format!("reading-{n}").into());
+        publish_raw(&ch, "", &queue, &body, props).await;
+    }
+    let count = || async {
+        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    wait_until!(
+        Duration::from_secs(30),
+        count().await == 40 && unacked(&queue) == 0 && queue_len(&ch, &queue).await == 0
+    );
+    assert_eq!(count().await, 40, "each message written once");
+    let sum: i64 = sqlx::query_scalar(&format!("SELECT sum(value)::bigint FROM {table}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        sum,
+        (0..40).sum::<i64>(),
+        "each row holds its own message's data"
+    );
+    handle.shutdown().await;
+    task.await.unwrap().unwrap();
+    drop_schema(&pool, &schema).await;
+    cleanup(&[&queue], &[]).await;
+}

@@ -17,6 +17,9 @@ async fn not_a_vec(_item: Metric) {}
 #[consumer(action = "D", batch(max = 10, window = "50ms"))]
 async fn two_params(_items: Vec<Metric>, _ctx: MessageContext) {}
 
+#[consumer(action = "D2", batch(max = 10, window = "50ms"))]
+async fn two_context_lists(_items: Vec<Metric>, _a: Vec<MessageContext>, _b: Vec<MessageContext>) {}
+
 #[consumer(action = "E", batch(max = 10, window = "50ms"))]
 async fn returns_a_value(items: Vec<Metric>) -> u64 {
     items.len() as u64
