@@ -56,7 +56,7 @@ macro_rules! handling_setters {
         /// own `retry(..)` still applies over it). On a log, and on a keyed queue, retries
         /// happen in place.
         #[must_use]
-        pub fn retry(mut self, retry: $crate::RetryConfig) -> Self {
+        pub fn retry(mut self, retry: $crate::config::RetryConfig) -> Self {
             self.handling.retry = Some(retry);
             self
         }
@@ -66,7 +66,7 @@ macro_rules! handling_setters {
         /// projection does not care about: `UnknownAction::Drop` skips them (they stay
         /// in the log).
         #[must_use]
-        pub fn unknown_action(mut self, policy: $crate::UnknownAction) -> Self {
+        pub fn unknown_action(mut self, policy: $crate::config::UnknownAction) -> Self {
             self.handling.unknown_action = Some(policy);
             self
         }
