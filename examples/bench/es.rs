@@ -269,6 +269,7 @@ pub async fn command_to_projection(
     let consumer = handle
         .start(
             ConsumeChannel::new(&queue)
+                .actions(["BENCH_ES_*"])
                 .exchange(&exchange, ExchangeKind::Fanout)
                 .auto_delete(true),
         )

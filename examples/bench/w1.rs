@@ -37,7 +37,9 @@ pub async fn w1_eventrabbit(q: &str) -> f64 {
         .await
         .unwrap();
     let h = handle.clone();
-    let mut channel = ConsumeChannel::new(q).prefetch(100);
+    let mut channel = ConsumeChannel::new(q)
+        .actions(["USER_CREATED"])
+        .prefetch(100);
     if quorum() {
         channel = channel.quorum();
     }

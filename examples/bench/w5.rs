@@ -39,7 +39,9 @@ pub async fn w5_eventrabbit(queues: &[String]) -> f64 {
         .iter()
         .map(|q| {
             let h = handle.clone();
-            let channel = ConsumeChannel::new(q.as_str()).prefetch(100);
+            let channel = ConsumeChannel::new(q.as_str())
+                .actions(["USER_CREATED"])
+                .prefetch(100);
             tokio::spawn(async move { h.consume(channel).await })
         })
         .collect();
@@ -121,7 +123,9 @@ pub async fn w5_idle(eventrabbit: bool, tag: &str) {
             .unwrap();
         for q in &queues {
             let h = h.clone();
-            let channel = ConsumeChannel::new(q.as_str()).prefetch(100);
+            let channel = ConsumeChannel::new(q.as_str())
+                .actions(["USER_CREATED"])
+                .prefetch(100);
             tokio::spawn(async move { h.consume(channel).await });
         }
         handle = Some(h);
