@@ -70,3 +70,60 @@ async fn a_consumer_that_cannot_start_makes_run_fail_with_its_error() {
     .expect("run returns instead of waiting");
     assert!(matches!(ran, Err(Error::UnknownAction { .. })), "{ran:?}");
 }
+
+/// What the service's partition handler saw.
+static PARTITIONED: std::sync::Mutex<Vec<(String, u64)>> = std::sync::Mutex::new(Vec::new());
+
+#[eventrabbit::consumer(action = "T_SERVICE_PART")]
+async fn service_part(key: String, seq: u64) {
+    PARTITIONED.lock().unwrap().push((key, seq));
+}
+
+/// A service takes part in a partitioned topology like in its queues: `run_until` polls
+/// its stop once the partitions are taken, so what it publishes there is handled, each
+/// key in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_consumes_partitions() {
+    let exchange = unique("svc-parts");
+    let (events, handle) = deps(Config::default()).await;
+    let partitions = eventrabbit::Partitions::new(&exchange, 3).configure(|channel| {
+        channel
+            .actions(["T_SERVICE_PART"])
+            .durable(false)
+            .retry(eventrabbit::RetryConfig::default().with_max_retries(1))
+    });
+    let stop = async {
+        for seq in 0..20u64 {
+            for key in ["a", "b", "c", "d"] {
+                events
+                    .publish(
+                        &exchange,
+                        key,
+                        "T_SERVICE_PART",
+                        &serde_json::json!({"key": key, "seq": seq}),
+                    )
+                    .await
+                    .expect("publish");
+            }
+        }
+        wait_until!(GUARD, PARTITIONED.lock().unwrap().len() >= 80);
+    };
+    Service::new(&handle)
+        .partitions(partitions.clone())
+        .shutdown_within(Duration::from_secs(10))
+        .run_until(stop)
+        .await
+        .expect("the service ran");
+    let seen = PARTITIONED.lock().unwrap().clone();
+    for key in ["a", "b", "c", "d"] {
+        let seqs: Vec<u64> = seen
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(seqs, (0..20).collect::<Vec<_>>(), "key {key}");
+    }
+    let queues: Vec<String> = (0..3).map(|i| partitions.queue(i)).collect();
+    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+    cleanup(&names, &[&exchange]).await;
+}

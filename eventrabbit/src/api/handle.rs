@@ -159,6 +159,16 @@ impl Handle {
     /// topology is declared, this instance counts as a member and has taken its first
     /// partitions (a publish made right after is routed to a partition queue).
     pub async fn start_partitions(&self, partitions: Partitions) -> Result<Consumer> {
+        self.start_partitions_with(partitions, Layers::default())
+            .await
+    }
+
+    /// Like [`Handle::start_partitions`], with `layers` around every handler.
+    pub async fn start_partitions_with(
+        &self,
+        partitions: Partitions,
+        layers: Layers,
+    ) -> Result<Consumer> {
         if self.shared.shutdown.is_cancelled() {
             return Err(Error::Shutdown);
         }
@@ -167,7 +177,7 @@ impl Handle {
         let work = Arc::new(QueuePartitions {
             shared: self.shared.clone(),
             parts: partitions,
-            layers: Layers::default(),
+            layers,
         });
         let shared = self.shared.clone();
         started(label, |ready| {

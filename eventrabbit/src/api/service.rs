@@ -5,7 +5,7 @@
 
 use super::consumer::Consumer;
 use super::handle::Handle;
-use crate::config::{ConsumeChannel, StreamConsumer};
+use crate::config::{ConsumeChannel, Partitions, StreamConsumer};
 use crate::error::Result;
 use crate::handler::middleware::Layers;
 use futures_util::StreamExt;
@@ -60,6 +60,21 @@ impl Service {
         self
     }
 
+    /// Takes part in consuming a partitioned topology (see
+    /// [`Handle::consume_partitions`]): every instance of the service shares its
+    /// partitions.
+    #[must_use]
+    pub fn partitions(self, partitions: Partitions) -> Self {
+        self.partitions_with(partitions, Layers::default())
+    }
+
+    /// [`Service::partitions`] with `layers` around its handlers.
+    #[must_use]
+    pub fn partitions_with(mut self, partitions: Partitions, layers: Layers) -> Self {
+        self.consumers.push(Part::Partitions(partitions, layers));
+        self
+    }
+
     /// Also reads `consumer`'s event log through the handlers (see
     /// [`Handle::start_replay`]): a projection kept current beside the queues.
     #[must_use]
@@ -95,6 +110,9 @@ impl Service {
             let starting = match part {
                 Part::Queue(channel, layers) => handle.start_with(channel, layers).await,
                 Part::Log(consumer) => handle.start_replay(consumer).await,
+                Part::Partitions(partitions, layers) => {
+                    handle.start_partitions_with(partitions, layers).await
+                }
             };
             match starting {
                 Ok(consumer) => running.push(consumer),
@@ -135,6 +153,7 @@ impl Service {
 enum Part {
     Queue(ConsumeChannel, Layers),
     Log(StreamConsumer),
+    Partitions(Partitions, Layers),
 }
 
 /// Completes on Ctrl-C, or on SIGTERM (unix).
