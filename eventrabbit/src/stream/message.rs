@@ -5,12 +5,16 @@ use crate::handler::context::Message;
 use crate::wire::limits::{self, short_lossy};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use rabbitmq_stream_client::types::{AnnonationKey, Delivery, SimpleValue, Value};
+use rabbitmq_stream_client::types::{
+    AnnonationKey, Delivery, Message as StreamMessage, SimpleValue, Value,
+};
+use rabbitmq_stream_protocol::codec::Encoder;
 use std::sync::Arc;
 
 /// Reads stream deliveries into the pipeline's messages, remembering the last creation
 /// time it converted: events published in a burst share their (whole-second) timestamp,
-/// and the client exposes it only through its `Debug` form.
+/// and the client keeps its value private, so it is read from the message's encoding
+/// ([`amqp1`](super::amqp1)) only when it changes.
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
     /// The last creation time converted (as `SimpleValue::Timestamp`: the client does not
@@ -38,7 +42,7 @@ impl Reader {
             if let Some(ct) = &p.content_type {
                 props = props.with_content_type(short_lossy(ct));
             }
-            if let Some(secs) = p.creation_time.as_ref().and_then(|t| self.seconds(t)) {
+            if let Some(secs) = p.creation_time.as_ref().and_then(|t| self.seconds(t, m)) {
                 props = props.with_timestamp(secs);
             }
         }
@@ -76,9 +80,10 @@ impl Reader {
         }
     }
 
-    fn seconds<T>(&mut self, time: &T) -> Option<u64>
+    /// `time`, the creation time of `message`, in whole seconds since the epoch.
+    fn seconds<T>(&mut self, time: &T, message: &StreamMessage) -> Option<u64>
     where
-        T: Clone + std::fmt::Debug + Into<SimpleValue>,
+        T: Clone + Into<SimpleValue>,
         for<'a> &'a T: TryFrom<&'a SimpleValue>,
         T: PartialEq,
     {
@@ -87,7 +92,12 @@ impl Reader {
         {
             return *secs;
         }
-        let secs = epoch_seconds(&format!("{time:?}"));
+        let mut encoded = Vec::with_capacity(message.encoded_size() as usize);
+        let secs = message
+            .encode(&mut encoded)
+            .ok()
+            .and_then(|()| super::amqp1::creation_time_ms(&encoded))
+            .and_then(|ms| u64::try_from(ms.div_euclid(1000)).ok());
         self.last_time = Some((time.clone().into(), secs));
         secs
     }
@@ -145,40 +155,4 @@ fn simple_value(v: &SimpleValue) -> Option<AMQPValue> {
         SimpleValue::Binary(b) => AMQPValue::LongString(LongString::from(b.to_vec())),
         _ => return None,
     })
-}
-
-/// `…Timestamp(2023-11-14T22:13:20Z)` or with fractions, as whole seconds since the epoch.
-fn epoch_seconds(debug: &str) -> Option<u64> {
-    let start = debug.find(|c: char| c.is_ascii_digit())?;
-    let s = &debug[start..];
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (mo + if mo > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_debug_form_of_a_timestamp() {
-        assert_eq!(
-            epoch_seconds("Timestamp(2023-11-14T22:13:20Z)"),
-            Some(1_700_000_000)
-        );
-        assert_eq!(epoch_seconds("Timestamp(1970-01-01T00:00:00Z)"), Some(0));
-        assert_eq!(
-            epoch_seconds("Timestamp(2024-02-29T12:00:00.250Z)"),
-            Some(1_709_208_000)
-        );
-        assert_eq!(epoch_seconds("Timestamp(nonsense)"), None);
-    }
 }
