@@ -59,17 +59,7 @@ async fn bind_all(
 ) -> Result<()> {
     for b in bindings {
         let exchange = b.exchange.as_str();
-        ch.exchange_declare(
-            exchange.into(),
-            b.kind.to_lapin(),
-            ExchangeDeclareOptions {
-                durable: b.durable.unwrap_or(exchange_durable),
-                ..ExchangeDeclareOptions::default()
-            },
-            b.exchange_arguments.clone(),
-        )
-        .await
-        .map_err(Error::amqp(format!("declaring exchange `{exchange}`")))?;
+        declare_exchange(ch, b, exchange_durable).await?;
         ch.queue_bind(
             queue.into(),
             exchange.into(),
@@ -83,6 +73,22 @@ async fn bind_all(
         )))?;
     }
     Ok(())
+}
+
+/// Declares the exchange of binding `b` (durable as it says, else `exchange_durable`).
+async fn declare_exchange(ch: &Channel, b: &Binding, exchange_durable: bool) -> Result<()> {
+    let exchange = b.exchange.as_str();
+    ch.exchange_declare(
+        exchange.into(),
+        b.kind.to_lapin(),
+        ExchangeDeclareOptions {
+            durable: b.durable.unwrap_or(exchange_durable),
+            ..ExchangeDeclareOptions::default()
+        },
+        b.exchange_arguments.clone(),
+    )
+    .await
+    .map_err(Error::amqp(format!("declaring exchange `{exchange}`")))
 }
 
 /// Declares the dead-letter queue of a consumed queue (or stream consumer), of the
@@ -121,17 +127,7 @@ pub(crate) async fn declare_log(
     }
     for b in &log.bindings {
         let source = b.exchange.as_str();
-        ch.exchange_declare(
-            source.into(),
-            b.kind.to_lapin(),
-            ExchangeDeclareOptions {
-                durable: b.durable.unwrap_or(exchange_durable),
-                ..ExchangeDeclareOptions::default()
-            },
-            b.exchange_arguments.clone(),
-        )
-        .await
-        .map_err(Error::amqp(format!("declaring exchange `{source}`")))?;
+        declare_exchange(ch, b, exchange_durable).await?;
         ch.exchange_bind(
             name.into(),
             source.into(),
