@@ -355,6 +355,73 @@ fn lines(file: &std::path::Path) -> Vec<(String, String, u64)> {
         .collect()
 }
 
+/// Publishes `per_key` events to each of `keys` keys on `exchange` (the key as routing
+/// key), a round of keys at a time with a pause between rounds, in a task.
+fn publishing(
+    events: eventrabbit::Events,
+    exchange: &str,
+    keys: u64,
+    per_key: u64,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let exchange = exchange.to_owned();
+    tokio::spawn(async move {
+        for seq in 0..per_key {
+            for k in 0..keys {
+                events
+                    .publish(
+                        &exchange,
+                        &format!("k{k}"),
+                        "T_PART_EVENT",
+                        &json!({"key": format!("k{k}"), "seq": seq}),
+                    )
+                    .await
+                    .expect("publish");
+            }
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
+/// Kills `child` with `kill -9` and reaps it.
+async fn kill_9(child: &mut tokio::process::Child) {
+    let pid = child.id().expect("the child runs");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait().await;
+}
+
+/// Whether `file` holds every event of `keys` keys × `per_key`.
+fn complete(file: &std::path::Path, keys: u64, per_key: u64) -> bool {
+    let mut have: HashMap<String, std::collections::HashSet<u64>> = HashMap::new();
+    for (_, key, seq) in lines(file) {
+        have.entry(key).or_default().insert(seq);
+    }
+    have.len() as u64 == keys && have.values().all(|s| s.len() as u64 == per_key)
+}
+
+/// Asserts that no event was handled before the one before it of its key (a redelivered
+/// event may be handled again, never ahead of its predecessor); returns how many were
+/// handled again.
+fn assert_never_ahead(seen: &[(String, String, u64)]) -> usize {
+    let mut done: HashMap<&str, std::collections::HashSet<u64>> = HashMap::new();
+    let mut again = 0;
+    for (who, key, seq) in seen {
+        let had = done.entry(key.as_str()).or_default();
+        assert!(
+            *seq == 0 || had.contains(&(seq - 1)),
+            "{who} handled {key}#{seq} before {key}#{}",
+            seq - 1
+        );
+        if !had.insert(*seq) {
+            again += 1;
+        }
+    }
+    again
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_fails_over_when_its_process_is_killed_with_nothing_lost_and_order_kept() {
     let exchange = unique("parts-kill");
@@ -368,25 +435,7 @@ async fn a_partition_fails_over_when_its_process_is_killed_with_nothing_lost_and
     let (events, _handle) = deps(Config::default()).await;
     const KEYS: u64 = 50;
     const PER_KEY: u64 = 80;
-    let publisher = {
-        let exchange = exchange.clone();
-        tokio::spawn(async move {
-            for seq in 0..PER_KEY {
-                for k in 0..KEYS {
-                    events
-                        .publish(
-                            &exchange,
-                            &format!("k{k}"),
-                            "T_PART_EVENT",
-                            &json!({"key": format!("k{k}"), "seq": seq}),
-                        )
-                        .await
-                        .expect("publish");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let publisher = publishing(events, &exchange, KEYS, PER_KEY, Duration::from_millis(20));
     // Both instances handle events before one of them dies.
     let both = || {
         let seen = lines(&file);
@@ -397,23 +446,14 @@ async fn a_partition_fails_over_when_its_process_is_killed_with_nothing_lost_and
         both(),
         "the partitions were never spread over both instances"
     );
-    let pid = a.id().expect("a runs");
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = a.wait().await;
+    kill_9(&mut a).await;
     let killed_at = lines(&file).len();
     publisher.await.unwrap();
-    let complete = || {
-        let mut have: HashMap<String, std::collections::HashSet<u64>> = HashMap::new();
-        for (_, key, seq) in lines(&file) {
-            have.entry(key).or_default().insert(seq);
-        }
-        have.len() as u64 == KEYS && have.values().all(|s| s.len() as u64 == PER_KEY)
-    };
-    wait_until!(Duration::from_secs(60), complete());
-    assert!(complete(), "events were lost after the kill");
+    wait_until!(Duration::from_secs(60), complete(&file, KEYS, PER_KEY));
+    assert!(
+        complete(&file, KEYS, PER_KEY),
+        "events were lost after the kill"
+    );
     let seen = lines(&file);
     assert!(
         seen[killed_at..].iter().all(|l| l.0 == "b"),
@@ -432,18 +472,7 @@ async fn a_partition_fails_over_when_its_process_is_killed_with_nothing_lost_and
         taken_over > 0,
         "the killed instance's partitions were never taken over"
     );
-    // Order: no event is handled before the one before it of its key was (a redelivered
-    // event after the kill may be handled again, never ahead of its predecessor).
-    let mut done: HashMap<&str, std::collections::HashSet<u64>> = HashMap::new();
-    for (who, key, seq) in &seen {
-        let had = done.entry(key.as_str()).or_default();
-        assert!(
-            *seq == 0 || had.contains(&(seq - 1)),
-            "{who} handled {key}#{seq} before {key}#{}",
-            seq - 1
-        );
-        had.insert(*seq);
-    }
+    assert_never_ahead(&seen);
     let _ = b.kill().await;
     let queues: Vec<String> = (0..4).map(|i| format!("{exchange}.p{i}")).collect();
     let names: Vec<&str> = queues.iter().map(String::as_str).collect();
@@ -583,25 +612,7 @@ async fn a_partitioned_log_reader_killed_with_kill_9_is_resumed_per_partition_fr
     const KEYS: u64 = 40;
     const PER_KEY: u64 = 60;
     // Published to the log's own exchange (its name), keyed by the routing key.
-    let publisher = {
-        let log = log.clone();
-        tokio::spawn(async move {
-            for seq in 0..PER_KEY {
-                for k in 0..KEYS {
-                    events
-                        .publish(
-                            &log,
-                            &format!("k{k}"),
-                            "T_PART_EVENT",
-                            &json!({"key": format!("k{k}"), "seq": seq}),
-                        )
-                        .await
-                        .expect("publish");
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-        })
-    };
+    let publisher = publishing(events, &log, KEYS, PER_KEY, Duration::from_millis(25));
     let handled_by = |who: &str| lines(&file).iter().filter(|l| l.0 == who).count();
     wait_until!(
         Duration::from_secs(30),
@@ -611,41 +622,20 @@ async fn a_partitioned_log_reader_killed_with_kill_9_is_resumed_per_partition_fr
         handled_by("a") >= 200 && handled_by("b") > 0,
         "both readers read"
     );
-    let pid = a.id().expect("a runs");
-    std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = a.wait().await;
+    kill_9(&mut a).await;
     let killed_at = lines(&file).len();
     publisher.await.unwrap();
-    let complete = || {
-        let mut have: HashMap<String, std::collections::HashSet<u64>> = HashMap::new();
-        for (_, key, seq) in lines(&file) {
-            have.entry(key).or_default().insert(seq);
-        }
-        have.len() as u64 == KEYS && have.values().all(|s| s.len() as u64 == PER_KEY)
-    };
-    wait_until!(Duration::from_secs(60), complete());
-    assert!(complete(), "events were lost after the kill");
+    wait_until!(Duration::from_secs(60), complete(&file, KEYS, PER_KEY));
+    assert!(
+        complete(&file, KEYS, PER_KEY),
+        "events were lost after the kill"
+    );
     let seen = lines(&file);
     assert!(
         seen[killed_at..].iter().all(|l| l.0 == "b"),
         "only the survivor reads after the kill"
     );
-    let mut done: HashMap<&str, std::collections::HashSet<u64>> = HashMap::new();
-    let mut again = 0;
-    for (who, key, seq) in &seen {
-        let had = done.entry(key.as_str()).or_default();
-        assert!(
-            *seq == 0 || had.contains(&(seq - 1)),
-            "{who} read {key}#{seq} before {key}#{}",
-            seq - 1
-        );
-        if !had.insert(*seq) {
-            again += 1;
-        }
-    }
+    let again = assert_never_ahead(&seen);
     // Resumed from the killed reader's stored positions (every 5 events or 100 ms), not
     // from the start of its partitions: few events are read twice.
     let a_read = seen[..killed_at].iter().filter(|l| l.0 == "a").count();
