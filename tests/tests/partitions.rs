@@ -650,3 +650,31 @@ async fn a_partitioned_log_reader_killed_with_kill_9_is_resumed_per_partition_fr
     cleanup(&refs, &[&log]).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A reader name that makes the lease queue's name (`<log>.p<i>.<name>.lease`, two bytes
+/// longer than its dead-letter queue's) too long for AMQP is refused at start, naming the
+/// lease queue, before anything reaches the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_reader_whose_lease_queue_name_would_not_fit_is_refused_at_start() {
+    let log = unique("plog-long");
+    let (_events, handle) = deps(Config::default().with_state(Arc::new(Track::default()))).await;
+    handle
+        .declare_log(&eventrabbit::EventLog::new(&log).partitions(4))
+        .await
+        .expect("declare");
+    let lease_len = |name: usize| log.len() + ".p3.".len() + name + ".lease".len();
+    let name = "n".repeat(256 - lease_len(0));
+    assert_eq!(lease_len(name.len()), 256);
+    let reader = eventrabbit::StreamConsumer::new(&log)
+        .name(name)
+        .partitions(4)
+        .actions(["T_LANE_EVENT"])
+        .retry(bounded_retry());
+    let started = tokio::time::timeout(Duration::from_secs(30), handle.start_replay(reader)).await;
+    let e = started.expect("it fails at once").unwrap_err();
+    assert!(matches!(e, Error::InvalidName { .. }), "{e:?}");
+    assert!(e.to_string().contains("lease"), "{e}");
+    let names: Vec<String> = (0..4).map(|i| format!("{log}.p{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    cleanup(&refs, &[&log]).await;
+}

@@ -9,6 +9,7 @@ use crate::config::StreamConsumer;
 use crate::error::{Error, Result};
 use crate::handler::registry;
 use crate::pipeline::policy::QueuePolicy;
+use crate::wire::limits::check_name;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
@@ -136,6 +137,9 @@ impl Partitioned for LogPartitions {
     }
 
     fn check(&self) -> Result<()> {
+        // The longest names this consumer adds, before the reader's own.
+        check_name("lease queue", &self.lease_queue(self.count() - 1))?;
+        check_name("members queue", &self.members_queue())?;
         let label = self.consumer.label();
         let client = &self.handle.shared;
         let routes = registry::routes(&label, self.consumer.handling.actions())?;
