@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use parking_lot::Mutex;
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,9 +155,25 @@ impl RelayHealth {
     }
 }
 
+/// How a worker's round went, for health.
+enum Round {
+    /// It took no row (none due).
+    Empty,
+    /// It sent what it took; the error of a row the broker did not take for now, if any.
+    Sent(Option<String>),
+    /// It failed (the database or the broker away).
+    Failed(String),
+}
+
 #[derive(Debug, Default)]
 struct State {
-    healthy: bool,
+    /// Whether any round finished yet.
+    reported: bool,
+    /// Workers whose last round failed (the database or the broker away).
+    failing: BTreeSet<i64>,
+    /// Workers holding rows the broker did not take for now, until one of their rounds
+    /// sends every row it took (rounds that take nothing, every row backed off, leave it).
+    holding: BTreeSet<i64>,
     last_error: Option<String>,
     failed_rows: u64,
     retrying_rows: u64,
@@ -250,7 +266,7 @@ impl Relay {
         let state = self.inner.state.lock();
         RelayHealth {
             running: self.inner.running.load(Ordering::SeqCst),
-            healthy: state.healthy,
+            healthy: state.reported && state.failing.is_empty() && state.holding.is_empty(),
             sent: self.inner.sent.load(Ordering::Relaxed),
             failed: self.inner.failed.load(Ordering::Relaxed),
             failed_rows: state.failed_rows,
@@ -300,7 +316,7 @@ impl Relay {
                     }
                 }
                 Err(e) => {
-                    self.report(Some(e.to_string()));
+                    self.report(share, Round::Failed(e.to_string()));
                     tracing::warn!(error = %e, ?backoff, "outbox relay round failed; retrying");
                     listener = None;
                     self.pause(backoff).await;
@@ -362,11 +378,25 @@ impl Relay {
         }
     }
 
-    fn report(&self, error: Option<String>) {
+    fn report(&self, share: Share, round: Round) {
         let mut state = self.inner.state.lock();
-        state.healthy = error.is_none();
-        if error.is_some() {
-            state.last_error = error;
+        state.reported = true;
+        let worker = share.index;
+        if let Round::Failed(_) = round {
+            state.failing.insert(worker);
+        } else {
+            state.failing.remove(&worker);
+        }
+        match round {
+            Round::Empty => {}
+            Round::Sent(None) => {
+                state.holding.remove(&worker);
+            }
+            Round::Sent(Some(error)) => {
+                state.holding.insert(worker);
+                state.last_error = Some(error);
+            }
+            Round::Failed(error) => state.last_error = Some(error),
         }
     }
 
@@ -397,7 +427,7 @@ impl Relay {
         let rows = self.take(&mut tx, share).await?;
         if rows.is_empty() {
             tx.commit().await?;
-            self.report(None);
+            self.report(share, Round::Empty);
             return Ok(0);
         }
         let outcomes = self.send(&rows).await;
@@ -407,7 +437,7 @@ impl Relay {
             Outcome::Later(e) => Some(e.clone()),
             _ => None,
         });
-        self.report(later);
+        self.report(share, Round::Sent(later));
         Ok(rows.len())
     }
 
