@@ -1,5 +1,5 @@
 //! Benchmarks eventrabbit against the raw clients doing the same work (lapin; the
-//! official stream client for W4), in the same run, on the local broker, and prints both
+//! raw stream-protocol reader for W4), in the same run, on the local broker, and prints both
 //! figures and their ratio (median of the runs, min–max).
 //!
 //! ```sh
@@ -21,7 +21,7 @@
 //! cargo run --release --example bench -- lanes 5  # keyed order: 8 keys in lanes, and prefetch(1), vs raw
 //!     lapin's prefetch(1), with a 1 ms handler
 //! cargo run --release --example bench -- superstream 5  # replaying 200,000 events from one stream and
-//!     from 4 partitions, vs the official stream client (one consumer per stream)
+//!     from 4 partitions, vs the raw stream reader (one connection per stream)
 //! cargo run --release --example bench -- inbox 3  # the inbox per message vs the same transaction without
 //!     it, and a batch handler claiming its batch at once vs per message (DATABASE_URL)
 //! cargo run --release --example bench -- es 5     # event sourcing: appends on 1 and 1,000 streams vs a
@@ -42,6 +42,10 @@ mod inbox;
 mod lanes;
 mod measure;
 mod outbox;
+/// The raw stream-protocol client the stream rows compare with (shared with the tests).
+#[path = "../../tests/src/raw_stream.rs"]
+#[allow(dead_code)] // its publisher serves the tests
+mod raw_stream;
 mod superstream;
 mod w1;
 mod w2;

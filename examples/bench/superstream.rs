@@ -1,16 +1,15 @@
 //! Partitioned event logs (issue 30): replaying 200,000 events from one stream and from a
 //! log of 4 partitions (the super-stream layout), through eventrabbit's unnamed readers
-//! and through the official stream client (one consumer per stream, each decoding every
+//! and through the raw stream reader (one connection per stream, each decoding every
 //! body into a struct), in the same run.
 
 use crate::broker::{addr, persistent, raw};
+use crate::raw_stream::RawStream;
 use eventrabbit::{
     Binding, Config, EventLog, StartAt, StreamConsumer, build_event_dependencies, consumer,
 };
-use futures_util::StreamExt;
 use lapin::options::*;
-use rabbitmq_stream_client::Environment;
-use rabbitmq_stream_client::types::OffsetSpecification;
+use rabbitmq_stream_protocol::commands::subscribe::OffsetSpecification;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,37 +137,30 @@ struct Data {
     seq: u64,
 }
 
-/// The official stream client: one consumer per stream from the first offset, each in a
+/// The raw stream reader: one connection per stream from the first offset, each in a
 /// task of its own, decoding every body; timed from connecting until all were read.
 pub async fn raw_client(streams: Vec<String>) -> f64 {
     let start = Instant::now();
-    let env = Environment::builder()
-        .host("127.0.0.1")
-        .port(5552)
-        .build()
-        .await
-        .expect("the rabbitmq_stream plugin must be enabled");
     let total = std::sync::Arc::new(AtomicU64::new(0));
     let all_read = std::sync::Arc::new(Notify::new());
     let mut tasks = Vec::new();
     for stream in streams {
-        let mut consumer = env
-            .consumer()
-            .offset(OffsetSpecification::First)
-            .build(&stream)
+        let mut reader = RawStream::connect("127.0.0.1", 5552)
             .await
-            .unwrap();
+            .expect("the rabbitmq_stream plugin must be enabled");
         let (total, all_read) = (total.clone(), all_read.clone());
         tasks.push(tokio::spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                let delivery = delivery.unwrap();
-                let body = delivery.message().data().unwrap_or_default();
-                let env: Envelope = serde_json::from_slice(body).unwrap();
-                std::hint::black_box((env.data.key, env.data.seq));
-                if total.fetch_add(1, Ordering::Relaxed) + 1 == SS_N {
-                    all_read.notify_one();
-                }
-            }
+            let _ = reader
+                .read(&stream, OffsetSpecification::First, |_, message| {
+                    let body = message.data().unwrap_or_default();
+                    let env: Envelope = serde_json::from_slice(body).unwrap();
+                    std::hint::black_box((env.data.key, env.data.seq));
+                    if total.fetch_add(1, Ordering::Relaxed) + 1 == SS_N {
+                        all_read.notify_one();
+                    }
+                    true
+                })
+                .await;
         }));
     }
     all_read.notified().await;

@@ -1,19 +1,20 @@
 //! W4: replaying 1,000,000 small events from an event log (a RabbitMQ stream), through an
-//! eventrabbit handler and through the official stream client decoding each into a struct.
+//! eventrabbit handler and through a raw stream-protocol reader (`raw_stream`, written on
+//! the stream protocol crate's codec, as the official client reads) decoding each into a
+//! struct.
 //!
 //! The log is written once, through AMQP with the properties eventrabbit's producers set
 //! (a message id, a timestamp, the content type), as a service's events would be; both
 //! sides then read it from the first event, as many times as there are runs.
 
 use crate::broker::{addr, envelope, persistent, raw};
+use crate::raw_stream::RawStream;
 use crate::w1::RawEnvelope;
 use eventrabbit::{
     Binding, Config, EventLog, StartAt, StreamConsumer, build_event_dependencies, consumer,
 };
-use futures_util::StreamExt;
 use lapin::options::*;
-use rabbitmq_stream_client::Environment;
-use rabbitmq_stream_client::types::OffsetSpecification;
+use rabbitmq_stream_protocol::commands::subscribe::OffsetSpecification;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -38,11 +39,8 @@ fn stream_port() -> u16 {
         .unwrap_or(5552)
 }
 
-async fn environment() -> Environment {
-    Environment::builder()
-        .host("127.0.0.1")
-        .port(stream_port())
-        .build()
+async fn raw_stream() -> RawStream {
+    RawStream::connect("127.0.0.1", stream_port())
         .await
         .expect("the rabbitmq_stream plugin must be enabled")
 }
@@ -122,29 +120,22 @@ pub async fn w4_eventrabbit(log: &str) -> f64 {
     W4_N as f64 / secs
 }
 
-/// The official stream client the fast way: a consumer from the first offset, decoding
-/// each body into a struct in the delivery loop; timed from connecting.
+/// The raw stream reader the fast way: subscribed from the first offset, decoding each
+/// body into a struct in the delivery loop; timed from connecting.
 pub async fn w4_raw(log: &str) -> f64 {
     let start = Instant::now();
-    let env = environment().await;
-    let mut consumer = env
-        .consumer()
-        .offset(OffsetSpecification::First)
-        .build(log)
+    let mut n = 0u64;
+    raw_stream()
+        .await
+        .read(log, OffsetSpecification::First, |_, message| {
+            let body = message.data().unwrap_or_default();
+            let env: RawEnvelope = serde_json::from_slice(body).unwrap();
+            std::hint::black_box((env.data.user_id, env.data.name));
+            n += 1;
+            n < W4_N
+        })
         .await
         .unwrap();
-    let mut n = 0u64;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.unwrap();
-        let body = delivery.message().data().unwrap_or_default();
-        let env: RawEnvelope = serde_json::from_slice(body).unwrap();
-        std::hint::black_box((env.data.user_id, env.data.name));
-        n += 1;
-        if n == W4_N {
-            break;
-        }
-    }
     let secs = start.elapsed().as_secs_f64();
-    let _ = consumer.handle().close().await;
     W4_N as f64 / secs
 }

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 pub mod bank;
 pub mod cluster;
 mod proxy;
+pub mod raw_stream;
 pub use proxy::Proxy;
 
 /// The broker URL: `AMQP_ADDR` (or the local default) when a broker answers there; else a

@@ -9,9 +9,9 @@ use eventrabbit::{
     PublishOptions, StartAt, StreamConsumer, consumer,
 };
 use eventrabbit_postgres::{Outbox, OutboxMessage, Relay, RelayConfig};
+use eventrabbit_tests::raw_stream::RawStream;
 use eventrabbit_tests::*;
-use rabbitmq_stream_client::Environment;
-use rabbitmq_stream_client::types::Message;
+use rabbitmq_stream_protocol::message::Message;
 use serde_json::json;
 use std::time::Duration;
 
@@ -243,38 +243,33 @@ async fn stream_events_with_ids_and_keys_of_any_length_are_read() {
         .declare_log(&EventLog::new(&log).max_age(Duration::from_secs(600)))
         .await
         .expect("the log is declared (is the rabbitmq_stream plugin enabled?)");
-    let env = Environment::builder()
-        .host("127.0.0.1")
-        .port(5552)
-        .build()
+    let mut writer = RawStream::connect("127.0.0.1", 5552)
         .await
         .expect("the stream port");
-    let producer = env.producer().build(&log).await.expect("a producer");
+    let mut messages = Vec::new();
     for (n, len) in LENGTHS.into_iter().enumerate() {
         let body = serde_json::to_vec(&json!({"action": "T_LS_GOOD", "data": {"n": n}})).unwrap();
-        let message = Message::builder()
-            .body(body)
-            .properties()
-            .message_id(text(len))
-            .correlation_id(text(len))
-            .content_type("application/json")
-            .message_builder()
-            .application_properties()
-            .insert(text(len), "v")
-            .insert("k", text(len))
-            .message_builder()
-            .build();
-        producer
-            .send_with_confirm(message)
-            .await
-            .expect("written to the log");
+        messages.push(
+            Message::builder()
+                .body(body)
+                .properties()
+                .message_id(text(len))
+                .correlation_id(text(len))
+                .content_type("application/json")
+                .message_builder()
+                .application_properties()
+                .insert(text(len), "v")
+                .insert("k", text(len))
+                .message_builder()
+                .build(),
+        );
     }
     let after = serde_json::to_vec(&json!({"action": "T_LS_GOOD", "data": {"n": 99}})).unwrap();
-    producer
-        .send_with_confirm(Message::builder().body(after).build())
+    messages.push(Message::builder().body(after).build());
+    writer
+        .publish(&log, messages)
         .await
         .expect("written to the log");
-    let _ = producer.close().await;
     let reading = {
         let handle = handle.clone();
         let spec = StreamConsumer::new(&log)

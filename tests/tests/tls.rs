@@ -1,10 +1,15 @@
-//! `amqps://` end to end: a TLS terminator in front of the local broker, with a private CA
-//! that the client is told to trust through `Config::with_tls_ca_pem`.
+//! `amqps://` end to end: TLS terminators in front of the local broker (its AMQP port,
+//! and its stream port), with a private CA that the client is told to trust through
+//! `Config::with_tls_ca_pem`.
 
-use eventrabbit::{Config, ConsumeChannel, build_event_dependencies, consumer};
+use eventrabbit::{
+    Binding, Config, ConsumeChannel, EventLog, StartAt, StreamConsumer, build_event_dependencies,
+    consumer,
+};
 use eventrabbit_tests::*;
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -12,6 +17,13 @@ use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
 
 /// A CA, a server certificate for `localhost` signed by it, and a TLS proxy to 127.0.0.1:5672.
 async fn tls_proxy() -> (u16, String) {
+    let (acceptor, ca_pem) = tls_acceptor();
+    let (port, _) = tls_proxy_to(acceptor, 5672).await;
+    (port, ca_pem)
+}
+
+/// A TLS acceptor for `localhost` with a certificate signed by a new CA, and that CA's PEM.
+fn tls_acceptor() -> (TlsAcceptor, String) {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
@@ -34,27 +46,36 @@ async fn tls_proxy() -> (u16, String) {
             PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
         )
         .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    (TlsAcceptor::from(Arc::new(config)), ca.pem())
+}
+
+/// A TLS terminator in front of 127.0.0.1:`target`: its port, and how many TLS
+/// handshakes it completed.
+async fn tls_proxy_to(acceptor: TlsAcceptor, target: u16) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
     tokio::spawn(async move {
         loop {
             let Ok((client, _)) = listener.accept().await else {
                 return;
             };
             let acceptor = acceptor.clone();
+            let counted = counted.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(client).await else {
                     return;
                 };
-                let mut broker = TcpStream::connect("127.0.0.1:5672")
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut broker = TcpStream::connect(("127.0.0.1", target))
                     .await
-                    .expect("broker on 5672");
+                    .expect("the broker's port");
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
             });
         }
     });
-    (port, ca.pem())
+    (port, handshakes)
 }
 
 static TLS_SEEN: Recorder = Recorder::new();
@@ -134,4 +155,78 @@ async fn postgres_over_tls_uses_the_same_stack() {
     assert!(encrypted, "the session is encrypted");
     let schema = pg_schema(&pool).await;
     drop_schema(&pool, &schema).await;
+}
+
+static TLS_LOG_SEEN: Recorder = Recorder::new();
+
+#[consumer(action = "T_TLS_LOG")]
+async fn replayed_over_tls(n: u32) {
+    TLS_LOG_SEEN.record(json!(n));
+}
+
+/// Event logs over TLS: with an `amqps://` URL the stream connection is TLS too (on the
+/// stream TLS port, trusting the same CA): a replay through TLS terminators in front of
+/// both ports reads every event, and the stream terminator saw the reader's handshakes.
+/// Without the CA, the stream connection refuses the server (nothing is read in clear).
+#[tokio::test]
+async fn a_log_replays_over_tls_with_the_same_ca() {
+    let _ = raw_connection().await;
+    let (acceptor, ca_pem) = tls_acceptor();
+    let (amqp_port, _) = tls_proxy_to(acceptor.clone(), 5672).await;
+    let (stream_port, stream_handshakes) = tls_proxy_to(acceptor, 5552).await;
+    let url = format!("amqps://guest:guest@localhost:{amqp_port}/%2f");
+    let log = unique("log-tls");
+    let config = Config::default()
+        .with_tls_ca_pem(ca_pem)
+        .with_stream_tls_port(stream_port);
+    let (events, handle) = build_event_dependencies(&url, config).await.unwrap();
+    handle
+        .declare_log(&EventLog::new(&log).bind(Binding::fanout(&log)))
+        .await
+        .expect("the log is declared (is the rabbitmq_stream plugin enabled?)");
+    for n in 0..20u32 {
+        events
+            .publish(&log, "", "T_TLS_LOG", &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    let reader = tokio::time::timeout(
+        Duration::from_secs(30),
+        handle.start_replay(
+            StreamConsumer::new(&log)
+                .start_at(StartAt::First)
+                .actions(["T_TLS_LOG"]),
+        ),
+    )
+    .await
+    .expect("the reader subscribes over TLS within 30 s")
+    .expect("the reader subscribes over TLS");
+    TLS_LOG_SEEN.wait_for(20, Duration::from_secs(20)).await;
+    assert!(stream_handshakes.load(Ordering::SeqCst) >= 1);
+    handle.shutdown().await;
+    let _ = reader;
+
+    // A client that does not trust the CA never reads: it refuses the stream server (no
+    // handshake completes, nothing is read in clear).
+    let before = stream_handshakes.load(Ordering::SeqCst);
+    let (_untrusting_events, untrusting) = build_event_dependencies(
+        &url,
+        Config::default()
+            .with_stream_tls_port(stream_port)
+            .with_connect_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        untrusting.start_replay(StreamConsumer::new(&log).start_at(StartAt::First)),
+    )
+    .await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a replay through an untrusted TLS server must not start"
+    );
+    assert_eq!(stream_handshakes.load(Ordering::SeqCst), before);
+    untrusting.shutdown().await;
+    cleanup(&[&log, &format!("{log}.dlq")], &[&log]).await;
 }

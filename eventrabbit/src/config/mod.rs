@@ -85,6 +85,9 @@ pub struct Config {
     /// The port of the stream protocol (`rabbitmq_stream` plugin), used by stream
     /// consumers on the broker's host (5552 by default).
     pub stream_port: u16,
+    /// The port of the stream protocol over TLS, used instead of `stream_port` for
+    /// `amqps://` URLs (5551 by default, RabbitMQ's own).
+    pub stream_tls_port: u16,
     /// How often each side checks that the connection is alive: a connection that goes
     /// silent (no FIN/RST, e.g. a dropped NAT entry) is noticed after about twice this.
     /// Used unless the URL sets `heartbeat` itself.
@@ -129,6 +132,8 @@ impl Config {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// Default port of the stream protocol.
     pub const DEFAULT_STREAM_PORT: u16 = 5552;
+    /// Default port of the stream protocol over TLS.
+    pub const DEFAULT_STREAM_TLS_PORT: u16 = 5551;
     /// Default heartbeat: a silent connection is noticed within about 20 to 25 seconds.
     pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
     /// Default interval between checks of a consumer's exchanges and bindings.
@@ -255,6 +260,14 @@ impl Config {
         self
     }
 
+    /// Sets the port of the stream protocol over TLS (for `amqps://` URLs); the
+    /// connection trusts the same CA as AMQP ([`Config::with_tls_ca_pem`]).
+    #[must_use]
+    pub fn with_stream_tls_port(mut self, port: u16) -> Self {
+        self.stream_tls_port = port;
+        self
+    }
+
     /// Sets how often consumers declare their exchanges and bindings again (`None`: never
     /// but on reconnection or cancellation).
     #[must_use]
@@ -301,6 +314,7 @@ impl Default for Config {
             max_publish_size: Self::DEFAULT_MAX_PUBLISH_SIZE,
             heartbeat: Self::DEFAULT_HEARTBEAT,
             stream_port: Self::DEFAULT_STREAM_PORT,
+            stream_tls_port: Self::DEFAULT_STREAM_TLS_PORT,
             topology_check_interval: Some(Self::DEFAULT_TOPOLOGY_CHECK_INTERVAL),
             mandatory: false,
             settle_timeout: Self::DEFAULT_SETTLE_TIMEOUT,

@@ -1,5 +1,5 @@
 //! Just enough of AMQP 1.0's encoding to read a stream message's creation time, which the
-//! stream client decodes but keeps private: the sections are walked by their constructors
+//! stream protocol's codec decodes but keeps private: the sections are walked by their constructors
 //! (each value's width follows from its type code), to the tenth field of the properties.
 
 /// The descriptor of the properties section.

@@ -1,7 +1,10 @@
 //! The stream consumer: reads a log in order through the pipeline, retries failures in
 //! place, and keeps a named consumer's position on the broker.
 
+use super::client::chunk::Record;
+use super::client::{Client, ClientError, OffsetSpecification, Subscription, code};
 use super::connect::Streams;
+use super::connect::missing_log;
 use super::message::Reader;
 use crate::config::{StartAt, StreamConsumer, TracePropagation};
 use crate::error::{Error, Result};
@@ -13,10 +16,7 @@ use crate::pipeline::policy::QueuePolicy;
 use crate::pipeline::transport::Transport;
 use crate::telemetry::health::{ConsumerSlot, ConsumerState, StuckMessage};
 use crate::telemetry::trace;
-use futures_util::{FutureExt, StreamExt};
-use rabbitmq_stream_client::error::ClientError;
-use rabbitmq_stream_client::types::{Delivery, OffsetSpecification, ResponseCode};
-use rabbitmq_stream_client::{Consumer, Environment};
+use rabbitmq_stream_protocol::message::Message as StreamMessage;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -170,15 +170,21 @@ async fn session<T: Transport>(
     next: &mut Option<u64>,
     subscribed: &mut bool,
 ) -> Result<Ended> {
-    let env = run.streams.environment().await?;
+    let client = run.streams.connect_member(&run.spec.log).await?;
     let start = match *next {
         Some(offset) => OffsetSpecification::Offset(offset),
-        None => first_offset(run).await?,
+        None => first_offset(run, &client).await?,
     };
     if let OffsetSpecification::Offset(offset) = start {
         *next = Some(offset);
     }
-    let mut consumer = subscribe(&env, run, start).await?;
+    let mut consumer = client
+        .subscribe(&run.spec.log, start)
+        .await
+        .map_err(|e| match e {
+            ClientError::Refused(code::STREAM_DOES_NOT_EXIST) => missing_log(&run.spec.log),
+            e => Error::Stream(format!("subscribing to log `{}`: {e}", run.spec.log)),
+        })?;
     *subscribed = true;
     tracing::info!(log = %run.spec.log, name = ?run.spec.name, "reading the event log");
     run.slot.running();
@@ -194,60 +200,90 @@ async fn session<T: Transport>(
     store_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     store_timer.reset();
     let mut reader = Reader::default();
+    // A record read ahead of a group (an unreadable one), taken next.
+    let mut pending: Option<Record> = None;
     let cancelled = run.shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
-        tokio::select! {
-            biased;
-            () = &mut cancelled => {
+        let read = match pending.take() {
+            Some(record) => Ok(record),
+            None => tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    store(run, &consumer, &mut position).await;
+                    consumer.close().await;
+                    return Ok(Ended::Stopped);
+                }
+                read = consumer.next() => read,
+                _ = store_timer.tick() => {
+                    store(run, &consumer, &mut position).await;
+                    continue;
+                }
+            },
+        };
+        let record = match read {
+            Ok(record) => record,
+            Err(why) => return Ok(Ended::Lost(lost(run, &why))),
+        };
+        let first = match record.message {
+            Ok(message) => (record.offset, message),
+            Err(detail) => {
+                // Poison in the log: set aside at its offset, and reading goes on.
+                let e = Error::Stream(format!(
+                    "the event at offset {} of log `{}` cannot be read: {detail}",
+                    record.offset, run.spec.log
+                ));
+                *next = Some(record.offset);
+                if !set_aside(run, record.offset, &e).await {
+                    return Ok(Ended::Lost(e));
+                }
+                *next = Some(record.offset.saturating_add(1));
+                position.handled = Some(record.offset);
+                position.since_store += 1;
+                continue;
+            }
+        };
+        // A batch handler gets every event already read at once.
+        let (group, end) = match run.policy.has_batches() {
+            true => read_ahead(&mut consumer, first, &mut pending, run),
+            false => (vec![first], None),
+        };
+        let messages: Vec<Message> = group
+            .iter()
+            .map(|(offset, m)| reader.message(&run.policy.queue, *offset, m))
+            .collect();
+        let mut firsts = match messages.len() {
+            1 => Vec::new(),
+            _ => first_attempts(run, &messages).await,
+        }
+        .into_iter();
+        for ((offset, _), message) in group.iter().zip(messages) {
+            let handled = tokio::select! {
+                handled = handle_event(run, *offset, message, firsts.next()) => handled,
+                () = run.abort.cancelled() => false,
+            };
+            if !handled {
+                // Shutdown while waiting to retry: this event is not handled.
                 store(run, &consumer, &mut position).await;
-                let _ = consumer.handle().close().await;
+                consumer.close().await;
                 return Ok(Ended::Stopped);
             }
-            delivery = consumer.next() => match delivery {
-                Some(Ok(delivery)) => {
-                    // A batch handler gets every event already read at once.
-                    let (group, end) = match run.policy.has_batches() {
-                        true => read_ahead(&mut consumer, delivery, run),
-                        false => (vec![delivery], None),
-                    };
-                    let messages: Vec<Message> = group
-                        .iter()
-                        .map(|d| reader.message(&run.policy.queue, d))
-                        .collect();
-                    let mut firsts = match messages.len() {
-                        1 => Vec::new(),
-                        _ => first_attempts(run, &messages).await,
-                    }
-                    .into_iter();
-                    for (delivery, message) in group.iter().zip(messages) {
-                        let handled = tokio::select! {
-                            handled = handle_event(run, delivery, message, firsts.next()) => handled,
-                            () = run.abort.cancelled() => false,
-                        };
-                        if !handled {
-                            // Shutdown while waiting to retry: this event is not handled.
-                            store(run, &consumer, &mut position).await;
-                            let _ = consumer.handle().close().await;
-                            return Ok(Ended::Stopped);
-                        }
-                        *next = Some(delivery.offset() + 1);
-                        position.handled = Some(delivery.offset());
-                        position.since_store += 1;
-                        if position.since_store >= run.spec.store_every {
-                            store(run, &consumer, &mut position).await;
-                        }
-                    }
-                    if let Some(end) = end {
-                        return Ok(end);
-                    }
-                }
-                Some(Err(e)) => return Ok(Ended::Lost(Error::Stream(format!("reading log `{}`: {e}", run.spec.log)))),
-                None => return Ok(Ended::Lost(Error::Stream(format!("the consumer of log `{}` was closed", run.spec.log)))),
-            },
-            _ = store_timer.tick() => store(run, &consumer, &mut position).await,
+            *next = Some(offset + 1);
+            position.handled = Some(*offset);
+            position.since_store += 1;
+            if position.since_store >= run.spec.store_every {
+                store(run, &consumer, &mut position).await;
+            }
+        }
+        if let Some(end) = end {
+            return Ok(end);
         }
     }
+}
+
+/// The subscription ended (why).
+fn lost<T>(run: &StreamRun<'_, T>, why: &str) -> Error {
+    Error::Stream(format!("reading log `{}`: {why}", run.spec.log))
 }
 
 /// Where a consumer starts: after its stored position if it is named and has one, else
@@ -255,14 +291,9 @@ async fn session<T: Transport>(
 /// any other error (a lost connection, a timeout, a leader away) fails the session, which
 /// is tried again with backoff and shown in health, instead of starting over from the
 /// configured position (a full replay, or events skipped).
-async fn first_offset<T>(run: &StreamRun<'_, T>) -> Result<OffsetSpecification> {
+async fn first_offset<T>(run: &StreamRun<'_, T>, client: &Client) -> Result<OffsetSpecification> {
     if let Some(name) = &run.spec.name {
-        let client = run.streams.client().await?;
-        let querying = client.query_offset(name.clone(), &run.spec.log);
-        let stored = tokio::time::timeout(QUERY_TIMEOUT, querying).await;
-        let _ = client.close().await;
-        let stored =
-            stored.map_err(|_| Error::Stream(format!("no answer within {QUERY_TIMEOUT:?}")));
+        let stored = client.query_offset(name, &run.spec.log).await;
         if let Some(offset) = stored_position(stored, &run.spec.log, name)? {
             tracing::info!(log = %run.spec.log, %name, offset, "resuming after the stored position");
             return Ok(OffsetSpecification::Offset(offset.saturating_add(1)));
@@ -283,73 +314,36 @@ async fn first_offset<T>(run: &StreamRun<'_, T>) -> Result<OffsetSpecification> 
     })
 }
 
-async fn subscribe<T>(
-    env: &Environment,
-    run: &StreamRun<'_, T>,
-    start: OffsetSpecification,
-) -> Result<Consumer> {
-    let mut builder = env.consumer().offset(start);
-    if let Some(name) = &run.spec.name {
-        builder = builder.name(name);
-    }
-    builder.build(&run.spec.log).await.map_err(|e| {
-        let text = e.to_string();
-        if text.contains("does not exist") || text.contains("StreamDoesNotExist") {
-            missing_log(&run.spec.log)
-        } else {
-            Error::Stream(format!("subscribing to log `{}`: {text}", run.spec.log))
-        }
-    })
-}
-
-/// How long the broker may take to say where a named consumer stopped.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What the broker said of `name`'s stored position on `log`: `Some(offset)`, or `None`
 /// for "no offset stored" only. Any other answer is an error, never a silent start from
 /// the configured position: a missing log is permanent, the rest (a lost connection, no
 /// answer in time, a refusal) is retried with backoff and shown in health.
 fn stored_position(
-    stored: Result<std::result::Result<u64, ClientError>>,
+    stored: std::result::Result<Option<u64>, ClientError>,
     log: &str,
     name: &str,
 ) -> Result<Option<u64>> {
-    let failed = |e: &dyn std::fmt::Display| {
-        Error::Stream(format!(
-            "querying the stored position of consumer `{name}` on log `{log}`: {e}"
-        ))
-    };
     match stored {
-        Ok(Ok(offset)) => Ok(Some(offset)),
-        Ok(Err(ClientError::RequestError(ResponseCode::OffsetNotFound))) => Ok(None),
-        Ok(Err(ClientError::RequestError(ResponseCode::StreamDoesNotExist))) => {
-            Err(missing_log(log))
-        }
-        Ok(Err(e)) => Err(failed(&e)),
-        Err(e) => Err(failed(&e)),
-    }
-}
-
-/// The error of a log that does not exist: permanent (declaring it is the user's call).
-fn missing_log(log: &str) -> Error {
-    Error::InvalidQueue {
-        queue: log.to_owned(),
-        reason: "the event log does not exist: declare it with `Handle::declare_log`".to_owned(),
+        Ok(offset) => Ok(offset),
+        Err(ClientError::Refused(code::STREAM_DOES_NOT_EXIST)) => Err(missing_log(log)),
+        Err(e) => Err(Error::Stream(format!(
+            "querying the stored position of consumer `{name}` on log `{log}`: {e}"
+        ))),
     }
 }
 
 /// Stores a named consumer's position, if it moved.
-async fn store<T>(run: &StreamRun<'_, T>, consumer: &Consumer, position: &mut Position) {
-    if run.spec.name.is_none() {
+async fn store<T>(run: &StreamRun<'_, T>, consumer: &Subscription, position: &mut Position) {
+    let Some(name) = &run.spec.name else {
         return;
-    }
+    };
     let Some(handled) = position.handled else {
         return;
     };
     if position.stored == Some(handled) {
         return;
     }
-    match consumer.store_offset(handled).await {
+    match consumer.store_offset(name, handled).await {
         Ok(()) => {
             position.stored = Some(handled);
             position.since_store = 0;
@@ -363,25 +357,27 @@ async fn store<T>(run: &StreamRun<'_, T>, consumer: &Consumer, position: &mut Po
 /// The most events handed to batch handlers together.
 const MAX_GROUP: usize = 1_000;
 
-/// `first` and the events the client has already read after it (up to [`MAX_GROUP`]),
-/// without waiting for more; and how the subscription ended, if it did meanwhile.
+/// `first` and the events already read after it (up to [`MAX_GROUP`]), without waiting
+/// for more; an unreadable one ends the group and is kept in `pending`; and how the
+/// subscription ended, if it did meanwhile.
 fn read_ahead<T>(
-    consumer: &mut Consumer,
-    first: Delivery,
+    consumer: &mut Subscription,
+    first: (u64, StreamMessage),
+    pending: &mut Option<Record>,
     run: &StreamRun<'_, T>,
-) -> (Vec<Delivery>, Option<Ended>) {
+) -> (Vec<(u64, StreamMessage)>, Option<Ended>) {
     let mut group = vec![first];
     while group.len() < MAX_GROUP {
-        match consumer.next().now_or_never() {
-            Some(Some(Ok(delivery))) => group.push(delivery),
-            Some(Some(Err(e))) => {
-                let e = Error::Stream(format!("reading log `{}`: {e}", run.spec.log));
-                return (group, Some(Ended::Lost(e)));
+        match consumer.ready() {
+            Some(Ok(Record {
+                offset,
+                message: Ok(message),
+            })) => group.push((offset, message)),
+            Some(Ok(unreadable)) => {
+                *pending = Some(unreadable);
+                break;
             }
-            Some(None) => {
-                let e = Error::Stream(format!("the consumer of log `{}` was closed", run.spec.log));
-                return (group, Some(Ended::Lost(e)));
-            }
+            Some(Err(why)) => return (group, Some(Ended::Lost(lost(run, &why)))),
             None => break,
         }
     }
@@ -417,7 +413,7 @@ async fn first_attempts<T: Transport>(
 /// shutdown came first.
 async fn handle_event<T: Transport>(
     run: &StreamRun<'_, T>,
-    delivery: &Delivery,
+    offset: u64,
     message: Message,
     mut first: Option<Attempt>,
 ) -> bool {
@@ -448,10 +444,9 @@ async fn handle_event<T: Transport>(
                 tries = tries.saturating_add(1);
                 let reason = format!(
                     "cannot settle the event at offset {} of log `{}`: {e}",
-                    delivery.offset(),
-                    run.spec.log
+                    offset, run.spec.log
                 );
-                tracing::warn!(log = %run.spec.log, offset = delivery.offset(), error = %e, "could not settle an event; trying again");
+                tracing::warn!(log = %run.spec.log, offset, error = %e, "could not settle an event; trying again");
                 if tries >= 2 || !e.is_retryable() {
                     run.slot.stuck(vec![StuckMessage {
                         message_id: message
@@ -501,25 +496,16 @@ mod tests {
     #[test]
     fn only_no_offset_stored_means_start_as_configured() {
         let at = |r| stored_position(r, "log", "reader");
-        assert_eq!(at(Ok(Ok(41))).unwrap(), Some(41));
-        assert_eq!(
-            at(Ok(Err(ClientError::RequestError(
-                ResponseCode::OffsetNotFound
-            ))))
-            .unwrap(),
-            None
-        );
-        let missing = at(Ok(Err(ClientError::RequestError(
-            ResponseCode::StreamDoesNotExist,
-        ))))
-        .unwrap_err();
+        assert_eq!(at(Ok(Some(41))).unwrap(), Some(41));
+        assert_eq!(at(Ok(None)).unwrap(), None);
+        let missing = at(Err(ClientError::Refused(code::STREAM_DOES_NOT_EXIST))).unwrap_err();
         assert!(!missing.is_retryable(), "{missing}");
         for weather in [
-            Ok(Err(ClientError::ConnectionClosed)),
-            Ok(Err(ClientError::RequestError(ResponseCode::AccessRefused))),
-            Err(Error::Stream("no answer within 10s".into())),
+            ClientError::Lost("the stream connection closed".into()),
+            ClientError::Refused(16),
+            ClientError::Lost("no answer within 10s".into()),
         ] {
-            let e = at(weather).unwrap_err();
+            let e = at(Err(weather)).unwrap_err();
             assert!(e.is_retryable(), "{e}");
             assert!(
                 e.to_string()

@@ -5,27 +5,27 @@ use crate::handler::context::Message;
 use crate::wire::limits::{self, short_lossy};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use rabbitmq_stream_client::types::{
-    AnnonationKey, Delivery, Message as StreamMessage, SimpleValue, Value,
-};
 use rabbitmq_stream_protocol::codec::Encoder;
+use rabbitmq_stream_protocol::message::{
+    AnnonationKey, Message as StreamMessage, SimpleValue, Value,
+};
 use std::sync::Arc;
 
 /// Reads stream deliveries into the pipeline's messages, remembering the last creation
 /// time it converted: events published in a burst share their (whole-second) timestamp,
-/// and the client keeps its value private, so it is read from the message's encoding
+/// and the codec keeps its value private, so it is read from the message's encoding
 /// ([`amqp1`](super::amqp1)) only when it changes.
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
-    /// The last creation time converted (as `SimpleValue::Timestamp`: the client does not
+    /// The last creation time converted (as `SimpleValue::Timestamp`: the codec does not
     /// export the type by name), and its seconds.
     last_time: Option<(SimpleValue, Option<u64>)>,
 }
 
 impl Reader {
-    /// The pipeline's message for a stream delivery, read by the consumer labelled `queue`.
-    pub(crate) fn message(&mut self, queue: &Arc<str>, delivery: &Delivery) -> Message {
-        let m = delivery.message();
+    /// The pipeline's message for the stream message `m` at `offset`, read by the
+    /// consumer labelled `queue`.
+    pub(crate) fn message(&mut self, queue: &Arc<str>, offset: u64, m: &StreamMessage) -> Message {
         let mut props = BasicProperties::default();
         if let Some(p) = m.properties() {
             // Another service wrote these: an AMQP 0-9-1 short string takes 255 bytes at
@@ -74,7 +74,7 @@ impl Reader {
             exchange,
             routing_key,
             redelivered: false,
-            offset: Some(delivery.offset()),
+            offset: Some(offset),
             properties: props,
             body: m.data().map(<[u8]>::to_vec).unwrap_or_default(),
         }
