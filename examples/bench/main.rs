@@ -178,7 +178,7 @@ async fn run() {
     }
 
     println!(
-        "runs per workload: {runs} (alternating eventrabbit and the raw client: lapin, or the stream client for W4)\n"
+        "runs per workload: {runs} (alternating eventrabbit and the raw client: lapin, or the raw stream reader for W4)\n"
     );
     println!(
         "| workload | eventrabbit median (min–max) | raw client median (min–max) | eventrabbit / raw, median of paired runs (min–max) | |"

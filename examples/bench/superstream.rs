@@ -145,7 +145,7 @@ pub async fn raw_client(streams: Vec<String>) -> f64 {
     let all_read = std::sync::Arc::new(Notify::new());
     let mut tasks = Vec::new();
     for stream in streams {
-        let mut reader = RawStream::connect("127.0.0.1", 5552)
+        let reader = RawStream::connect("127.0.0.1", 5552)
             .await
             .expect("the rabbitmq_stream plugin must be enabled");
         let (total, all_read) = (total.clone(), all_read.clone());
