@@ -144,7 +144,11 @@ impl RawStream {
                 if let ResponseKind::Deliver(chunk) = self.response().await?.kind() {
                     self.send(CreditCommand::new(1, 1)).await?;
                     for (i, m) in chunk.messages.into_iter().enumerate() {
-                        if tx.send((chunk.chunk_first_offset + i as u64, m)).await.is_err() {
+                        if tx
+                            .send((chunk.chunk_first_offset + i as u64, m))
+                            .await
+                            .is_err()
+                        {
                             return Ok::<(), Error>(());
                         }
                     }
