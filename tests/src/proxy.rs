@@ -24,6 +24,8 @@ pub struct Proxy {
     refusing: Arc<AtomicBool>,
     /// When non-zero, new connections drop the client's frames of this command.
     muted_command: Arc<std::sync::atomic::AtomicUsize>,
+    /// While set, nothing the server sends is passed on (it waits, in order).
+    holding: Arc<AtomicBool>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -43,6 +45,8 @@ impl Proxy {
         let refuse = refusing.clone();
         let muted_command = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let muting = muted_command.clone();
+        let holding = Arc::new(AtomicBool::new(false));
+        let hold = holding.clone();
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if refuse.load(Ordering::SeqCst) {
@@ -58,9 +62,9 @@ impl Proxy {
                 let (sr, sw) = server.into_split();
                 match u16::try_from(muting.load(Ordering::SeqCst)) {
                     Ok(key) if key != 0 => tokio::spawn(pump_frames(cr, sw, key)),
-                    _ => tokio::spawn(pump(cr, sw, switches.clone())),
+                    _ => tokio::spawn(pump(cr, sw, switches.clone(), None)),
                 };
-                tokio::spawn(pump(sr, cw, switches));
+                tokio::spawn(pump(sr, cw, switches, Some(hold.clone())));
             }
         });
         Self {
@@ -68,6 +72,7 @@ impl Proxy {
             connections,
             refusing,
             muted_command,
+            holding,
             accepting,
         }
     }
@@ -97,6 +102,13 @@ impl Proxy {
         for c in self.connections.lock().unwrap().iter() {
             c.frozen.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// While `true`, what the server sends on any connection waits in the proxy (in
+    /// order, nothing lost): the client's frames still reach the server, its answers
+    /// (confirms, close-ok) come when this goes back to `false`.
+    pub fn hold_replies(&self, holding: bool) {
+        self.holding.store(holding, Ordering::SeqCst);
     }
 
     /// The port the proxy listens on.
@@ -130,11 +142,16 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     switches: Arc<Switches>,
+    hold: Option<Arc<AtomicBool>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if switches.cut.load(Ordering::SeqCst) {
             return;
+        }
+        if hold.as_ref().is_some_and(|h| h.load(Ordering::SeqCst)) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            continue;
         }
         let n = tokio::select! {
             read = from.read(&mut buf) => match read {

@@ -426,3 +426,45 @@ async fn a_publish_while_the_broker_is_away_waits_for_it_or_fails_at_its_deadlin
     );
     cleanup(&[&queue], &[]).await;
 }
+
+/// A publish waiting for its confirm is not sent twice when the idle check closes its
+/// channel meanwhile (an `idle_timeout` shorter than a confirm takes: the confirm held in
+/// a proxy while the broker has the message): the confirm comes before the channel's
+/// close-ok, so the publish succeeds once. (A suspect for the duplicate dead letters of
+/// issue 33, cleared by this test.)
+#[tokio::test]
+async fn a_publish_waiting_for_its_confirm_is_not_sent_twice_by_the_idle_check() {
+    let (_c, ch) = raw_channel().await;
+    let queue = unique("q-idle-confirm");
+    declare_queue(&ch, &queue, true).await;
+    let proxy = Proxy::start().await;
+    let (events, _handle) = deps_at(
+        &proxy.url(),
+        Config::default()
+            .with_idle_timeout(Some(Duration::from_millis(200)))
+            .with_publish_timeout(Duration::from_secs(10)),
+    )
+    .await;
+    // The connection and the publishing channel are open (one publish confirmed).
+    events
+        .publish("", &queue, "T_IDLE", &json!({"n": 0}))
+        .await
+        .unwrap();
+    proxy.hold_replies(true);
+    let publishing = {
+        let events = events.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move { events.publish("", &queue, "T_IDLE", &json!({"n": 1})).await })
+    };
+    // The broker has it; its confirm waits in the proxy while the idle check runs (it
+    // looks every 50 ms and finds no publish started for longer than 200 ms).
+    wait_until!(Duration::from_secs(10), queue_len(&ch, &queue).await == 2);
+    assert_eq!(queue_len(&ch, &queue).await, 2);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    proxy.hold_replies(false);
+    publishing.await.unwrap().expect("the publish is confirmed");
+    // Whatever the idle check did meanwhile, the message is there once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(queue_len(&ch, &queue).await, 2, "no copy sent again");
+    cleanup(&[&queue], &[]).await;
+}
