@@ -85,19 +85,43 @@ fn bounded_retry() -> RetryConfig {
         .with_delay(Duration::from_millis(50))
 }
 
+/// Publishes `per_key` events to each of `keys` keys, round robin, to `queue` through the
+/// default exchange.
 async fn publish_keys(events: &eventrabbit::Events, queue: &str, keys: u64, per_key: u64) {
+    publish_keyed(events, "", |_| queue.to_owned(), keys, per_key).await;
+}
+
+/// Publishes `per_key` events to each of `keys` keys, round robin, to `exchange` with the
+/// routing key `routing(key)`.
+async fn publish_keyed(
+    events: &eventrabbit::Events,
+    exchange: &str,
+    routing: impl Fn(&str) -> String,
+    keys: u64,
+    per_key: u64,
+) {
     for seq in 0..per_key {
         for k in 0..keys {
+            let key = format!("k{k}");
             events
                 .publish(
-                    "",
-                    queue,
+                    exchange,
+                    &routing(&key),
                     "T_LANE_EVENT",
-                    &json!({"key": format!("k{k}"), "seq": seq}),
+                    &json!({"key": key, "seq": seq}),
                 )
                 .await
                 .expect("publish");
         }
+    }
+}
+
+/// Every one of `keys` keys was seen with its `per_key` events, each in order.
+fn assert_each_key_in_order(seen: &[(String, u64)], keys: usize, per_key: u64) {
+    let by = by_key(seen);
+    assert_eq!(by.len(), keys);
+    for (key, seqs) in &by {
+        assert_eq!(seqs, &(0..per_key).collect::<Vec<_>>(), "key {key}");
     }
 }
 
@@ -267,25 +291,9 @@ async fn partitions_are_shared_by_instances_and_each_key_keeps_its_order() {
         (2, 2),
         "spread evenly"
     );
-    for seq in 0..50u64 {
-        for k in 0..40 {
-            events
-                .publish(
-                    &exchange,
-                    &format!("k{k}"),
-                    "T_LANE_EVENT",
-                    &json!({"key": format!("k{k}"), "seq": seq}),
-                )
-                .await
-                .expect("publish");
-        }
-    }
+    publish_keyed(&events, &exchange, str::to_owned, 40, 50).await;
     wait_until!(Duration::from_secs(60), track.seen().len() >= 2_000);
-    let keys = by_key(&track.seen());
-    assert_eq!(keys.len(), 40);
-    for (key, seqs) in &keys {
-        assert_eq!(seqs, &(0..50).collect::<Vec<_>>(), "key {key}");
-    }
+    assert_each_key_in_order(&track.seen(), 40, 50);
     assert_eq!(
         *track.overlaps.lock().unwrap(),
         0,
@@ -554,25 +562,9 @@ async fn a_partitioned_log_is_read_by_instances_sharing_its_partitions_each_key_
         (2, 2),
         "spread evenly"
     );
-    for seq in 0..20u64 {
-        for k in 0..30 {
-            events
-                .publish(
-                    &exchange,
-                    &format!("k{k}"),
-                    "T_LANE_EVENT",
-                    &json!({"key": format!("k{k}"), "seq": seq}),
-                )
-                .await
-                .expect("publish");
-        }
-    }
+    publish_keyed(&events, &exchange, str::to_owned, 30, 20).await;
     wait_until!(Duration::from_secs(60), track.seen().len() >= 600);
-    let keys = by_key(&track.seen());
-    assert_eq!(keys.len(), 30);
-    for (key, seqs) in &keys {
-        assert_eq!(seqs, &(0..20).collect::<Vec<_>>(), "key {key}");
-    }
+    assert_each_key_in_order(&track.seen(), 30, 20);
     // An unnamed reader reads every partition itself, each key in order.
     let replayed = Arc::new(Track::default());
     let (_e3, third) = deps(Config::default().with_state(replayed.clone())).await;
