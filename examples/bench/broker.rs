@@ -119,3 +119,17 @@ pub async fn purge(ch: &Channel, q: &str) {
         .queue_purge(q.into(), lapin::options::QueuePurgeOptions::default())
         .await;
 }
+
+/// The body of a keyed event (`{"action", "data": {"key", "seq"}}`) as the raw clients
+/// decode it.
+#[derive(serde::Deserialize)]
+pub struct KeyedEnvelope {
+    pub data: KeyedData,
+}
+
+/// The `data` of a keyed event.
+#[derive(serde::Deserialize)]
+pub struct KeyedData {
+    pub key: String,
+    pub seq: u64,
+}

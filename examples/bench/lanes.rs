@@ -3,14 +3,13 @@
 //! `prefetch(1)`, each against raw lapin with `prefetch(1)` (strict queue order, which is
 //! how a raw client keeps each key in order without writing lanes by hand), in the same run.
 
-use crate::broker::{addr, declare_queue, persistent, raw};
+use crate::broker::{KeyedEnvelope, addr, declare_queue, persistent, raw};
 use eventrabbit::{
     Config, ConsumeChannel, OrderKey, RetryConfig, build_event_dependencies, consumer,
 };
 use futures_util::StreamExt;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -86,17 +85,6 @@ pub async fn eventrabbit(q: &str, lanes: bool) -> f64 {
     LANES_N as f64 / secs
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    data: Data,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    key: String,
-    seq: u64,
-}
-
 /// Raw lapin, `prefetch(1)`: decode, 1 ms of work, ack; events/s.
 pub async fn raw_in_order(q: &str) -> f64 {
     let start = Instant::now();
@@ -113,7 +101,7 @@ pub async fn raw_in_order(q: &str) -> f64 {
         .unwrap();
     let mut seen = 0;
     while let Some(Ok(d)) = consumer.next().await {
-        let env: Envelope = serde_json::from_slice(&d.data).unwrap();
+        let env: KeyedEnvelope = serde_json::from_slice(&d.data).unwrap();
         std::hint::black_box((env.data.key, env.data.seq));
         tokio::time::sleep(WORK).await;
         d.ack(BasicAckOptions::default()).await.unwrap();

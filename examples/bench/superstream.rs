@@ -3,14 +3,13 @@
 //! and through the raw stream reader (one connection per stream, each decoding every
 //! body into a struct), in the same run.
 
-use crate::broker::{addr, persistent, raw};
+use crate::broker::{KeyedEnvelope, addr, persistent, raw};
 use crate::raw_stream::RawStream;
 use eventrabbit::{
     Binding, Config, EventLog, StartAt, StreamConsumer, build_event_dependencies, consumer,
 };
 use lapin::options::*;
 use rabbitmq_stream_protocol::commands::subscribe::OffsetSpecification;
-use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -126,17 +125,6 @@ pub async fn eventrabbit(log: &str, partitions: Option<u16>) -> f64 {
     SS_N as f64 / secs
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    data: Data,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    key: String,
-    seq: u64,
-}
-
 /// The raw stream reader: one connection per stream from the first offset, each in a
 /// task of its own, decoding every body; timed from connecting until all were read.
 pub async fn raw_client(streams: Vec<String>) -> f64 {
@@ -145,7 +133,7 @@ pub async fn raw_client(streams: Vec<String>) -> f64 {
     let all_read = std::sync::Arc::new(Notify::new());
     let mut tasks = Vec::new();
     for stream in streams {
-        let reader = RawStream::connect("127.0.0.1", 5552)
+        let reader = RawStream::connect("127.0.0.1", crate::w4::stream_port())
             .await
             .expect("the rabbitmq_stream plugin must be enabled");
         let (total, all_read) = (total.clone(), all_read.clone());
@@ -153,7 +141,7 @@ pub async fn raw_client(streams: Vec<String>) -> f64 {
             let _ = reader
                 .read(&stream, OffsetSpecification::First, |_, message| {
                     let body = message.data().unwrap_or_default();
-                    let env: Envelope = serde_json::from_slice(body).unwrap();
+                    let env: KeyedEnvelope = serde_json::from_slice(body).unwrap();
                     std::hint::black_box((env.data.key, env.data.seq));
                     if total.fetch_add(1, Ordering::Relaxed) + 1 == SS_N {
                         all_read.notify_one();

@@ -32,7 +32,8 @@ async fn on_replayed_user(user_id: i64, name: String) {
     }
 }
 
-fn stream_port() -> u16 {
+/// The stream port of the local broker (`STREAM_PORT`, 5552 by default).
+pub fn stream_port() -> u16 {
     std::env::var("STREAM_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
