@@ -348,11 +348,8 @@ impl Client {
     }
 
     async fn send(&self, command: impl Into<Request>) -> Result<()> {
-        let request: Request = command.into();
-        let mut frame = Vec::with_capacity(request.encoded_size() as usize + 4);
-        request
-            .encode(&mut frame)
-            .map_err(|e| ClientError::Lost(format!("encoding a request: {e:?}")))?;
+        let frame =
+            encode(command).map_err(|e| ClientError::Lost(format!("encoding a request: {e}")))?;
         self.out
             .send(frame)
             .await
@@ -466,12 +463,18 @@ impl Subscription {
     }
 }
 
-fn frame_of(command: impl Into<Request>) -> Vec<u8> {
+/// A command's frame (its size, header and body).
+fn encode(command: impl Into<Request>) -> std::result::Result<Vec<u8>, String> {
     let request: Request = command.into();
     let mut frame = Vec::with_capacity(request.encoded_size() as usize + 4);
-    // Encoding into a Vec cannot fail for the fixed-size commands this is used with.
-    let _ = request.encode(&mut frame);
-    frame
+    request.encode(&mut frame).map_err(|e| format!("{e:?}"))?;
+    Ok(frame)
+}
+
+/// The frame of a fixed-size command (credit, heartbeat): encoding it into a `Vec`
+/// cannot fail.
+fn frame_of(command: impl Into<Request>) -> Vec<u8> {
+    encode(command).unwrap_or_default()
 }
 
 /// The answer's response code (after key, version and correlation id) must be OK.
