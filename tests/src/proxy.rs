@@ -163,6 +163,13 @@ async fn pump(
         if switches.frozen.load(Ordering::SeqCst) {
             continue;
         }
+        // Read while not holding, but held meanwhile: it waits too.
+        while hold.as_ref().is_some_and(|h| h.load(Ordering::SeqCst)) {
+            if switches.cut.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }

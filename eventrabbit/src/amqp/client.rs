@@ -3,8 +3,9 @@
 
 use super::connection::Connector;
 use super::delay;
+use super::in_doubt::DoubtSlot;
 use super::publisher::Publisher;
-use super::retry::{Declared, send_to_queue};
+use super::retry::{Declared, Sender, send_to_queue};
 use super::rpc::RpcClient;
 use crate::config::{Config, PublishOptions};
 use crate::error::Result;
@@ -160,15 +161,24 @@ impl Client {
             .unwrap_or(self.config.queue.queue_type);
         let (queue, arguments) = delay::wait_queue(exchange, routing_key, delay, queue_type);
         send_to_queue(
-            &self.connector,
-            &self.publisher,
-            &self.declared,
+            self.sender(None),
             delay::target(&queue, arguments),
             body,
             properties(trace::outgoing_trace(self.config.trace_propagation)),
             Instant::now() + self.config.publish_timeout,
         )
         .await
+    }
+
+    /// What sends retries, dead letters and delayed publishes through wait queues; a
+    /// publish left in doubt goes to `doubt`, if given.
+    pub(crate) fn sender<'a>(&'a self, doubt: Option<&'a DoubtSlot>) -> Sender<'a> {
+        Sender {
+            connector: &self.connector,
+            publisher: &self.publisher,
+            declared: &self.declared,
+            doubt,
+        }
     }
 
     /// Publishes an encoded envelope as `options` say.

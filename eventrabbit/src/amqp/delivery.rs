@@ -3,6 +3,7 @@
 
 use super::ack::{self, Settle, Settlements};
 use super::client::Client;
+use super::in_doubt::{InDoubt, Outcome};
 use super::lanes::{Lanes, Turn, TurnDone};
 use super::recording::Recording;
 use super::topology;
@@ -219,6 +220,7 @@ async fn guarded(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
                 &message,
                 format!("panicked while handling a delivery: {text}"),
                 None,
+                None,
             )
             .await
         }
@@ -230,15 +232,27 @@ async fn process(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
     let recording = Recording::new(&ctx.client);
     if ctx.unsettled.any() {
         let key = MessageKey::of(&message);
+        if let Some(doubt) = ctx.unsettled.in_doubt(key) {
+            // Its retry or dead letter was sent before and its confirm was late: never
+            // send it twice, ask the broker's answer first.
+            match doubt.outcome(ctx.client.settle_deadline()).await {
+                Outcome::Taken => return settled(&ctx, key),
+                Outcome::NotTaken => ctx.unsettled.not_taken(key),
+                Outcome::Pending => {
+                    let why = "the broker has not confirmed its retry or dead letter".to_owned();
+                    return give_back(&ctx, &message, why, None, Some(doubt)).await;
+                }
+            }
+        }
         if let Some(reason) = ctx.unsettled.pending_dead_letter(key) {
             // Its dead letter was decided before and could not be sent: send it now, without
             // running its handler again.
             let settings = &ctx.policy.settings;
-            return match ctx.client.dead_letter(&message, &reason, settings).await {
+            return match recording.dead_letter(&message, &reason, settings).await {
                 Ok(()) => settled(&ctx, key),
                 Err(e) => {
                     let why = format!("its dead letter cannot be sent: {e}");
-                    give_back(&ctx, &message, why, Some(reason)).await
+                    give_back(&ctx, &message, why, Some(reason), recording.sent()).await
                 }
             };
         }
@@ -256,11 +270,14 @@ async fn process(ctx: Arc<QueueContext>, message: Arc<Message>) -> Settle {
             Settle::Ack
         }
         // Weather for longer than `Config::settle_timeout`, or a dead letter the broker
-        // refuses: nothing was lost, the broker has it back after a pause.
+        // refuses: nothing was lost, the broker has it back after a pause. Its retry or
+        // dead letter, if taken (what failed came after it: the error reply to its caller)
+        // or in doubt, is remembered and not sent again when the delivery comes back.
         Err(e) => {
             tracing::error!(queue = %ctx.policy.queue, error = %e, "could not settle message; giving it back");
             let why = format!("could not settle it: {e}");
-            give_back(&ctx, &message, why, recording.unsent_dead_letter()).await
+            let sent = recording.sent();
+            give_back(&ctx, &message, why, recording.unsent_dead_letter(), sent).await
         }
     }
 }
@@ -315,8 +332,9 @@ async fn give_back(
     message: &Message,
     why: String,
     dead_letter: Option<DeadReason>,
+    in_doubt: Option<InDoubt>,
 ) -> Settle {
-    let pause = ctx.unsettled.gave_back(message, why, dead_letter);
+    let pause = ctx.unsettled.gave_back(message, why, dead_letter, in_doubt);
     ctx.slot.stuck(ctx.unsettled.stuck());
     tokio::select! {
         () = tokio::time::sleep(pause) => {}

@@ -10,6 +10,7 @@ pub(crate) mod consumer;
 pub(crate) mod deadlines;
 pub(crate) mod delay;
 pub(crate) mod delivery;
+pub(crate) mod in_doubt;
 pub(crate) mod lanes;
 pub(crate) mod partitions;
 pub(crate) mod publisher;

@@ -8,13 +8,14 @@
 
 use super::connection::Connector;
 use super::deadlines::Deadlines;
+use super::in_doubt::{DoubtSlot, InDoubt};
 use super::reopen::Reopen;
 use crate::error::{Error, Result};
 use crate::pipeline::transport::Outgoing;
 use crate::telemetry::{metric, trace};
 use crate::wire::limits;
-use lapin::Channel;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Channel, PublisherConfirm};
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -136,14 +137,36 @@ impl Publisher {
     /// A plain function returning the future (not an `async fn`): `msg` is then stored in
     /// the future once, not copied from an argument slot into a local, which keeps the
     /// future of every publish small.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn would store `msg` twice in its future"
-    )]
     pub(crate) fn publish_until(
         &self,
         msg: Outgoing<'_>,
         deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.publish_with(msg, deadline, None)
+    }
+
+    /// [`Publisher::publish_until`] for a message that must not be sent twice when its
+    /// confirm is late (a retry, a dead letter): if the deadline passes while the confirm
+    /// is awaited, the confirm is watched on and put in `doubt`, so that whoever sends the
+    /// message again can first ask whether the broker took it.
+    pub(crate) fn publish_tracked(
+        &self,
+        msg: Outgoing<'_>,
+        deadline: Instant,
+        doubt: &DoubtSlot,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.publish_with(msg, Some(deadline), Some(doubt))
+    }
+
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store `msg` twice in its future"
+    )]
+    fn publish_with(
+        &self,
+        msg: Outgoing<'_>,
+        deadline: Option<Instant>,
+        doubt: Option<&DoubtSlot>,
     ) -> impl Future<Output = Result<()>> + Send {
         async move {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -160,12 +183,12 @@ impl Publisher {
                 let span = trace::publish_span(msg.exchange, msg.routing_key);
                 if !span.is_disabled() {
                     return self
-                        .publish_in_span(&msg, start, deadline)
+                        .publish_in_span(&msg, start, deadline, doubt)
                         .instrument(span)
                         .await;
                 }
             }
-            self.publish_in_span(&msg, start, deadline).await
+            self.publish_in_span(&msg, start, deadline, doubt).await
         }
     }
 
@@ -185,6 +208,7 @@ impl Publisher {
         msg: &Outgoing<'_>,
         start: Instant,
         deadline: Instant,
+        doubt: Option<&DoubtSlot>,
     ) -> Result<()> {
         self.check(msg)?;
         // Read before written: publishes on many threads then share the flag's cache
@@ -196,12 +220,17 @@ impl Publisher {
         let mut pause = FIRST_NACK_PAUSE;
         loop {
             let ch = self.channel(msg.exchange, deadline).await?;
+            let mut unconfirmed = None;
             let attempt = self
                 .deadlines
-                .within(deadline, publish_once(&ch, msg))
+                .within(deadline, publish_once(&ch, msg, &mut unconfirmed))
                 .await;
             let Ok(attempt) = attempt else {
-                // No confirm in time: never report success, say why.
+                // No confirm in time: never report success, say why. The broker may
+                // still take the message: a tracked publish watches its confirm on.
+                if let (Some(slot), Some(confirm)) = (doubt, unconfirmed) {
+                    slot.put(InDoubt::watch(self.connector.runtime(), confirm));
+                }
                 return Err(match self.connector.blocked() {
                     Some(reason) => Error::Blocked {
                         exchange: msg.exchange.to_owned(),
@@ -317,8 +346,14 @@ fn is_direct_reply(msg: &Outgoing<'_>) -> bool {
     msg.exchange.is_empty() && msg.routing_key.starts_with("amq.rabbitmq.reply-to")
 }
 
-async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(), PublishError> {
-    let confirm = ch
+/// Sends `msg` and awaits its confirm, which waits in `unconfirmed` meanwhile (left there
+/// if this future is dropped at its deadline).
+async fn publish_once(
+    ch: &Channel,
+    msg: &Outgoing<'_>,
+    unconfirmed: &mut Option<PublisherConfirm>,
+) -> std::result::Result<(), PublishError> {
+    let sent = ch
         .basic_publish(
             msg.exchange.into(),
             msg.routing_key.into(),
@@ -334,9 +369,10 @@ async fn publish_once(ch: &Channel, msg: &Outgoing<'_>) -> std::result::Result<(
             msg.properties.build(),
         )
         .await
-        .map_err(PublishError::Channel)?
-        .await
         .map_err(PublishError::Channel)?;
+    let confirmed = unconfirmed.insert(sent).await;
+    *unconfirmed = None;
+    let confirm = confirmed.map_err(PublishError::Channel)?;
     if confirm.is_nack() {
         metric::nacked(msg.exchange);
         return Err(PublishError::Final(Error::Nacked {

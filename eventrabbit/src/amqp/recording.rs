@@ -1,8 +1,10 @@
 //! The broker as one delivery's [`Transport`], remembering the dead letter it could not
-//! send: the consumer gives the delivery back, and when the message comes again it sends
-//! that dead letter instead of running the handler again.
+//! send (the consumer gives the delivery back, and when the message comes again it sends
+//! that dead letter instead of running the handler again) and how its retry or dead letter
+//! went: taken, or in doubt (its confirm late), so that it is never sent twice.
 
 use super::client::Client;
+use super::in_doubt::{DoubtSlot, InDoubt};
 use crate::config::Resolved;
 use crate::error::Result;
 use crate::handler::context::Message;
@@ -15,6 +17,8 @@ use std::time::Duration;
 pub(super) struct Recording<'a> {
     client: &'a Client,
     unsent: Mutex<Option<DeadReason>>,
+    /// The delivery's retry or dead letter: taken, or left in doubt.
+    sent: DoubtSlot,
 }
 
 impl<'a> Recording<'a> {
@@ -22,12 +26,25 @@ impl<'a> Recording<'a> {
         Self {
             client,
             unsent: Mutex::new(None),
+            sent: DoubtSlot::default(),
         }
     }
 
     /// The dead letter decided for the message that could not be sent, if any.
     pub(super) fn unsent_dead_letter(&self) -> Option<DeadReason> {
         self.unsent.lock().take()
+    }
+
+    /// The delivery's retry or dead letter, if one was taken by the broker or left in
+    /// doubt.
+    pub(super) fn sent(&self) -> Option<InDoubt> {
+        self.sent.take()
+    }
+
+    fn sent_if_ok(&self, result: &Result<()>) {
+        if result.is_ok() {
+            self.sent.put(InDoubt::taken());
+        }
     }
 }
 
@@ -44,16 +61,20 @@ impl Transport for Recording<'_> {
         self.client.mandatory()
     }
 
-    fn schedule_retry(
+    async fn schedule_retry(
         &self,
         message: &Message,
         retry: u32,
         delay: Duration,
         queue: &Resolved,
         error: &str,
-    ) -> impl Future<Output = Result<()>> + Send {
-        self.client
-            .schedule_retry(message, retry, delay, queue, error)
+    ) -> Result<()> {
+        let sent = self
+            .client
+            .send_retry(message, retry, delay, queue, error, Some(&self.sent))
+            .await;
+        self.sent_if_ok(&sent);
+        sent
     }
 
     async fn dead_letter(
@@ -62,7 +83,11 @@ impl Transport for Recording<'_> {
         reason: &DeadReason,
         queue: &Resolved,
     ) -> Result<()> {
-        let sent = self.client.dead_letter(message, reason, queue).await;
+        let sent = self
+            .client
+            .send_dead_letter(message, reason, queue, Some(&self.sent))
+            .await;
+        self.sent_if_ok(&sent);
         if sent.is_err() {
             *self.unsent.lock() = Some(reason.clone());
         }

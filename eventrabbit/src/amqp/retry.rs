@@ -11,6 +11,7 @@
 //! broker refuses closes nothing else) and declared again when a retry finds one gone.
 
 use super::connection::Connector;
+use super::in_doubt::DoubtSlot;
 use super::publisher::Publisher;
 use crate::config::QueueType;
 use crate::error::{Error, Result};
@@ -136,11 +137,10 @@ fn long(value: &str) -> AMQPValue {
 /// declaring the queue first if it is not known to exist. Weather (a nack, a lost
 /// connection, the queue's node away) is tried again with backoff until `deadline`; a
 /// refusal up to [`REFUSED_ATTEMPTS`] times (declaring the queue again in between). The
-/// error returned says which it was ([`Error::is_retryable`]).
+/// error returned says which it was ([`Error::is_retryable`]). A publish whose confirm had
+/// not come by `deadline` is put in `doubt` (if given): the broker may still take it.
 pub(crate) async fn send_to_queue(
-    connector: &Connector,
-    publisher: &Publisher,
-    declared: &Declared,
+    sender: Sender<'_>,
     target: Target<'_>,
     body: &[u8],
     properties: BasicProperties,
@@ -149,16 +149,7 @@ pub(crate) async fn send_to_queue(
     let mut pause = FIRST_PAUSE;
     let mut refused = 0;
     loop {
-        let sent = send_once(
-            connector,
-            publisher,
-            declared,
-            &target,
-            body,
-            &properties,
-            deadline,
-        )
-        .await;
+        let sent = send_once(&sender, &target, body, &properties, deadline).await;
         let e = match sent {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -173,7 +164,7 @@ pub(crate) async fn send_to_queue(
                 return Err(e);
             }
             // The queue may be gone or declared otherwise meanwhile: declare it again.
-            declared.forget(target.queue);
+            sender.declared.forget(target.queue);
         }
         tracing::warn!(queue = target.queue, error = %e, ?pause, "could not send to {}; trying again", target.what);
         tokio::time::sleep(pause).await;
@@ -181,35 +172,42 @@ pub(crate) async fn send_to_queue(
     }
 }
 
+/// What sends a retry or a dead letter: the connection, its publisher, the queues known
+/// to exist, and where a publish left in doubt goes.
+#[derive(Clone, Copy)]
+pub(crate) struct Sender<'a> {
+    pub(crate) connector: &'a Connector,
+    pub(crate) publisher: &'a Publisher,
+    pub(crate) declared: &'a Declared,
+    pub(crate) doubt: Option<&'a DoubtSlot>,
+}
+
 async fn send_once(
-    connector: &Connector,
-    publisher: &Publisher,
-    declared: &Declared,
+    sender: &Sender<'_>,
     target: &Target<'_>,
     body: &[u8],
     properties: &BasicProperties,
     deadline: Instant,
 ) -> Result<()> {
     limits::check_name(target.what, target.queue)?;
-    if !declared.has(target.queue) {
-        declare(connector, target, deadline).await?;
-        declared.add(target.queue);
+    if !sender.declared.has(target.queue) {
+        declare(sender.connector, target, deadline).await?;
+        sender.declared.add(target.queue);
     }
-    let sent = publisher
-        .publish_until(
-            Outgoing {
-                exchange: "",
-                routing_key: target.queue,
-                body,
-                properties: properties.clone().into(),
-                mandatory: true,
-            },
-            Some(deadline),
-        )
-        .await;
+    let msg = Outgoing {
+        exchange: "",
+        routing_key: target.queue,
+        body,
+        properties: properties.clone().into(),
+        mandatory: true,
+    };
+    let sent = match sender.doubt {
+        Some(doubt) => sender.publisher.publish_tracked(msg, deadline, doubt).await,
+        None => sender.publisher.publish_until(msg, Some(deadline)).await,
+    };
     if let Err(Error::Unroutable { .. }) = &sent {
         // The queue is gone (an unused wait queue expires): declare it next time.
-        declared.forget(target.queue);
+        sender.declared.forget(target.queue);
     }
     sent
 }

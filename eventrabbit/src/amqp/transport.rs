@@ -2,6 +2,7 @@
 //! dead letters to the dead-letter queue.
 
 use super::client::Client;
+use super::in_doubt::DoubtSlot;
 use super::retry::{Target, dead_letter_queue_arguments, send_to_queue, wait_queue};
 use crate::config::Resolved;
 use crate::error::Result;
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 
 impl Client {
     /// How long a consumer sends what settles a delivery through weather.
-    fn settle_deadline(&self) -> Instant {
+    pub(super) fn settle_deadline(&self) -> Instant {
         Instant::now() + self.config.settle_timeout
     }
 }
@@ -36,13 +37,38 @@ impl Transport for Client {
         self.config.mandatory
     }
 
-    async fn schedule_retry(
+    fn schedule_retry(
         &self,
         message: &Message,
         retry: u32,
         delay: Duration,
         queue: &Resolved,
         error: &str,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.send_retry(message, retry, delay, queue, error, None)
+    }
+
+    fn dead_letter(
+        &self,
+        message: &Message,
+        reason: &DeadReason,
+        queue: &Resolved,
+    ) -> impl Future<Output = Result<()>> + Send {
+        self.send_dead_letter(message, reason, queue, None)
+    }
+}
+
+impl Client {
+    /// Sends `message` to its wait queue as retry number `retry`; a publish left in doubt
+    /// goes to `doubt`.
+    pub(super) async fn send_retry(
+        &self,
+        message: &Message,
+        retry: u32,
+        delay: Duration,
+        queue: &Resolved,
+        error: &str,
+        doubt: Option<&DoubtSlot>,
     ) -> Result<()> {
         let (wait, arguments) = wait_queue(&message.queue, delay, queue.queue_type);
         let target = Target {
@@ -53,9 +79,7 @@ impl Transport for Client {
         };
         let properties = retry_properties(message, retry, error);
         send_to_queue(
-            &self.connector,
-            &self.publisher,
-            &self.declared,
+            self.sender(doubt),
             target,
             &message.body,
             properties,
@@ -64,11 +88,14 @@ impl Transport for Client {
         .await
     }
 
-    async fn dead_letter(
+    /// Sends `message` to its dead-letter queue for `reason`; a publish left in doubt goes
+    /// to `doubt`.
+    pub(super) async fn send_dead_letter(
         &self,
         message: &Message,
         reason: &DeadReason,
         queue: &Resolved,
+        doubt: Option<&DoubtSlot>,
     ) -> Result<()> {
         let target = Target {
             queue: &queue.dead_letter_queue,
@@ -78,9 +105,7 @@ impl Transport for Client {
         };
         let properties = dead_letter_properties(message, reason, self.frame_max());
         send_to_queue(
-            &self.connector,
-            &self.publisher,
-            &self.declared,
+            self.sender(doubt),
             target,
             &message.body,
             properties,

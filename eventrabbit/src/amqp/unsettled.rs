@@ -5,6 +5,7 @@
 //! be sent does not run its handler again when it comes back: its dead letter is sent.
 //! Health names the messages given back more than once (queue, message id, why).
 
+use super::in_doubt::InDoubt;
 use crate::handler::context::Message;
 use crate::pipeline::dead_reason::DeadReason;
 use crate::telemetry::health::StuckMessage;
@@ -32,17 +33,23 @@ const FORGET_AFTER: Duration = Duration::from_secs(300);
 /// Beyond this many messages tracked, the oldest are forgotten.
 const MAX_TRACKED: usize = 10_000;
 
-/// Identifies a message across redeliveries: its `message_id`, else its body.
+/// Identifies a message across redeliveries: its `message_id` and its body. Two messages
+/// with one key are the same message as far as anyone can tell, so settling either for
+/// the other (a retry or dead letter taken for one, the other acknowledged) leaves the
+/// same messages behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct MessageKey(u64);
 
 impl MessageKey {
     pub(super) fn of(message: &Message) -> Self {
         let mut h = DefaultHasher::new();
-        match message.properties.message_id() {
-            Some(id) => id.as_str().hash(&mut h),
-            None => message.body.hash(&mut h),
-        }
+        message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str())
+            .hash(&mut h);
+        message.body.hash(&mut h);
         Self(h.finish())
     }
 }
@@ -54,6 +61,8 @@ struct Entry {
     why: String,
     /// The dead letter decided for it, which could not be sent yet.
     dead_letter: Option<DeadReason>,
+    /// Its retry or dead letter whose confirm was late: the broker may have it.
+    in_doubt: Option<InDoubt>,
     seen: Instant,
 }
 
@@ -79,14 +88,30 @@ impl Unsettled {
         entry.dead_letter.clone()
     }
 
+    /// Its retry or dead letter left in doubt, if any.
+    pub(super) fn in_doubt(&self, key: MessageKey) -> Option<InDoubt> {
+        let mut entries = self.entries.lock();
+        let entry = entries.get_mut(&key)?;
+        entry.seen = Instant::now();
+        entry.in_doubt.clone()
+    }
+
+    /// Its retry or dead letter in doubt was not taken: it is to be sent again.
+    pub(super) fn not_taken(&self, key: MessageKey) {
+        if let Some(entry) = self.entries.lock().get_mut(&key) {
+            entry.in_doubt = None;
+        }
+    }
+
     /// Counts a give-back of `message` for `why` (remembering the dead letter decided for
-    /// it, if that is what could not be sent); returns how long to pause before giving it
-    /// back.
+    /// it, if that is what could not be sent, and its retry or dead letter left in doubt);
+    /// returns how long to pause before giving it back.
     pub(super) fn gave_back(
         &self,
         message: &Message,
         why: String,
         dead_letter: Option<DeadReason>,
+        in_doubt: Option<InDoubt>,
     ) -> Duration {
         let key = MessageKey::of(message);
         let mut entries = self.entries.lock();
@@ -105,6 +130,7 @@ impl Unsettled {
                 .map(|id| id.to_string()),
             why: String::new(),
             dead_letter: None,
+            in_doubt: None,
             seen: Instant::now(),
         });
         entry.given_back = entry.given_back.saturating_add(1);
@@ -112,6 +138,9 @@ impl Unsettled {
         entry.seen = Instant::now();
         if dead_letter.is_some() {
             entry.dead_letter = dead_letter;
+        }
+        if in_doubt.is_some() {
+            entry.in_doubt = in_doubt;
         }
         let pause = FIRST_PAUSE.saturating_mul(1 << (entry.given_back - 1).min(8));
         self.tracked.store(entries.len(), Ordering::Relaxed);
