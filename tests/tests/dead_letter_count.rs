@@ -48,7 +48,21 @@ async fn retried_then_dead_lettered_messages_on_a_quorum_queue_leave_one_dead_le
     count_dead_letters(retry, true).await;
 }
 
+/// The same with every message asking for an answer in a queue that is gone: each error
+/// reply is returned unroutable, and lapin hands a return to whichever confirm comes next
+/// on the channel, often a dead letter's, which was then taken for unroutable and sent
+/// again (issue 33's duplicates: identical headers, one decision).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_answering_a_gone_caller_leaves_one_dead_letter_each() {
+    let retry = RetryConfig::default().with_max_retries(0);
+    count_dead_letters_replying(retry, false, Some("eventrabbit-test-no-such-reply-queue")).await;
+}
+
 async fn count_dead_letters(retry: RetryConfig, quorum: bool) {
+    count_dead_letters_replying(retry, quorum, None).await;
+}
+
+async fn count_dead_letters_replying(retry: RetryConfig, quorum: bool, reply_to: Option<&str>) {
     let queue = unique("q-dup-dlq");
     let (_events, handle) = deps(Config::default().with_retry(retry)).await;
     let mut channel = ConsumeChannel::new(&queue)
@@ -76,7 +90,10 @@ async fn count_dead_letters(retry: RetryConfig, quorum: bool) {
     let mut confirms = Vec::new();
     for i in 0..N {
         let (body, _) = &cases[i % cases.len()];
-        let props = BasicProperties::default().with_message_id(format!("dup-{i}").into());
+        let mut props = BasicProperties::default().with_message_id(format!("dup-{i}").into());
+        if let Some(reply_to) = reply_to {
+            props = props.with_reply_to(reply_to.into());
+        }
         confirms.push(
             ch.basic_publish(
                 "".into(),

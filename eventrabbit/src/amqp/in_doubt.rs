@@ -4,6 +4,7 @@
 //! in the dead-letter queue twice, issue 33). So the confirm is still awaited, in a task of
 //! its own, and whoever must decide whether to send the message again asks it first.
 
+use super::returns::{Ticket, Verdict};
 use lapin::PublisherConfirm;
 use parking_lot::Mutex;
 use std::time::Duration;
@@ -32,19 +33,20 @@ pub(crate) enum Outcome {
 pub(crate) struct InDoubt(watch::Receiver<Outcome>);
 
 impl InDoubt {
-    /// Goes on awaiting `confirm` on `runtime`; a mandatory publish returned as unroutable
-    /// was not taken.
-    pub(crate) fn watch(runtime: &tokio::runtime::Handle, confirm: PublisherConfirm) -> Self {
+    /// Goes on awaiting `confirm` (of the publish holding `ticket`) on `runtime`; a
+    /// mandatory publish returned as unroutable was not taken.
+    pub(crate) fn watch(
+        runtime: &tokio::runtime::Handle,
+        confirm: PublisherConfirm,
+        ticket: Ticket,
+    ) -> Self {
         let (tx, rx) = watch::channel(Outcome::Pending);
         runtime.spawn(async move {
             let outcome = match tokio::time::timeout(WAIT_AT_MOST, confirm).await {
-                Ok(Ok(confirmation)) if confirmation.is_ack() => {
-                    if confirmation.take_message().is_some() {
-                        Outcome::NotTaken
-                    } else {
-                        Outcome::Taken
-                    }
-                }
+                Ok(Ok(confirmation)) => match ticket.verdict(confirmation).await {
+                    Verdict::Taken => Outcome::Taken,
+                    Verdict::Nacked | Verdict::Returned(_) => Outcome::NotTaken,
+                },
                 _ => Outcome::NotTaken,
             };
             let _ = tx.send(outcome);

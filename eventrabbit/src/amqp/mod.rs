@@ -18,6 +18,7 @@ pub(crate) mod recording;
 pub(crate) mod redrive;
 pub(crate) mod reopen;
 pub(crate) mod retry;
+pub(crate) mod returns;
 pub(crate) mod rpc;
 pub(crate) mod topology;
 pub(crate) mod transport;

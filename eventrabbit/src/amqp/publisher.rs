@@ -9,7 +9,8 @@
 use super::connection::Connector;
 use super::deadlines::Deadlines;
 use super::in_doubt::{DoubtSlot, InDoubt};
-use super::reopen::Reopen;
+use super::reopen::{Live, Reopen};
+use super::returns::{Returns, Ticket, Verdict, fingerprint};
 use crate::error::{Error, Result};
 use crate::pipeline::transport::Outgoing;
 use crate::telemetry::{metric, trace};
@@ -36,7 +37,7 @@ pub(crate) struct Publisher {
     connector: Arc<Connector>,
     /// One confirm-mode channel per exchange published to (looked up on every publish:
     /// foldhash, not SipHash, which took about 1.4 % of a confirmed publish's instructions).
-    lanes: RwLock<HashMap<Box<str>, Arc<Reopen<Channel>>, foldhash::fast::RandomState>>,
+    lanes: RwLock<HashMap<Box<str>, Arc<Reopen<Lane>>, foldhash::fast::RandomState>>,
     timeout: Duration,
     /// Every publish's deadline, watched by one task (not a timer per publish).
     deadlines: Deadlines,
@@ -71,7 +72,7 @@ impl Publisher {
     }
 
     /// The channel publishes to `exchange` go on.
-    fn lane(&self, exchange: &str) -> Arc<Reopen<Channel>> {
+    fn lane(&self, exchange: &str) -> Arc<Reopen<Lane>> {
         if let Some(lane) = self.lanes.read().get(exchange) {
             return lane.clone();
         }
@@ -83,7 +84,7 @@ impl Publisher {
     }
 
     /// The confirm-mode channel for `exchange`, opened if needed (given up at `deadline`).
-    async fn channel(&self, exchange: &str, deadline: Instant) -> Result<Arc<Channel>> {
+    async fn channel(&self, exchange: &str, deadline: Instant) -> Result<Arc<Lane>> {
         // Looked up under the map's read lock, without cloning the lane's `Arc`.
         let live = self.lanes.read().get(exchange).and_then(|lane| lane.live());
         if let Some(ch) = live {
@@ -103,12 +104,15 @@ impl Publisher {
         })
     }
 
-    async fn open(&self, deadline: Instant) -> Result<Arc<Channel>> {
+    async fn open(&self, deadline: Instant) -> Result<Arc<Lane>> {
         let ch = self.connector.channel(Some(deadline), "publishing").await?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(Error::amqp("enabling publisher confirms"))?;
-        Ok(Arc::new(ch))
+        Ok(Arc::new(Lane {
+            ch,
+            returns: Arc::default(),
+        }))
     }
 
     /// Refuses what the broker would refuse for this message alone, before sending it.
@@ -228,8 +232,8 @@ impl Publisher {
             let Ok(attempt) = attempt else {
                 // No confirm in time: never report success, say why. The broker may
                 // still take the message: a tracked publish watches its confirm on.
-                if let (Some(slot), Some(confirm)) = (doubt, unconfirmed) {
-                    slot.put(InDoubt::watch(self.connector.runtime(), confirm));
+                if let (Some(slot), Some((confirm, ticket))) = (doubt, unconfirmed) {
+                    slot.put(InDoubt::watch(self.connector.runtime(), confirm, ticket));
                 }
                 return Err(match self.connector.blocked() {
                     Some(reason) => Error::Blocked {
@@ -294,7 +298,7 @@ impl Publisher {
     /// go on refusing every publish to that queue although a new leader serves it (seen
     /// on RabbitMQ 3.10); a new channel finds the new leader. Publishes still waiting on
     /// `ch` keep it until their confirms arrive; it closes when the last one ends.
-    fn retire(&self, exchange: &str, ch: &Arc<Channel>) {
+    fn retire(&self, exchange: &str, ch: &Arc<Lane>) {
         if self.lane(exchange).take_if(ch).is_some() {
             tracing::debug!(
                 exchange,
@@ -312,10 +316,10 @@ impl Publisher {
     pub(crate) async fn close(&self) {
         let lanes: Vec<_> = self.lanes.write().drain().map(|(_, lane)| lane).collect();
         for lane in lanes {
-            if let Some(ch) = lane.take()
-                && ch.status().connected()
+            if let Some(lane) = lane.take()
+                && lane.ch.status().connected()
             {
-                let _ = ch.close(200, "idle".into()).await;
+                let _ = lane.ch.close(200, "idle".into()).await;
             }
         }
     }
@@ -323,6 +327,19 @@ impl Publisher {
     /// Whether a channel is open.
     pub(crate) fn is_open(&self) -> bool {
         self.lanes.read().values().any(|lane| lane.live().is_some())
+    }
+}
+
+/// A confirm-mode channel and the book of its publishes' returns.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    ch: Channel,
+    returns: Arc<Returns>,
+}
+
+impl Live for Lane {
+    fn is_live(&self) -> bool {
+        self.ch.is_live()
     }
 }
 
@@ -346,14 +363,18 @@ fn is_direct_reply(msg: &Outgoing<'_>) -> bool {
     msg.exchange.is_empty() && msg.routing_key.starts_with("amq.rabbitmq.reply-to")
 }
 
-/// Sends `msg` and awaits its confirm, which waits in `unconfirmed` meanwhile (left there
-/// if this future is dropped at its deadline).
+/// Sends `msg` and awaits its confirm, which waits in `unconfirmed` meanwhile (left there,
+/// with the publish's ticket, if this future is dropped at its deadline).
 async fn publish_once(
-    ch: &Channel,
+    lane: &Lane,
     msg: &Outgoing<'_>,
-    unconfirmed: &mut Option<PublisherConfirm>,
+    unconfirmed: &mut Option<(PublisherConfirm, Ticket)>,
 ) -> std::result::Result<(), PublishError> {
-    let sent = ch
+    let ticket = lane
+        .returns
+        .ticket(fingerprint(msg.exchange, msg.routing_key, msg.body));
+    let sent = lane
+        .ch
         .basic_publish(
             msg.exchange.into(),
             msg.routing_key.into(),
@@ -370,31 +391,38 @@ async fn publish_once(
         )
         .await
         .map_err(PublishError::Channel)?;
-    let confirmed = unconfirmed.insert(sent).await;
-    *unconfirmed = None;
-    let confirm = confirmed.map_err(PublishError::Channel)?;
-    if confirm.is_nack() {
-        metric::nacked(msg.exchange);
-        return Err(PublishError::Final(Error::Nacked {
-            exchange: msg.exchange.to_owned(),
-            routing_key: msg.routing_key.to_owned(),
-        }));
-    }
-    if let Some(returned) = confirm.take_message() {
-        metric::unroutable(msg.exchange);
-        if msg.mandatory {
-            return Err(PublishError::Final(Error::Unroutable {
+    let (confirm, _) = unconfirmed.insert((sent, ticket));
+    let confirmed = confirm.await;
+    let (_, ticket) = unconfirmed.take().expect("put there above");
+    // The return this confirm carries may be another publish's; this one's may come
+    // with another's confirm.
+    match ticket
+        .verdict(confirmed.map_err(PublishError::Channel)?)
+        .await
+    {
+        Verdict::Taken => {}
+        Verdict::Nacked => {
+            metric::nacked(msg.exchange);
+            return Err(PublishError::Final(Error::Nacked {
                 exchange: msg.exchange.to_owned(),
                 routing_key: msg.routing_key.to_owned(),
-                reply_text: returned.reply_text.to_string(),
             }));
         }
-        tracing::warn!(
-            exchange = msg.exchange,
-            routing_key = msg.routing_key,
-            "no queue received the message ({})",
-            returned.reply_text
-        );
+        Verdict::Returned(reply_text) => {
+            metric::unroutable(msg.exchange);
+            if msg.mandatory {
+                return Err(PublishError::Final(Error::Unroutable {
+                    exchange: msg.exchange.to_owned(),
+                    routing_key: msg.routing_key.to_owned(),
+                    reply_text,
+                }));
+            }
+            tracing::warn!(
+                exchange = msg.exchange,
+                routing_key = msg.routing_key,
+                "no queue received the message ({reply_text})"
+            );
+        }
     }
     Ok(())
 }

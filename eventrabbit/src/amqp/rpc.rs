@@ -10,6 +10,7 @@
 
 use super::connection::Connector;
 use super::reopen::{Live, Reopen};
+use super::returns::{Returns, Ticket, Verdict, fingerprint};
 use crate::config::TracePropagation;
 use crate::error::{Error, Result};
 use crate::telemetry::{metric, trace};
@@ -45,6 +46,8 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 struct ReplyChannel {
     channel: Channel,
     pending: Pending,
+    /// Which call a returned request belongs to.
+    returns: Arc<Returns>,
 }
 
 impl Live for ReplyChannel {
@@ -130,6 +133,7 @@ impl RpcClient {
         Ok(Arc::new(ReplyChannel {
             channel: ch,
             pending,
+            returns: Arc::default(),
         }))
     }
 
@@ -191,6 +195,7 @@ impl RpcClient {
                 ShortString::from(DIRECT_REPLY_TO),
                 ShortString::from(id.as_str()),
             );
+            let ticket = ch.returns.ticket(fingerprint(exchange, routing_key, &body));
             let mut confirm = ch
                 .channel
                 .basic_publish(
@@ -210,18 +215,22 @@ impl RpcClient {
                 action: action.to_owned(),
             };
             // What the confirm says against the request, if anything: the broker refused
-            // it (its channel closed), nacked it, or no queue took it.
-            let refused = |confirmed: lapin::Result<lapin::Confirmation>| match confirmed {
+            // it (its channel closed), nacked it, or no queue took it (a return found by
+            // its fingerprint: the confirm it came with may be another call's).
+            let refused = async |confirmed: lapin::Result<lapin::Confirmation>| match confirmed {
                 Err(e) => Some(sending(e)),
-                Ok(c) if c.is_nack() => Some(Error::Nacked {
-                    exchange: exchange.to_owned(),
-                    routing_key: routing_key.to_owned(),
-                }),
-                Ok(c) => c.take_message().map(|returned| Error::Unroutable {
-                    exchange: exchange.to_owned(),
-                    routing_key: routing_key.to_owned(),
-                    reply_text: returned.reply_text.to_string(),
-                }),
+                Ok(c) => match ticket.verdict(c).await {
+                    Verdict::Taken => None,
+                    Verdict::Nacked => Some(Error::Nacked {
+                        exchange: exchange.to_owned(),
+                        routing_key: routing_key.to_owned(),
+                    }),
+                    Verdict::Returned(reply_text) => Some(Error::Unroutable {
+                        exchange: exchange.to_owned(),
+                        routing_key: routing_key.to_owned(),
+                        reply_text,
+                    }),
+                },
             };
             // The reply proves the request arrived: the call completes on it, without
             // waiting for the broker's confirm. First the reply alone, for a moment:
@@ -239,7 +248,7 @@ impl RpcClient {
                     biased;
                     reply = &mut rx => reply,
                     confirmed = &mut confirm => {
-                        if let Some(e) = refused(confirmed) {
+                        if let Some(e) = refused(confirmed).await {
                             return Err(e);
                         }
                         return rx.await.map_err(|_| lost());
@@ -248,13 +257,14 @@ impl RpcClient {
             };
             match reply {
                 Ok(reply) => {
-                    settle(confirm);
+                    settle(confirm, ticket);
                     Ok(reply)
                 }
                 // The reply channel ended. If that is the broker refusing this very
                 // request, its confirm (failed by the channel's end) says so; a
                 // connection that went away is a lost reply, as ever.
                 Err(_) => Err(refused(confirm.await)
+                    .await
                     .filter(|e| !e.is_transient())
                     .unwrap_or_else(lost)),
             }
@@ -277,12 +287,19 @@ impl RpcClient {
 
 /// Lets the confirm of a request whose reply came go: looked at once (it has usually come
 /// before the reply), else awaited in the background, as a confirm dropped unawaited would
-/// be kept by lapin until someone waits for all confirms.
-fn settle(mut confirm: lapin::PublisherConfirm) {
-    if (&mut confirm).now_or_never().is_none() {
-        tokio::spawn(async move {
-            let _ = confirm.await;
-        });
+/// be kept by lapin until someone waits for all confirms; what it carries is handed on.
+fn settle(mut confirm: lapin::PublisherConfirm, ticket: Ticket) {
+    // The confirm may carry another call's return: handed on to its owner.
+    let hand_on = move |confirmed: lapin::Result<lapin::Confirmation>| {
+        if let Ok(c) = confirmed {
+            ticket.confirmed(c.take_message());
+        }
+    };
+    match (&mut confirm).now_or_never() {
+        Some(confirmed) => hand_on(confirmed),
+        None => {
+            tokio::spawn(async move { hand_on(confirm.await) });
+        }
     }
 }
 
