@@ -14,7 +14,7 @@
 
 use lapin::message::BasicReturnMessage;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -27,17 +27,25 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub(crate) struct Returns(Mutex<Book>);
 
+/// The publishes from the first whose confirm has not been looked at to the last sent,
+/// in send order (a ring: nothing is allocated per publish).
 #[derive(Debug, Default)]
 struct Book {
-    next: u64,
-    /// Publishes whose confirm has not been looked at yet.
-    unconfirmed: BTreeSet<u64>,
-    /// Undecided publishes by fingerprint: candidates for a return.
-    by_print: HashMap<u64, BTreeSet<u64>>,
-    /// The returns found for undecided publishes: the broker's reply text.
-    returned: HashMap<u64, String>,
-    /// Publishes waiting for those sent before them.
-    waiting: BTreeMap<u64, Waker>,
+    /// The sequence number of `slots[0]`: the first publish whose confirm has not been
+    /// looked at (all before it have been).
+    base: u64,
+    slots: VecDeque<Slot>,
+    /// Returns found for publishes that left the ring before deciding (rare: only with
+    /// a return).
+    left: HashMap<u64, String>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    print: u64,
+    confirmed: bool,
+    returned: Option<String>,
+    waker: Option<Waker>,
 }
 
 /// One publish's place on its channel; given up when dropped.
@@ -45,7 +53,6 @@ struct Book {
 pub(crate) struct Ticket {
     returns: Arc<Returns>,
     seq: u64,
-    print: u64,
 }
 
 /// The fingerprint of a message: its exchange, routing key and body.
@@ -61,14 +68,16 @@ impl Returns {
     /// Takes the next place, for a message of fingerprint `print` about to be sent.
     pub(crate) fn ticket(self: &Arc<Self>, print: u64) -> Ticket {
         let mut book = self.0.lock();
-        let seq = book.next;
-        book.next += 1;
-        book.unconfirmed.insert(seq);
-        book.by_print.entry(print).or_default().insert(seq);
+        let seq = book.base + book.slots.len() as u64;
+        book.slots.push_back(Slot {
+            print,
+            confirmed: false,
+            returned: None,
+            waker: None,
+        });
         Ticket {
             returns: self.clone(),
             seq,
-            print,
         }
     }
 }
@@ -106,24 +115,7 @@ impl Ticket {
     pub(crate) fn confirmed(&self, returned: Option<BasicReturnMessage>) {
         let mut book = self.returns.0.lock();
         if let Some(message) = returned {
-            let d = &message.delivery;
-            let print = fingerprint(d.exchange.as_str(), d.routing_key.as_str(), &d.data);
-            let owner = book.by_print.get(&print).and_then(|seqs| {
-                seqs.iter()
-                    .copied()
-                    .find(|seq| !book.returned.contains_key(seq))
-            });
-            match owner {
-                Some(owner) => {
-                    let text = message.reply_text.to_string();
-                    book.returned.insert(owner, text);
-                }
-                None => tracing::debug!(
-                    exchange = d.exchange.as_str(),
-                    routing_key = d.routing_key.as_str(),
-                    "a returned message whose publish is gone"
-                ),
-            }
+            book.hand_over(message);
         }
         book.confirmed(self.seq);
     }
@@ -138,59 +130,98 @@ impl Ticket {
         }
         match tokio::time::timeout(MAX_WAIT, decided).await {
             Ok(returned) => returned,
-            Err(_) => {
-                let mut book = self.returns.0.lock();
-                book.waiting.remove(&self.seq);
-                book.returned.remove(&self.seq)
-            }
+            Err(_) => self.returns.0.lock().take_returned(self.seq),
         }
     }
 
-    async fn decided(&self) -> Option<String> {
+    fn decided(&self) -> impl Future<Output = Option<String>> + '_ {
         std::future::poll_fn(|cx| {
             let mut book = self.returns.0.lock();
-            if book
-                .unconfirmed
-                .first()
-                .is_some_and(|&first| first < self.seq)
+            if book.base < self.seq
+                && let Some(slot) = book.slot(self.seq)
             {
-                book.waiting.insert(self.seq, cx.waker().clone());
+                slot.waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            book.waiting.remove(&self.seq);
-            Poll::Ready(book.returned.remove(&self.seq))
+            Poll::Ready(book.take_returned(self.seq))
         })
-        .await
     }
 }
 
 impl Book {
-    /// `seq`'s confirm was looked at (or never will be): wakes those it held back.
+    fn slot(&mut self, seq: u64) -> Option<&mut Slot> {
+        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+        self.slots.get_mut(i)
+    }
+
+    /// Gives a return to the first publish of its fingerprint still in the ring without
+    /// one (its owner: the broker returns a message before confirming it, so the owner
+    /// has not left the ring).
+    fn hand_over(&mut self, message: BasicReturnMessage) {
+        let d = &message.delivery;
+        let print = fingerprint(d.exchange.as_str(), d.routing_key.as_str(), &d.data);
+        match self
+            .slots
+            .iter_mut()
+            .find(|slot| slot.print == print && slot.returned.is_none())
+        {
+            Some(slot) => slot.returned = Some(message.reply_text.to_string()),
+            None => tracing::debug!(
+                exchange = d.exchange.as_str(),
+                routing_key = d.routing_key.as_str(),
+                "a returned message whose publish is gone"
+            ),
+        }
+    }
+
+    /// `seq`'s confirm was looked at (or never will be): the ring moves past every
+    /// confirmed publish at its front, waking those that waited for it.
     fn confirmed(&mut self, seq: u64) {
-        if !self.unconfirmed.remove(&seq) {
-            return;
+        match self.slot(seq) {
+            Some(slot) if !slot.confirmed => slot.confirmed = true,
+            _ => return,
         }
-        let below = self.unconfirmed.first().copied().unwrap_or(u64::MAX);
-        while let Some(entry) = self.waiting.first_entry() {
-            if *entry.key() > below {
+        while self.slots.front().is_some_and(|slot| slot.confirmed) {
+            let Some(slot) = self.slots.pop_front() else {
                 break;
+            };
+            if let Some(returned) = slot.returned {
+                self.left.insert(self.base, returned);
             }
-            entry.remove().wake();
+            if let Some(waker) = slot.waker {
+                waker.wake();
+            }
+            self.base += 1;
         }
+    }
+
+    /// The return found for `seq`, taken.
+    fn take_returned(&mut self, seq: u64) -> Option<String> {
+        if seq < self.base {
+            if self.left.is_empty() {
+                return None;
+            }
+            return self.left.remove(&seq);
+        }
+        self.slot(seq).and_then(|slot| {
+            slot.waker = None;
+            slot.returned.take()
+        })
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut book = self.returns.0.lock();
+        if let Some(slot) = book.slot(self.seq) {
+            // Gone before deciding: it takes no return and holds no one back.
+            slot.print = 0;
+            slot.returned = None;
+            slot.waker = None;
+        }
         book.confirmed(self.seq);
-        book.waiting.remove(&self.seq);
-        book.returned.remove(&self.seq);
-        if let Some(seqs) = book.by_print.get_mut(&self.print) {
-            seqs.remove(&self.seq);
-            if seqs.is_empty() {
-                book.by_print.remove(&self.print);
-            }
+        if !book.left.is_empty() {
+            book.left.remove(&self.seq);
         }
     }
 }
