@@ -9,8 +9,9 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
 
-/// 2,000 mandatory publishes, 500 in flight, to one exchange: every third routing key has
-/// no queue bound. Each publish's result says whether its own message was routed.
+/// 2,000 mandatory publishes from four tasks, 500 in flight, to one exchange: every third
+/// routing key has no queue bound. Each publish's result says whether its own message was
+/// routed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_mandatory_publish_learns_its_own_fate_under_concurrency() {
     let (_c, ch) = raw_channel().await;
@@ -36,21 +37,34 @@ async fn each_mandatory_publish_learns_its_own_fate_under_concurrency() {
     .unwrap();
     let (events, _handle) = deps(Config::default()).await;
     const N: usize = 2_000;
-    let results: Vec<(usize, eventrabbit::Result<()>)> = futures_util::stream::iter(0..N)
-        .map(|i| {
+    // Four tasks at once (on both worker threads), 125 in flight each.
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
             let events = events.clone();
             let x = x.clone();
-            async move {
-                let key = if i % 3 == 0 { "nowhere" } else { "routed" };
-                let r = events
-                    .publish_mandatory(&x, key, "T_RETURNS", &json!({"i": i}))
-                    .await;
-                (i, r)
-            }
+            tokio::spawn(async move {
+                futures_util::stream::iter((t..N).step_by(4))
+                    .map(|i| {
+                        let events = events.clone();
+                        let x = x.clone();
+                        async move {
+                            let key = if i % 3 == 0 { "nowhere" } else { "routed" };
+                            let r = events
+                                .publish_mandatory(&x, key, "T_RETURNS", &json!({"i": i}))
+                                .await;
+                            (i, r)
+                        }
+                    })
+                    .buffer_unordered(125)
+                    .collect::<Vec<_>>()
+                    .await
+            })
         })
-        .buffer_unordered(500)
-        .collect()
-        .await;
+        .collect();
+    let mut results: Vec<(usize, eventrabbit::Result<()>)> = Vec::new();
+    for task in tasks {
+        results.extend(task.await.unwrap());
+    }
     let mut wrong = Vec::new();
     for (i, r) in &results {
         let unroutable = matches!(r, Err(Error::Unroutable { .. }));

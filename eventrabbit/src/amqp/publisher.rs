@@ -370,27 +370,23 @@ async fn publish_once(
     msg: &Outgoing<'_>,
     unconfirmed: &mut Option<(PublisherConfirm, Ticket)>,
 ) -> std::result::Result<(), PublishError> {
-    let ticket = lane
-        .returns
-        .ticket(fingerprint(msg.exchange, msg.routing_key, msg.body));
-    let sent = lane
-        .ch
-        .basic_publish(
-            msg.exchange.into(),
-            msg.routing_key.into(),
-            // Asked for on the wire, so that an unroutable message is seen (and counted)
-            // whether or not this publish treats it as an error; except for an RPC reply
-            // to a direct reply-to address, which RabbitMQ 3.10 delivers and yet returns as
-            // unroutable when mandatory.
-            BasicPublishOptions {
-                mandatory: !is_direct_reply(msg),
-                immediate: false,
-            },
-            msg.body,
-            msg.properties.build(),
-        )
-        .await
-        .map_err(PublishError::Channel)?;
+    let print = fingerprint(msg.exchange, msg.routing_key, msg.body);
+    let publishing = lane.ch.basic_publish(
+        msg.exchange.into(),
+        msg.routing_key.into(),
+        // Asked for on the wire, so that an unroutable message is seen (and counted)
+        // whether or not this publish treats it as an error; except for an RPC reply to a
+        // direct reply-to address, which RabbitMQ 3.10 delivers and yet returns as
+        // unroutable when mandatory.
+        BasicPublishOptions {
+            mandatory: !is_direct_reply(msg),
+            immediate: false,
+        },
+        msg.body,
+        msg.properties.build(),
+    );
+    let (ticket, sent) = lane.returns.send(print, publishing).await;
+    let sent = sent.map_err(PublishError::Channel)?;
     let (confirm, _) = unconfirmed.insert((sent, ticket));
     let confirmed = confirm.await;
     let (_, ticket) = unconfirmed.take().expect("put there above");

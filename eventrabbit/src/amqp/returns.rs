@@ -66,8 +66,13 @@ pub(crate) fn fingerprint(exchange: &str, routing_key: &str, body: &[u8]) -> u64
 
 impl Returns {
     /// Takes the next place, for a message of fingerprint `print` about to be sent.
-    pub(crate) fn ticket(self: &Arc<Self>, print: u64) -> Ticket {
+    #[cfg(test)]
+    fn ticket(self: &Arc<Self>, print: u64) -> Ticket {
         let mut book = self.0.lock();
+        self.ticket_in(&mut book, print)
+    }
+
+    fn ticket_in(self: &Arc<Self>, book: &mut Book, print: u64) -> Ticket {
         let seq = book.base + book.slots.len() as u64;
         book.slots.push_back(Slot {
             print,
@@ -79,6 +84,31 @@ impl Returns {
             returns: self.clone(),
             seq,
         }
+    }
+
+    /// Sends a publish (`send`: lapin's `basic_publish`) with a ticket for a message of
+    /// fingerprint `print`. Its first poll, where lapin numbers the publish and queues its
+    /// frames, runs under the book's lock: tickets are in the order of the broker's
+    /// delivery tags even when several threads publish on the channel at once.
+    pub(crate) async fn send<F: Future>(
+        self: &Arc<Self>,
+        print: u64,
+        send: F,
+    ) -> (Ticket, F::Output) {
+        let mut send = std::pin::pin!(send);
+        let mut ticket = None;
+        let sent = std::future::poll_fn(|cx| {
+            if ticket.is_some() {
+                return send.as_mut().poll(cx);
+            }
+            let mut book = self.0.lock();
+            ticket = Some(self.ticket_in(&mut book, print));
+            let polled = send.as_mut().poll(cx);
+            drop(book);
+            polled
+        })
+        .await;
+        (ticket.expect("taken on the first poll"), sent)
     }
 }
 

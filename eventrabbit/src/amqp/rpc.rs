@@ -195,21 +195,19 @@ impl RpcClient {
                 ShortString::from(DIRECT_REPLY_TO),
                 ShortString::from(id.as_str()),
             );
-            let ticket = ch.returns.ticket(fingerprint(exchange, routing_key, &body));
-            let mut confirm = ch
-                .channel
-                .basic_publish(
-                    exchange.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &body,
-                    props,
-                )
-                .await
-                .map_err(sending)?;
+            let publishing = ch.channel.basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &body,
+                props,
+            );
+            let print = fingerprint(exchange, routing_key, &body);
+            let (ticket, sent) = ch.returns.send(print, publishing).await;
+            let mut confirm = sent.map_err(sending)?;
             let mut rx = rx;
             let lost = || Error::ReplyLost {
                 action: action.to_owned(),
