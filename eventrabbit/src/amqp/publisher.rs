@@ -370,7 +370,8 @@ async fn publish_once(
     msg: &Outgoing<'_>,
     unconfirmed: &mut Option<(PublisherConfirm, Ticket)>,
 ) -> std::result::Result<(), PublishError> {
-    let print = fingerprint(msg.exchange, msg.routing_key, msg.body);
+    let returnable = !is_direct_reply(msg);
+    let print = returnable.then(|| fingerprint(msg.exchange, msg.routing_key, msg.body));
     let publishing = lane.ch.basic_publish(
         msg.exchange.into(),
         msg.routing_key.into(),
@@ -379,7 +380,7 @@ async fn publish_once(
         // direct reply-to address, which RabbitMQ 3.10 delivers and yet returns as
         // unroutable when mandatory.
         BasicPublishOptions {
-            mandatory: !is_direct_reply(msg),
+            mandatory: returnable,
             immediate: false,
         },
         msg.body,

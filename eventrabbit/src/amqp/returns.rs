@@ -42,7 +42,9 @@ struct Book {
 
 #[derive(Debug)]
 struct Slot {
-    print: u64,
+    /// The fingerprint of a message that can be returned (sent mandatory); `None` for
+    /// one that cannot.
+    print: Option<u64>,
     confirmed: bool,
     returned: Option<String>,
     waker: Option<Waker>,
@@ -53,6 +55,8 @@ struct Slot {
 pub(crate) struct Ticket {
     returns: Arc<Returns>,
     seq: u64,
+    /// Whether its message can be returned (sent mandatory).
+    returnable: bool,
 }
 
 /// The fingerprint of a message: its exchange, routing key and body.
@@ -69,10 +73,10 @@ impl Returns {
     #[cfg(test)]
     fn ticket(self: &Arc<Self>, print: u64) -> Ticket {
         let mut book = self.0.lock();
-        self.ticket_in(&mut book, print)
+        self.ticket_in(&mut book, Some(print))
     }
 
-    fn ticket_in(self: &Arc<Self>, book: &mut Book, print: u64) -> Ticket {
+    fn ticket_in(self: &Arc<Self>, book: &mut Book, print: Option<u64>) -> Ticket {
         let seq = book.base + book.slots.len() as u64;
         book.slots.push_back(Slot {
             print,
@@ -83,16 +87,18 @@ impl Returns {
         Ticket {
             returns: self.clone(),
             seq,
+            returnable: print.is_some(),
         }
     }
 
     /// Sends a publish (`send`: lapin's `basic_publish`) with a ticket for a message of
-    /// fingerprint `print`. Its first poll, where lapin numbers the publish and queues its
+    /// fingerprint `print` (`None`: it is not mandatory, it cannot be returned, and it
+    /// need not wait for the publishes before it to decide). Its first poll, where lapin numbers the publish and queues its
     /// frames, runs under the book's lock: tickets are in the order of the broker's
     /// delivery tags even when several threads publish on the channel at once.
     pub(crate) async fn send<F: Future>(
         self: &Arc<Self>,
-        print: u64,
+        print: Option<u64>,
         send: F,
     ) -> (Ticket, F::Output) {
         let mut send = std::pin::pin!(send);
@@ -132,11 +138,15 @@ impl Ticket {
             lapin::Confirmation::NotRequested => (true, None),
         };
         self.confirmed(carried);
-        let returned = self.returned().await;
-        match (acked, returned) {
-            (false, _) => Verdict::Nacked,
-            (true, Some(text)) => Verdict::Returned(text),
-            (true, None) => Verdict::Taken,
+        if !acked {
+            return Verdict::Nacked;
+        }
+        if !self.returnable {
+            return Verdict::Taken;
+        }
+        match self.returned().await {
+            Some(text) => Verdict::Returned(text),
+            None => Verdict::Taken,
         }
     }
 
@@ -193,7 +203,7 @@ impl Book {
         match self
             .slots
             .iter_mut()
-            .find(|slot| slot.print == print && slot.returned.is_none())
+            .find(|slot| slot.print == Some(print) && slot.returned.is_none())
         {
             Some(slot) => slot.returned = Some(message.reply_text.to_string()),
             None => tracing::debug!(
@@ -245,7 +255,7 @@ impl Drop for Ticket {
         let mut book = self.returns.0.lock();
         if let Some(slot) = book.slot(self.seq) {
             // Gone before deciding: it takes no return and holds no one back.
-            slot.print = 0;
+            slot.print = None;
             slot.returned = None;
             slot.waker = None;
         }

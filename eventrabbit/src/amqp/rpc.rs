@@ -205,7 +205,7 @@ impl RpcClient {
                 &body,
                 props,
             );
-            let print = fingerprint(exchange, routing_key, &body);
+            let print = Some(fingerprint(exchange, routing_key, &body));
             let (ticket, sent) = ch.returns.send(print, publishing).await;
             let mut confirm = sent.map_err(sending)?;
             let mut rx = rx;
