@@ -123,16 +123,8 @@ async fn count_dead_letters_replying(retry: RetryConfig, quorum: bool, reply_to:
     task.await.unwrap().unwrap();
     let mut copies: HashMap<String, usize> = HashMap::new();
     let mut codes: HashMap<String, usize> = HashMap::new();
-    while let Some(m) = get_message(&ch, &dlq, Duration::from_millis(500)).await {
-        let id = m
-            .delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.to_string())
-            .unwrap_or_default();
+    for (id, code) in drain_dead_letters(&ch, &dlq).await {
         *copies.entry(id).or_default() += 1;
-        let code = header(&m.delivery.properties, "x-dead-letter-code").unwrap_or_default();
         *codes.entry(code).or_default() += 1;
     }
     let duplicated: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
@@ -297,18 +289,27 @@ async fn late_confirms_send_once(action: &str, runs: u32) {
     assert_eq!(unacked(&queue), 0, "every delivery is settled");
     handle.shutdown().await;
     task.await.unwrap().unwrap();
-    let mut ids = Vec::new();
-    while let Some(m) = get_message(&ch, &dlq, Duration::from_millis(500)).await {
-        ids.push(
-            m.delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
-        );
-    }
+    let mut ids: Vec<String> = drain_dead_letters(&ch, &dlq)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     ids.sort();
     assert_eq!(ids, ["late-0", "late-1"], "one dead letter per message");
     cleanup(&[&queue, &dlq, &wait_queue], &[]).await;
+}
+
+/// Takes every message of `dlq`: its message id and dead-letter code.
+async fn drain_dead_letters(ch: &lapin::Channel, dlq: &str) -> Vec<(String, String)> {
+    let mut taken = Vec::new();
+    while let Some(m) = get_message(ch, dlq, Duration::from_millis(500)).await {
+        let props = &m.delivery.properties;
+        let id = props
+            .message_id()
+            .as_ref()
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        taken.push((id, header(props, "x-dead-letter-code").unwrap_or_default()));
+    }
+    taken
 }

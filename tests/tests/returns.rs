@@ -5,8 +5,6 @@
 use eventrabbit::{Config, Error};
 use eventrabbit_tests::*;
 use futures_util::StreamExt;
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
-use lapin::types::FieldTable;
 use serde_json::json;
 
 /// 2,000 mandatory publishes from four tasks, 500 in flight, to one exchange: every third
@@ -17,24 +15,7 @@ async fn each_mandatory_publish_learns_its_own_fate_under_concurrency() {
     let (_c, ch) = raw_channel().await;
     let x = unique("x-returns");
     let queue = unique("q-returns");
-    ch.exchange_declare(
-        x.as_str().into(),
-        lapin::ExchangeKind::Direct,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    declare_queue(&ch, &queue, true).await;
-    ch.queue_bind(
-        queue.as_str().into(),
-        x.as_str().into(),
-        "routed".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    bind_queue(&ch, &queue, &x, lapin::ExchangeKind::Direct, "routed").await;
     let (events, _handle) = deps(Config::default()).await;
     const N: usize = 2_000;
     // Four tasks at once (on both worker threads), 125 in flight each.
