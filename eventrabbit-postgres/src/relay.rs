@@ -15,6 +15,7 @@ use eventrabbit::{Events, PublishOptions};
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
@@ -208,12 +209,32 @@ struct OutboxRow {
     exchange: String,
     routing_key: String,
     action: String,
-    data: serde_json::Value,
-    headers: Option<serde_json::Value>,
+    /// The event's JSON as PostgreSQL wrote it out: put into the envelope as it is,
+    /// without building a tree of it (so a number or a depth serde cannot read back is
+    /// sent as written, not refused).
+    data: Result<Box<RawValue>, String>,
+    /// The string entries of its headers (others are not sent).
+    headers: Vec<(String, String)>,
     ordering_key: Option<String>,
     attempts: i32,
     /// How long ago it was committed.
     age: Duration,
+}
+
+/// The entries of a row's `headers` (a JSON object, as text) whose values are strings, in
+/// key order; nothing for a missing or unreadable one (never an error: headers must not
+/// stop a row, let alone a round).
+fn string_headers(text: Option<String>) -> Vec<(String, String)> {
+    let Some(text) = text else {
+        return Vec::new();
+    };
+    let Ok(entries) = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(&text) else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, serde_json::from_str::<String>(v.get()).ok()?)))
+        .collect()
 }
 
 /// The rows one worker of a relay takes: those of the keys (and, without a key, the ids)
@@ -449,7 +470,7 @@ impl Relay {
         // The batch: the oldest due rows of this worker's share nobody else is sending
         // (locked until this round commits).
         let sql = self.inner.schema.sql(
-            "SELECT o.id, o.message_id, o.exchange, o.routing_key, o.action, o.data, o.headers, \
+            "SELECT o.id, o.message_id, o.exchange, o.routing_key, o.action, o.data::text AS data, o.headers::text AS headers, \
                     o.ordering_key, o.attempts, \
                     EXTRACT(EPOCH FROM (now() - o.created_at))::float8 AS age \
              FROM {schema}.eventrabbit_outbox o \
@@ -475,8 +496,8 @@ impl Relay {
                     exchange: r.try_get("exchange")?,
                     routing_key: r.try_get("routing_key")?,
                     action: r.try_get("action")?,
-                    data: r.try_get("data")?,
-                    headers: r.try_get("headers")?,
+                    data: RawValue::from_string(r.try_get("data")?).map_err(|e| e.to_string()),
+                    headers: string_headers(r.try_get("headers")?),
                     ordering_key: r.try_get("ordering_key")?,
                     attempts: r.try_get("attempts")?,
                     age: Duration::from_secs_f64(r.try_get::<f64, _>("age")?.max(0.0)),
@@ -579,7 +600,13 @@ impl Relay {
     /// bytes, too large) fails it for good; so does anything that panics while sending it
     /// (it can never be sent, and must not stop the rows behind it).
     async fn send_one(&self, row: &OutboxRow) -> Outcome {
-        let sending = AssertUnwindSafe(self.publish_row(row)).catch_unwind().await;
+        let data = match &row.data {
+            Ok(data) => data,
+            Err(e) => return Outcome::Failed(format!("its data does not read as JSON: {e}")),
+        };
+        let sending = AssertUnwindSafe(self.publish_row(row, data))
+            .catch_unwind()
+            .await;
         let published = match sending {
             Ok(published) => published,
             Err(panic) => {
@@ -603,24 +630,14 @@ impl Relay {
         }
     }
 
-    async fn publish_row(&self, row: &OutboxRow) -> eventrabbit::Result<()> {
+    async fn publish_row(&self, row: &OutboxRow, data: &RawValue) -> eventrabbit::Result<()> {
         let mut options = PublishOptions::new().message_id(&row.message_id);
-        if let Some(serde_json::Value::Object(headers)) = &row.headers {
-            for (k, v) in headers {
-                if let Some(v) = v.as_str() {
-                    options = options.header(k.as_str(), v);
-                }
-            }
+        for (k, v) in &row.headers {
+            options = options.header(k.as_str(), v.as_str());
         }
         self.inner
             .events
-            .publish_with(
-                &row.exchange,
-                &row.routing_key,
-                &row.action,
-                &row.data,
-                &options,
-            )
+            .publish_with(&row.exchange, &row.routing_key, &row.action, data, &options)
             .await
     }
 
