@@ -448,6 +448,7 @@ async fn run() {
         );
         for keys in outbox::Keys::ALL {
             let (mut er, mut direct) = (Vec::new(), Vec::new());
+            let (mut relay_cpu, mut direct_cpu) = (Vec::new(), Vec::new());
             for i in 0..runs {
                 let (r, d) = paired(
                     i,
@@ -455,9 +456,26 @@ async fn run() {
                     || outbox::direct(&x),
                 )
                 .await;
-                run_line(&format!("outbox, {}", keys.label()), i, r, d, "msg/s");
-                er.push(r);
-                direct.push(d);
+                run_line(
+                    &format!("outbox, {}", keys.label()),
+                    i,
+                    r.rate,
+                    d.rate,
+                    "msg/s",
+                );
+                eprintln!(
+                    "    CPU per event, broker + PostgreSQL + client: relay {:.1} + {:.1} + {:.1} µs, direct {:.1} + {:.1} + {:.1} µs",
+                    r.cpu.broker,
+                    r.cpu.database,
+                    r.cpu.client,
+                    d.cpu.broker,
+                    d.cpu.database,
+                    d.cpu.client
+                );
+                er.push(r.rate);
+                direct.push(d.rate);
+                relay_cpu.push(r.cpu);
+                direct_cpu.push(d.cpu);
                 let (_c, ch) = raw().await;
                 broker::purge(&ch, &x).await;
             }
@@ -472,6 +490,7 @@ async fn run() {
                 &direct,
                 true,
             );
+            outbox::cpu_rows(keys, &relay_cpu, &direct_cpu);
         }
         let (mut p50, mut p99) = (Vec::new(), Vec::new());
         for _ in 0..runs {

@@ -66,6 +66,68 @@ pub fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU time (user + system) used so far by every process of this host named `comm`
+/// (`beam.smp` for RabbitMQ, `postgres` for PostgreSQL and its backends), in seconds.
+/// Processes that ended meanwhile are not counted: a caller compares two readings over a
+/// window in which the servers' processes live on.
+pub fn host_cpu_secs(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1;
+            if name != comm {
+                return None;
+            }
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            Some((ticks(11)? + ticks(12)?) / 100.0)
+        })
+        .sum()
+}
+
+/// CPU seconds of the broker, the database and this process at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCpu {
+    pub broker: f64,
+    pub database: f64,
+    pub client: f64,
+}
+
+impl HostCpu {
+    pub fn now() -> Self {
+        Self {
+            broker: host_cpu_secs("beam.smp"),
+            database: host_cpu_secs("postgres"),
+            client: cpu_secs(),
+        }
+    }
+
+    /// The CPU used since `self`, in µs per one of `n` events.
+    pub fn per_event_since(self, n: u64) -> Self {
+        let now = Self::now();
+        let per = |a: f64, b: f64| (b - a) * 1e6 / n as f64;
+        Self {
+            broker: per(self.broker, now.broker),
+            database: per(self.database, now.database),
+            client: per(self.client, now.client),
+        }
+    }
+
+    pub fn total(self) -> f64 {
+        self.broker + self.database + self.client
+    }
+}
+
 /// Runs `fut` and returns its output with the CPU seconds the process spent meanwhile.
 pub async fn with_cpu<T>(fut: impl std::future::Future<Output = T>) -> (T, f64) {
     let before = cpu_secs();

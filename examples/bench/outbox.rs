@@ -4,6 +4,7 @@
 //! at a consumer while the relay is idle.
 
 use crate::broker::{addr, delete_queue, raw};
+use crate::measure::{HostCpu, stats};
 use crate::w2::w2_setup;
 use eventrabbit::{Config, Events, build_event_dependencies};
 use eventrabbit_postgres::{Outbox, OutboxMessage, Relay, RelayConfig, migrate};
@@ -85,8 +86,9 @@ pub async fn teardown(pool: &PgPool, schema: &str, x: &str) {
 }
 
 /// eventrabbit's confirmed publish of the same events, 1,000 in flight (as W2).
-pub async fn direct(x: &str) -> f64 {
+pub async fn direct(x: &str) -> Drain {
     let (events, _handle) = connected(x).await;
+    let cpu = HostCpu::now();
     let start = Instant::now();
     futures_util::stream::iter(1..=OUTBOX_N)
         .map(|n| {
@@ -105,7 +107,19 @@ pub async fn direct(x: &str) -> f64 {
         .buffer_unordered(1000)
         .for_each(|r| async move { r.unwrap() })
         .await;
-    OUTBOX_N as f64 / start.elapsed().as_secs_f64()
+    Drain {
+        rate: OUTBOX_N as f64 / start.elapsed().as_secs_f64(),
+        cpu: cpu.per_event_since(OUTBOX_N),
+    }
+}
+
+/// How a drain (or the direct publish it is compared with) went: events per second, and
+/// the CPU the broker, PostgreSQL and this process spent per event meanwhile (on this
+/// 2-core machine they share the cores, so what the database takes the broker lacks).
+#[derive(Debug, Clone, Copy)]
+pub struct Drain {
+    pub rate: f64,
+    pub cpu: HostCpu,
 }
 
 /// eventrabbit on the local broker, its publishing channel to `x` opened by one publish.
@@ -129,9 +143,37 @@ async fn warm(events: &Events, x: &str) {
         .unwrap();
 }
 
+/// The host's CPU per event during the drains of `keys` and the direct publishes paired
+/// with them: the broker's, PostgreSQL's and this process's (medians, min–max), and the
+/// three together as a ratio row (lower is better).
+pub fn cpu_rows(keys: Keys, relay: &[HostCpu], direct: &[HostCpu]) {
+    let label = keys.label();
+    type Part = fn(&HostCpu) -> f64;
+    let parts: [(&str, Part); 3] = [
+        ("broker", |c| c.broker),
+        ("PostgreSQL", |c| c.database),
+        ("client", |c| c.client),
+    ];
+    for (name, part) in parts {
+        let (rm, rlo, rhi) = stats(&relay.iter().map(part).collect::<Vec<_>>());
+        let (dm, dlo, dhi) = stats(&direct.iter().map(part).collect::<Vec<_>>());
+        println!(
+            "| Outbox relay, {label}: host CPU per event, {name} | {rm:.1} ({rlo:.1}–{rhi:.1}) µs | {dm:.1} ({dlo:.1}–{dhi:.1}) µs direct | | lower is better |"
+        );
+    }
+    let total = |c: &[HostCpu]| c.iter().map(|c| c.total()).collect::<Vec<_>>();
+    crate::measure::row(
+        &format!("Outbox relay, {label}: host CPU per event, all three (vs direct publish)"),
+        "µs",
+        &total(relay),
+        &total(direct),
+        false,
+    );
+}
+
 /// Commits a backlog of `OUTBOX_N` events keyed by `keys` (not timed), then times a relay
 /// sending them all.
-pub async fn relay(pool: &PgPool, schema: &str, x: &str, keys: Keys) -> f64 {
+pub async fn relay(pool: &PgPool, schema: &str, x: &str, keys: Keys) -> Drain {
     sqlx::query(&format!(
         "INSERT INTO {schema}.eventrabbit_outbox (message_id, exchange, routing_key, action, data, ordering_key) \
          SELECT gen_random_uuid()::text, $1, '', 'USER_CREATED', \
@@ -154,6 +196,7 @@ pub async fn relay(pool: &PgPool, schema: &str, x: &str, keys: Keys) -> f64 {
         config = config.batch_size(n);
     }
     let relay = Relay::new(pool.clone(), events, config).unwrap();
+    let cpu = HostCpu::now();
     let start = Instant::now();
     let running = relay.clone();
     let task = tokio::spawn(async move { running.run().await });
@@ -161,6 +204,7 @@ pub async fn relay(pool: &PgPool, schema: &str, x: &str, keys: Keys) -> f64 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let rate = OUTBOX_N as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu.per_event_since(OUTBOX_N);
     relay.stop();
     let _ = task.await;
     sqlx::query(&format!("DELETE FROM {schema}.eventrabbit_outbox"))
@@ -174,7 +218,7 @@ pub async fn relay(pool: &PgPool, schema: &str, x: &str, keys: Keys) -> f64 {
         .execute(pool)
         .await
         .unwrap();
-    rate
+    Drain { rate, cpu }
 }
 
 /// Commit-to-arrival latency with an idle relay: `samples` events committed one at a time,
