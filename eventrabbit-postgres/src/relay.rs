@@ -221,6 +221,29 @@ struct OutboxRow {
     age: Duration,
 }
 
+/// JSON as PostgreSQL writes `jsonb` out (`{"a": 1, "b": [1, 2]}`) without the blanks
+/// between its tokens, as serde writes it (`{"a":1,"b":[1,2]}`): a relayed event has the
+/// bytes of the same event published by a `#[producer]`. Blanks inside strings stay.
+fn compact(mut json: String) -> String {
+    let (mut in_string, mut escaped) = (false, false);
+    json.retain(|c| {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            true
+        } else {
+            in_string = c == '"';
+            !matches!(c, ' ' | '\t' | '\n' | '\r')
+        }
+    });
+    json
+}
+
 /// The entries of a row's `headers` (a JSON object, as text) whose values are strings, in
 /// key order; nothing for a missing or unreadable one (never an error: headers must not
 /// stop a row, let alone a round).
@@ -496,7 +519,8 @@ impl Relay {
                     exchange: r.try_get("exchange")?,
                     routing_key: r.try_get("routing_key")?,
                     action: r.try_get("action")?,
-                    data: RawValue::from_string(r.try_get("data")?).map_err(|e| e.to_string()),
+                    data: RawValue::from_string(compact(r.try_get("data")?))
+                        .map_err(|e| e.to_string()),
                     headers: string_headers(r.try_get("headers")?),
                     ordering_key: r.try_get("ordering_key")?,
                     attempts: r.try_get("attempts")?,
@@ -722,5 +746,19 @@ impl Relay {
         .execute(&self.inner.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn compact_drops_the_blanks_between_tokens_and_keeps_those_in_strings() {
+        let jsonb = r#"{"a": 1, "b": [1, {"c": "x y\" z"}], "d": "\\", "e": " "}"#;
+        assert_eq!(
+            compact(jsonb.to_owned()),
+            r#"{"a":1,"b":[1,{"c":"x y\" z"}],"d":"\\","e":" "}"#
+        );
     }
 }
