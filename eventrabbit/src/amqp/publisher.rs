@@ -386,7 +386,10 @@ async fn publish_once(
         msg.body,
         msg.properties.build(),
     );
-    let (ticket, sent) = lane.returns.send(print, publishing).await;
+    // Only a mandatory publish waits to learn whether it was returned (its error); one
+    // that is not learns at its own confirm, and a return for it is counted and logged
+    // by the book.
+    let (ticket, sent) = lane.returns.send(print, msg.mandatory, publishing).await;
     let sent = sent.map_err(PublishError::Channel)?;
     let (confirm, _) = unconfirmed.insert((sent, ticket));
     let confirmed = confirm.await;
@@ -405,20 +408,15 @@ async fn publish_once(
                 routing_key: msg.routing_key.to_owned(),
             }));
         }
+        // Only a mandatory publish learns this (another's return was counted and logged
+        // by the book).
         Verdict::Returned(reply_text) => {
             metric::unroutable(msg.exchange);
-            if msg.mandatory {
-                return Err(PublishError::Final(Error::Unroutable {
-                    exchange: msg.exchange.to_owned(),
-                    routing_key: msg.routing_key.to_owned(),
-                    reply_text,
-                }));
-            }
-            tracing::warn!(
-                exchange = msg.exchange,
-                routing_key = msg.routing_key,
-                "no queue received the message ({reply_text})"
-            );
+            return Err(PublishError::Final(Error::Unroutable {
+                exchange: msg.exchange.to_owned(),
+                routing_key: msg.routing_key.to_owned(),
+                reply_text,
+            }));
         }
     }
     Ok(())

@@ -12,6 +12,7 @@
 //! every publish sent before it on the channel has looked at its own confirm: the broker
 //! sends a return before the confirm of its message, so its carrier is among those.
 
+use crate::telemetry::metric;
 use lapin::message::BasicReturnMessage;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -45,6 +46,9 @@ struct Slot {
     /// The fingerprint of a message that can be returned (sent mandatory); `None` for
     /// one that cannot.
     print: Option<u64>,
+    /// Whether its sender does not wait to learn if it was returned (a publish that is
+    /// not mandatory): a return found for it is counted and logged when it is handed over.
+    reported_here: bool,
     confirmed: bool,
     returned: Option<String>,
     waker: Option<Waker>,
@@ -55,8 +59,9 @@ struct Slot {
 pub(crate) struct Ticket {
     returns: Arc<Returns>,
     seq: u64,
-    /// Whether its message can be returned (sent mandatory).
-    returnable: bool,
+    /// Whether its sender waits to learn if its message was returned: a mandatory
+    /// publish (sent mandatory on the wire, and an error if returned).
+    decides: bool,
 }
 
 /// The fingerprint of a message: its exchange, routing key and body.
@@ -73,13 +78,15 @@ impl Returns {
     #[cfg(test)]
     fn ticket(self: &Arc<Self>, print: u64) -> Ticket {
         let mut book = self.0.lock();
-        self.ticket_in(&mut book, Some(print))
+        self.ticket_in(&mut book, Some(print), true)
     }
 
-    fn ticket_in(self: &Arc<Self>, book: &mut Book, print: Option<u64>) -> Ticket {
+    fn ticket_in(self: &Arc<Self>, book: &mut Book, print: Option<u64>, decides: bool) -> Ticket {
         let seq = book.base + book.slots.len() as u64;
+        let decides = decides && print.is_some();
         book.slots.push_back(Slot {
             print,
+            reported_here: print.is_some() && !decides,
             confirmed: false,
             returned: None,
             waker: None,
@@ -87,18 +94,22 @@ impl Returns {
         Ticket {
             returns: self.clone(),
             seq,
-            returnable: print.is_some(),
+            decides,
         }
     }
 
     /// Sends a publish (`send`: lapin's `basic_publish`) with a ticket for a message of
-    /// fingerprint `print` (`None`: it is not mandatory, it cannot be returned, and it
-    /// need not wait for the publishes before it to decide). Its first poll, where lapin numbers the publish and queues its
-    /// frames, runs under the book's lock: tickets are in the order of the broker's
-    /// delivery tags even when several threads publish on the channel at once.
+    /// fingerprint `print` (`None`: it cannot be returned). With `decides`, its verdict
+    /// says whether it was returned, once the publishes before it looked at their
+    /// confirms; without, its verdict comes with its own confirm, and a return found for
+    /// it is counted and logged by the book. Its first poll, where lapin numbers the
+    /// publish and queues its frames, runs under the book's lock: tickets are in the order
+    /// of the broker's delivery tags even when several threads publish on the channel at
+    /// once.
     pub(crate) async fn send<F: Future>(
         self: &Arc<Self>,
         print: Option<u64>,
+        decides: bool,
         send: F,
     ) -> (Ticket, F::Output) {
         let mut send = std::pin::pin!(send);
@@ -108,7 +119,7 @@ impl Returns {
                 return send.as_mut().poll(cx);
             }
             let mut book = self.0.lock();
-            ticket = Some(self.ticket_in(&mut book, print));
+            ticket = Some(self.ticket_in(&mut book, print, decides));
             let polled = send.as_mut().poll(cx);
             drop(book);
             polled
@@ -141,7 +152,7 @@ impl Ticket {
         if !acked {
             return Verdict::Nacked;
         }
-        if !self.returnable {
+        if !self.decides {
             return Verdict::Taken;
         }
         match self.returned().await {
@@ -205,6 +216,18 @@ impl Book {
             .iter_mut()
             .find(|slot| slot.print == Some(print) && slot.returned.is_none())
         {
+            Some(slot) if slot.reported_here => {
+                // Its sender does not wait for it: marked taken (the next message of the
+                // same fingerprint gets the next return), counted and logged here.
+                slot.returned = Some(String::new());
+                metric::unroutable(d.exchange.as_str());
+                tracing::warn!(
+                    exchange = d.exchange.as_str(),
+                    routing_key = d.routing_key.as_str(),
+                    "no queue received the message ({})",
+                    message.reply_text
+                );
+            }
             Some(slot) => slot.returned = Some(message.reply_text.to_string()),
             None => tracing::debug!(
                 exchange = d.exchange.as_str(),

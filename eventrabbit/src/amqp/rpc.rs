@@ -206,7 +206,7 @@ impl RpcClient {
                 props,
             );
             let print = Some(fingerprint(exchange, routing_key, &body));
-            let (ticket, sent) = ch.returns.send(print, publishing).await;
+            let (ticket, sent) = ch.returns.send(print, true, publishing).await;
             let mut confirm = sent.map_err(sending)?;
             let mut rx = rx;
             let lost = || Error::ReplyLost {
