@@ -312,4 +312,21 @@ mod tests {
         fourth.confirmed(None);
         assert_eq!(fourth.returned().now_or_never(), Some(None));
     }
+
+    #[tokio::test]
+    async fn a_publish_that_is_not_mandatory_decides_at_its_own_confirm() {
+        let returns = Arc::new(Returns::default());
+        let first = returns.ticket(1);
+        let second = {
+            let mut book = returns.0.lock();
+            returns.ticket_in(&mut book, Some(1), false)
+        };
+        // The first has not looked at its confirm: the second does not wait for it.
+        let verdict = second
+            .verdict(lapin::Confirmation::Ack(None))
+            .now_or_never();
+        assert!(matches!(verdict, Some(Verdict::Taken)), "{verdict:?}");
+        first.confirmed(None);
+        assert_eq!(first.returned().now_or_never(), Some(None));
+    }
 }
