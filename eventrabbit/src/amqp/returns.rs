@@ -165,10 +165,20 @@ impl Ticket {
     /// owner, and the publishes waiting for this one may decide.
     pub(crate) fn confirmed(&self, returned: Option<BasicReturnMessage>) {
         let mut book = self.returns.0.lock();
-        if let Some(message) = returned {
-            book.hand_over(message);
-        }
+        let unheeded = returned.and_then(|message| book.hand_over(message));
         book.confirmed(self.seq);
+        drop(book);
+        // Counted and logged out of the book's lock, which every publish of the channel takes.
+        if let Some(message) = unheeded {
+            let d = &message.delivery;
+            metric::unroutable(d.exchange.as_str());
+            tracing::warn!(
+                exchange = d.exchange.as_str(),
+                routing_key = d.routing_key.as_str(),
+                "no queue received the message ({})",
+                message.reply_text
+            );
+        }
     }
 
     /// Whether its message was returned (the broker's reply text if so), once every
@@ -207,8 +217,9 @@ impl Book {
 
     /// Gives a return to the first publish of its fingerprint still in the ring without
     /// one (its owner: the broker returns a message before confirming it, so the owner
-    /// has not left the ring).
-    fn hand_over(&mut self, message: BasicReturnMessage) {
+    /// has not left the ring). Gives it back if its owner does not wait for it (to be
+    /// counted and logged once the book is let go).
+    fn hand_over(&mut self, message: BasicReturnMessage) -> Option<BasicReturnMessage> {
         let d = &message.delivery;
         let print = fingerprint(d.exchange.as_str(), d.routing_key.as_str(), &d.data);
         match self
@@ -218,15 +229,9 @@ impl Book {
         {
             Some(slot) if slot.reported_here => {
                 // Its sender does not wait for it: marked taken (the next message of the
-                // same fingerprint gets the next return), counted and logged here.
+                // same fingerprint gets the next return); the caller counts and logs it.
                 slot.returned = Some(String::new());
-                metric::unroutable(d.exchange.as_str());
-                tracing::warn!(
-                    exchange = d.exchange.as_str(),
-                    routing_key = d.routing_key.as_str(),
-                    "no queue received the message ({})",
-                    message.reply_text
-                );
+                return Some(message);
             }
             Some(slot) => slot.returned = Some(message.reply_text.to_string()),
             None => tracing::debug!(
@@ -235,6 +240,7 @@ impl Book {
                 "a returned message whose publish is gone"
             ),
         }
+        None
     }
 
     /// `seq`'s confirm was looked at (or never will be): the ring moves past every
