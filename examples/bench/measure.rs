@@ -54,16 +54,17 @@ where
 /// CPU time (user + system, all threads) this process has used, in seconds.
 pub fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu_secs(&stat).map_or(0.0, |(_, secs)| secs)
+}
+
+/// A `/proc/<pid>/stat` line's command name and CPU time (user + system), in seconds.
+fn stat_cpu_secs(stat: &str) -> Option<(&str, f64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1;
     // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((name, (ticks(11)? + ticks(12)?) / 100.0))
 }
 
 /// CPU time (user + system) used so far by every process of this host named `comm`
@@ -83,14 +84,7 @@ pub fn host_cpu_secs(comm: &str) -> f64 {
         })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter_map(|stat| {
-            let (head, rest) = stat.rsplit_once(')')?;
-            let name = head.split_once('(')?.1;
-            if name != comm {
-                return None;
-            }
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-            Some((ticks(11)? + ticks(12)?) / 100.0)
+            stat_cpu_secs(&stat).and_then(|(name, secs)| (name == comm).then_some(secs))
         })
         .sum()
 }

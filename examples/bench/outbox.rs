@@ -115,7 +115,7 @@ pub async fn direct(x: &str) -> Drain {
 
 /// How a drain (or the direct publish it is compared with) went: events per second, and
 /// the CPU the broker, PostgreSQL and this process spent per event meanwhile (on this
-/// 2-core machine they share the cores, so what the database takes the broker lacks).
+/// 2-core machine the three share the cores).
 #[derive(Debug, Clone, Copy)]
 pub struct Drain {
     pub rate: f64,
