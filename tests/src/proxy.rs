@@ -3,7 +3,8 @@
 //! is dropped) or cut, while new connections pass.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -26,6 +27,8 @@ pub struct Proxy {
     muted_command: Arc<std::sync::atomic::AtomicUsize>,
     /// While set, nothing the server sends is passed on (it waits, in order).
     holding: Arc<AtomicBool>,
+    /// How long, in milliseconds, what the server sends is kept before it is passed on.
+    reply_delay: Arc<AtomicU64>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
@@ -47,6 +50,8 @@ impl Proxy {
         let muting = muted_command.clone();
         let holding = Arc::new(AtomicBool::new(false));
         let hold = holding.clone();
+        let reply_delay = Arc::new(AtomicU64::new(0));
+        let delay = reply_delay.clone();
         let accepting = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if refuse.load(Ordering::SeqCst) {
@@ -62,9 +67,12 @@ impl Proxy {
                 let (sr, sw) = server.into_split();
                 match u16::try_from(muting.load(Ordering::SeqCst)) {
                     Ok(key) if key != 0 => tokio::spawn(pump_frames(cr, sw, key)),
-                    _ => tokio::spawn(pump(cr, sw, switches.clone(), None)),
+                    _ => tokio::spawn(pump(cr, Out::Direct(sw), switches.clone(), None)),
                 };
-                tokio::spawn(pump(sr, cw, switches, Some(hold.clone())));
+                let (delayed, later) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(pass_on_later(later, cw));
+                let out = Out::Delayed(delayed, delay.clone());
+                tokio::spawn(pump(sr, out, switches, Some(hold.clone())));
             }
         });
         Self {
@@ -73,6 +81,7 @@ impl Proxy {
             refusing,
             muted_command,
             holding,
+            reply_delay,
             accepting,
         }
     }
@@ -111,6 +120,14 @@ impl Proxy {
         self.holding.store(holding, Ordering::SeqCst);
     }
 
+    /// From now on, what the server sends on any connection reaches the client `delay`
+    /// later (in order, nothing lost), as over a slow link: each answer the client waits
+    /// for (a channel's open-ok, a confirm) takes that much longer.
+    pub fn delay_replies(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.reply_delay.store(ms, Ordering::SeqCst);
+    }
+
     /// The port the proxy listens on.
     pub fn port(&self) -> u16 {
         self.port
@@ -138,9 +155,47 @@ impl Drop for Proxy {
     }
 }
 
+/// Where a pump writes: straight to a socket, or through [`pass_on_later`] after a delay
+/// (in milliseconds) read when each chunk arrives.
+enum Out {
+    Direct(tokio::net::tcp::OwnedWriteHalf),
+    Delayed(
+        tokio::sync::mpsc::UnboundedSender<(tokio::time::Instant, Vec<u8>)>,
+        Arc<AtomicU64>,
+    ),
+}
+
+impl Out {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Direct(to) => to.write_all(bytes).await,
+            Out::Delayed(later, delay) => {
+                let due = tokio::time::Instant::now()
+                    + Duration::from_millis(delay.load(Ordering::SeqCst));
+                later
+                    .send((due, bytes.to_vec()))
+                    .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+            }
+        }
+    }
+}
+
+/// Writes each chunk to `to` once it is due, in the order they came.
+async fn pass_on_later(
+    mut chunks: tokio::sync::mpsc::UnboundedReceiver<(tokio::time::Instant, Vec<u8>)>,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+) {
+    while let Some((due, bytes)) = chunks.recv().await {
+        tokio::time::sleep_until(due).await;
+        if to.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut to: Out,
     switches: Arc<Switches>,
     hold: Option<Arc<AtomicBool>>,
 ) {

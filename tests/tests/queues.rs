@@ -235,6 +235,45 @@ async fn queue_arguments_apply_and_a_conflict_names_the_queue_and_argument() {
     cleanup(&[&queue], &[]).await;
 }
 
+/// A publish nacked by a full queue whose deadline passes while the fresh channel for its
+/// next attempt is being opened (a slow link: every answer of the broker takes a second)
+/// reports the nack that kept it out, not the channel it was waiting for.
+#[tokio::test]
+async fn a_nack_is_reported_when_the_deadline_passes_while_a_channel_reopens() {
+    let (full, open) = (unique("q-q-full"), unique("q-q-open"));
+    let (_c, ch) = raw_channel().await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(full.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    declare_queue(&ch, &open, false).await;
+    let proxy = Proxy::start().await;
+    // Timeline with answers a second late: the nack at about 1 s, then a pause of 50 ms,
+    // then a fresh channel whose open-ok comes at about 2 s and confirm-select-ok at about
+    // 3 s. The deadline at 2.5 s falls while that channel is opened.
+    let config = Config::default().with_publish_timeout(Duration::from_millis(2_500));
+    let (events, handle) = deps_at(&proxy.url(), config).await;
+    events
+        .publish("", &open, "T_Q_ANY", &json!({"n": 0}))
+        .await
+        .expect("the channel to the default exchange is open");
+    proxy.delay_replies(Duration::from_secs(1));
+    let e = events
+        .publish("", &full, "T_Q_ANY", &json!({"n": 1}))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Nacked { .. }), "{e}");
+    assert!(e.to_string().contains(&full), "{e}");
+    proxy.delay_replies(Duration::ZERO);
+    handle.shutdown().await;
+    cleanup(&[&full, &open], &[]).await;
+}
+
 /// One queue bound to two exchanges and to a topic exchange under two patterns: when the
 /// connection drops, all of it is declared again together (here the exchanges were
 /// deleted meanwhile), and each binding delivers.

@@ -84,7 +84,14 @@ impl Publisher {
     }
 
     /// The confirm-mode channel for `exchange`, opened if needed (given up at `deadline`).
-    async fn channel(&self, exchange: &str, deadline: Instant) -> Result<Arc<Lane>> {
+    /// The open channel for `exchange`, opened if there is none; a failure to open it by
+    /// `deadline` states how long the publish begun at `start` waited.
+    async fn channel(
+        &self,
+        exchange: &str,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Arc<Lane>> {
         // Looked up under the map's read lock, without cloning the lane's `Arc`.
         let live = self.lanes.read().get(exchange).and_then(|lane| lane.live());
         if let Some(ch) = live {
@@ -98,7 +105,7 @@ impl Publisher {
         ));
         opening.await.unwrap_or_else(|_| {
             Err(Error::Unavailable(
-                self.timeout,
+                Instant::now().saturating_duration_since(start),
                 format!("opening a channel to publish to exchange `{exchange}`"),
             ))
         })
@@ -222,8 +229,14 @@ impl Publisher {
         }
         let waited = |start: Instant| Instant::now().saturating_duration_since(start);
         let mut pause = FIRST_NACK_PAUSE;
+        // The weather met by the last attempt, if any: what the publish reports should the
+        // deadline pass while a fresh channel is opened for the next one.
+        let mut weather: Option<Error> = None;
         loop {
-            let ch = self.channel(msg.exchange, deadline).await?;
+            let ch = match self.channel(msg.exchange, start, deadline).await {
+                Ok(ch) => ch,
+                Err(e) => return Err(weather.map_or(e, |w| gave_up(msg, w, waited(start)))),
+            };
             let mut unconfirmed = None;
             let attempt = self
                 .deadlines
@@ -278,17 +291,12 @@ impl Publisher {
             };
             // Weather: not this message's fault, so send it again until the deadline.
             if Instant::now() + pause >= deadline {
-                return Err(match e {
-                    Error::Nacked { .. } => e,
-                    _ => Error::Unavailable(
-                        waited(start),
-                        format!("publishing to exchange `{}`: {e}", msg.exchange),
-                    ),
-                });
+                return Err(gave_up(msg, e, waited(start)));
             }
             tracing::debug!(error = %e, ?pause, "publish not taken, sending it again");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_NACK_PAUSE);
+            weather = Some(e);
         }
     }
 
@@ -356,6 +364,20 @@ impl Drop for InFlight<'_> {
 enum PublishError {
     Final(Error),
     Channel(lapin::Error),
+}
+
+/// The error of a publish whose deadline passed after `weather` (a nack, a lost channel)
+/// kept the broker from taking it: the nack itself, so that its cause is not hidden
+/// behind the channel that was being opened for the next attempt, or the broker named
+/// unavailable for as long as the publish waited.
+fn gave_up(msg: &Outgoing<'_>, weather: Error, waited: Duration) -> Error {
+    match weather {
+        Error::Nacked { .. } => weather,
+        _ => Error::Unavailable(
+            waited,
+            format!("publishing to exchange `{}`: {weather}", msg.exchange),
+        ),
+    }
 }
 
 /// Whether `msg` is an RPC reply to a direct reply-to (`amq.rabbitmq.reply-to.*`) address.
