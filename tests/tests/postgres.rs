@@ -495,6 +495,106 @@ async fn nacked_rows_are_retried_in_key_order_until_the_broker_takes_them() {
     cleanup(&[&target], &[]).await;
 }
 
+/// A relay draining a backlog in overlapped rounds (the next batch is taken while one is
+/// sent) into a queue that is full again and again (`reject-publish`, a consumer slower
+/// than the relay): rows nacked in one batch hold their keys back in the next, so every
+/// row arrives once and each key's rows arrive in commit order.
+#[tokio::test]
+async fn overlapped_rounds_keep_each_keys_order_through_repeated_nacks() {
+    const ROWS: i64 = 600;
+    const KEYS: i64 = 6;
+    let s = setup(None, "T_PG_ORDER").await;
+    let target = unique("q-pg-flaky");
+    let (_c, ch) = raw_channel().await;
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-max-length".into(),
+        lapin::types::AMQPValue::LongLongInt(20),
+    );
+    args.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(
+        target.as_str().into(),
+        lapin::options::QueueDeclareOptions::default(),
+        args,
+    )
+    .await
+    .unwrap();
+    let mut tx = s.pool.begin().await.unwrap();
+    for n in 0..ROWS {
+        let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": n}))
+            .unwrap()
+            .routing_key(&target)
+            .ordering_key(format!("k{}", n % KEYS));
+        s.outbox.publish(&mut tx, message).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    // A consumer slower than the relay: the queue of 20 is full most of the time.
+    let (_cc, cch) = raw_channel().await;
+    cch.basic_qos(5, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = cch
+        .basic_consume(
+            target.as_str().into(),
+            "".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let events = deps(Config::default().with_publish_timeout(Duration::from_millis(100)))
+        .await
+        .0;
+    let relay = Relay::new(
+        s.pool.clone(),
+        events,
+        RelayConfig::default()
+            .schema(&s.schema)
+            .batch_size(30)
+            .max_backoff(Duration::from_millis(100)),
+    )
+    .unwrap();
+    let running = spawn_relay(&relay);
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    let mut got = 0;
+    while got < ROWS {
+        let delivery = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut consumer))
+            .await
+            .unwrap_or_else(|_| panic!("rows stop after {got}: {:?}", relay.health()))
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&delivery.data).unwrap();
+        let n = v["data"]["order_id"].as_i64().unwrap();
+        if let Some(before) = last.insert(n % KEYS, n) {
+            assert!(before < n, "key k{}: {n} after {before}", n % KEYS);
+        }
+        got += 1;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        delivery
+            .ack(lapin::options::BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    let retried: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {}.eventrabbit_outbox WHERE attempts > 0",
+        s.schema
+    ))
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert!(retried > 0, "the broker nacked some rows along the way");
+    wait_until!(WAIT, relay.health().sent >= ROWS as u64);
+    assert_eq!(relay.health().sent, ROWS as u64, "every row sent once");
+    assert_eq!(relay.health().failed, 0, "none marked failed");
+    relay.stop();
+    running.await.unwrap();
+    s.finish().await;
+    cleanup(&[&target], &[]).await;
+}
+
 /// Poison in the outbox: a row that can never be sent (a header key over the 255 bytes
 /// AMQP carries) does not panic the relay: it is marked failed with the reason naming
 /// the header key, the rows behind it (its own key's too) go, and the relay keeps
