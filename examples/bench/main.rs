@@ -8,6 +8,7 @@
 //! cargo run --release --example bench -- all+quorum   # all, and W1/W2 on quorum queues
 //! cargo run --release --example bench -- w1-eventrabbit-only   # W1 consumer alone, prints peak memory
 //! cargo run --release --example bench -- w2-raw-only   # one side alone, for profiling: w{1,2,4}-{raw,eventrabbit}-only
+//! cargo run --release --example bench --features peer-ruststream -- w2-peer 6   # W2 with RustStream 0.7 as a third side
 //!     (with BENCH_THREADS=1, W2's also prints its future's size and each thread's CPU and context switches)
 //! cargo run --release --example bench -- w5-raw-only   # W5 one side alone, for profiling (w5-eventrabbit-only likewise)
 //! cargo run --release --example bench -- w3-split 7   # each RPC client against each server (W3_SPLIT_ONLY=k: one pairing)
@@ -42,6 +43,8 @@ mod inbox;
 mod lanes;
 mod measure;
 mod outbox;
+#[cfg(feature = "peer-ruststream")]
+mod peer;
 /// The raw stream-protocol client the stream rows compare with (shared with the tests).
 #[path = "../../tests/src/raw_stream.rs"]
 #[allow(dead_code)] // its publisher serves the tests
@@ -290,6 +293,10 @@ async fn run() {
         );
     }
     set_quorum(false);
+    #[cfg(feature = "peer-ruststream")]
+    if which == "w2-peer" {
+        w2_peer(runs, &tag).await;
+    }
     if which == "all" || which == "all+quorum" || which == "w4" {
         // Written once; a log is not consumed by reading it, so every run reads it all.
         let log = format!("bench-w4-{tag}");
@@ -974,4 +981,72 @@ async fn run() {
             true,
         );
     }
+}
+
+/// W2 for eventrabbit, raw lapin and RustStream 0.7, the three taking turns in each run
+/// (the first of the run rotates), with rows for eventrabbit against each.
+#[cfg(feature = "peer-ruststream")]
+async fn w2_peer(runs: usize, tag: &str) {
+    let (mut er, mut rw, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut er_cpu, mut rw_cpu, mut rs_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let mut took = [(0.0, 0.0); 3];
+        for k in 0..3 {
+            let side = (i + k) % 3;
+            let (x, q) = (
+                format!("bench-w2p-{tag}-{i}-{side}"),
+                format!("bench-w2p-{tag}-{i}-{side}"),
+            );
+            w2_setup(&x, &q).await;
+            took[side] = match side {
+                0 => with_cpu(w2_eventrabbit(&x, false)).await,
+                1 => with_cpu(w2_raw(&x, false)).await,
+                _ => with_cpu(peer::w2_ruststream(&x)).await,
+            };
+            let (_c, ch) = raw().await;
+            delete_queue(&ch, &q).await;
+            let _ = ch
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let [(e, ec), (r, rc), (p, pc)] = took;
+        eprintln!(
+            "  W2 peer run {}: eventrabbit {e:.1} msg/s, raw lapin {r:.1} msg/s, RustStream {p:.1} msg/s",
+            i + 1
+        );
+        er.push(e);
+        rw.push(r);
+        rs.push(p);
+        er_cpu.push(ec / W2_N as f64 * 1e6);
+        rw_cpu.push(rc / W2_N as f64 * 1e6);
+        rs_cpu.push(pc / W2_N as f64 * 1e6);
+    }
+    row(
+        "W2 confirmed publish 100k (vs raw lapin)",
+        "msg/s",
+        &er,
+        &rw,
+        true,
+    );
+    row(
+        "W2: client CPU per message (vs raw lapin)",
+        "µs",
+        &er_cpu,
+        &rw_cpu,
+        false,
+    );
+    row(
+        "W2 confirmed publish 100k (vs RustStream 0.7)",
+        "msg/s",
+        &er,
+        &rs,
+        true,
+    );
+    row(
+        "W2: client CPU per message (vs RustStream 0.7)",
+        "µs",
+        &er_cpu,
+        &rs_cpu,
+        false,
+    );
 }
