@@ -209,6 +209,20 @@ impl Setup {
     }
 }
 
+/// Commits `rows` outbox rows `{"order_id": n}` for queue `target` in one transaction,
+/// row `n` under ordering key `k{n % keys}`.
+async fn commit_keyed(s: &Setup, target: &str, rows: i64, keys: i64) {
+    let mut tx = s.pool.begin().await.unwrap();
+    for n in 0..rows {
+        let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": n}))
+            .unwrap()
+            .routing_key(target)
+            .ordering_key(format!("k{}", n % keys));
+        s.outbox.publish(&mut tx, message).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
 fn spawn_relay(relay: &Relay) -> tokio::task::JoinHandle<()> {
     let relay = relay.clone();
     tokio::spawn(async move { relay.run().await })
@@ -426,15 +440,7 @@ async fn nacked_rows_are_retried_in_key_order_until_the_broker_takes_them() {
     let (_c, ch) = raw_channel().await;
     declare_queue(&ch, &target, true).await;
     let refusing = Refusing::queues(&exactly(&target));
-    let mut tx = s.pool.begin().await.unwrap();
-    for n in 0..ROWS {
-        let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": n}))
-            .unwrap()
-            .routing_key(&target)
-            .ordering_key(format!("k{}", n % KEYS));
-        s.outbox.publish(&mut tx, message).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    commit_keyed(&s, &target, ROWS, KEYS).await;
     let events = deps(Config::default().with_publish_timeout(Duration::from_millis(300)))
         .await
         .0;
@@ -522,15 +528,7 @@ async fn overlapped_rounds_keep_each_keys_order_through_repeated_nacks() {
     )
     .await
     .unwrap();
-    let mut tx = s.pool.begin().await.unwrap();
-    for n in 0..ROWS {
-        let message = OutboxMessage::new("", "T_PG_ORDER", &json!({"order_id": n}))
-            .unwrap()
-            .routing_key(&target)
-            .ordering_key(format!("k{}", n % KEYS));
-        s.outbox.publish(&mut tx, message).await.unwrap();
-    }
-    tx.commit().await.unwrap();
+    commit_keyed(&s, &target, ROWS, KEYS).await;
     // A consumer slower than the relay: the queue of 20 is full most of the time.
     let (_cc, cch) = raw_channel().await;
     cch.basic_qos(5, lapin::options::BasicQosOptions::default())
