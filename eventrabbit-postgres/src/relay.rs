@@ -105,10 +105,9 @@ impl RelayConfig {
         self
     }
 
-    /// How many workers run at once (2 by default). Each takes its own share of the keys
-    /// (and of the rows without a key), holds its own `LISTEN` connection, and overlaps
-    /// its rounds while a backlog lasts (one batch is published while the one before it
-    /// is marked and the next taken), with up to two connections of the pool at a time.
+    /// How many rounds run at once (2 by default): while one publishes its batch, another
+    /// takes the next from the database. Each takes its own share of the keys (and of the
+    /// rows without a key) and holds its own `LISTEN` connection.
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
@@ -274,25 +273,6 @@ impl Share {
     const ALL: Share = Share { index: 0, of: 1 };
 }
 
-/// A batch sent and not yet marked: its transaction still holds the rows' locks.
-struct Sent {
-    tx: Transaction<'static, Postgres>,
-    rows: Vec<OutboxRow>,
-    outcomes: Vec<Outcome>,
-}
-
-/// For each key of `rows` that left a row behind (not taken for now, or not tried), the
-/// first such row: the next batch sends none of that key's rows after it.
-fn left_behind(rows: &[OutboxRow], outcomes: &[Outcome]) -> BTreeMap<String, i64> {
-    let mut first = BTreeMap::new();
-    for (row, outcome) in rows.iter().zip(outcomes) {
-        if let (Some(key), Outcome::Later(_) | Outcome::Skipped) = (&row.ordering_key, outcome) {
-            first.entry(key.clone()).or_insert(row.id);
-        }
-    }
-    first
-}
-
 /// What became of a row.
 #[derive(Debug)]
 enum Outcome {
@@ -372,8 +352,13 @@ impl Relay {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            match self.drain(share).await {
-                Ok(_) => backoff = Duration::from_millis(100),
+            match self.round(share).await {
+                Ok(n) => {
+                    backoff = Duration::from_millis(100);
+                    if n as i64 >= inner.config.batch_size {
+                        continue; // more waiting: no pause
+                    }
+                }
                 Err(e) => {
                     self.report(share, Round::Failed(e.to_string()));
                     tracing::warn!(error = %e, ?backoff, "outbox relay round failed; retrying");
@@ -481,86 +466,15 @@ impl Relay {
 
     /// One round over `share` of the rows.
     async fn round(&self, share: Share) -> Result<usize> {
-        let mut tx = self.inner.pool.begin().await?;
-        let (rows, _) = self.take(&mut tx, share, &[]).await?;
-        if rows.is_empty() {
-            tx.commit().await?;
-            self.report(share, Round::Empty);
-            return Ok(0);
-        }
-        let outcomes = self.send(&rows, &BTreeMap::new()).await;
-        self.finish(share, Sent { tx, rows, outcomes }).await
-    }
-
-    /// Rounds over `share` of the rows while a backlog lasts, overlapped so that the
-    /// broker always has a batch to take: while one batch is sent, the batch before it is
-    /// marked and committed, and then the next one is taken. Returns how many rows it took.
-    ///
-    /// Each key's order holds across the overlap. A batch is taken while the one before
-    /// it is still being sent, so the rows of that batch (locked, not yet marked) do not
-    /// hold back later rows of their keys; but the later batch is sent only once the
-    /// earlier one is, and where a key left a row behind in it (not taken for now, or held
-    /// back) the later batch sends none of that key's rows after that one. Every batch
-    /// before those two is committed when the later one is taken, so its rows left behind
-    /// hold their keys back as in a single round (and may themselves be in the later
-    /// batch, ahead of the rows they hold back).
-    async fn drain(&self, share: Share) -> Result<usize> {
         let inner = &self.inner;
         let mut tx = inner.pool.begin().await?;
-        let (mut rows, mut full) = self.take(&mut tx, share, &[]).await?;
+        let rows = self.take(&mut tx, share).await?;
         if rows.is_empty() {
             tx.commit().await?;
             self.report(share, Round::Empty);
             return Ok(0);
         }
-        let mut taken = 0;
-        let mut behind = BTreeMap::new();
-        let mut marking: Option<Sent> = None;
-        loop {
-            taken += rows.len();
-            let more = full && !inner.stopped.load(Ordering::SeqCst);
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let sending = self.send(&rows, &behind);
-            let settling = async {
-                if let Some(sent) = marking.take() {
-                    self.finish(share, sent).await?;
-                }
-                if !more {
-                    return Ok(None);
-                }
-                let mut tx = inner.pool.begin().await?;
-                let next = self.take(&mut tx, share, &ids).await?;
-                Ok::<_, crate::Error>(Some((tx, next)))
-            };
-            let (outcomes, next) = futures_util::join!(sending, settling);
-            behind = left_behind(&rows, &outcomes);
-            let sent = Sent { tx, rows, outcomes };
-            match next {
-                Ok(Some((next_tx, (next_rows, next_full)))) if !next_rows.is_empty() => {
-                    marking = Some(sent);
-                    (tx, rows, full) = (next_tx, next_rows, next_full);
-                }
-                Ok(_) => {
-                    self.finish(share, sent).await?;
-                    return Ok(taken);
-                }
-                Err(e) => {
-                    // The batch just sent is marked all the same, if the database lets
-                    // it be: its rows would otherwise go again.
-                    let _ = self.finish(share, sent).await;
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// Marks what became of a sent batch's rows and commits, which lets go of their locks.
-    async fn finish(&self, share: Share, sent: Sent) -> Result<usize> {
-        let Sent {
-            mut tx,
-            rows,
-            outcomes,
-        } = sent;
+        let outcomes = self.send(&rows).await;
         self.mark(&mut tx, &rows, &outcomes).await?;
         tx.commit().await?;
         let later = outcomes.iter().find_map(|o| match o {
@@ -571,15 +485,11 @@ impl Relay {
         Ok(rows.len())
     }
 
-    /// Takes a batch of `share`'s due rows, and says whether a whole batch was due (more
-    /// may be). The rows of `sending` (a batch of this worker taken earlier, not yet
-    /// marked) hold back no row of their keys: the caller keeps those keys' order.
     async fn take(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         share: Share,
-        sending: &[i64],
-    ) -> Result<(Vec<OutboxRow>, bool)> {
+    ) -> Result<Vec<OutboxRow>> {
         // The batch: the oldest due rows of this worker's share nobody else is sending
         // (locked until this round commits).
         let sql = self.inner.schema.sql(
@@ -618,16 +528,14 @@ impl Relay {
                 })
             })
             .collect::<Result<_>>()?;
-        let full = rows.len() as i64 >= self.inner.config.batch_size;
-        let blockers = self.blockers(tx, &rows, sending).await?;
-        let rows = rows
+        let blockers = self.blockers(tx, &rows).await?;
+        Ok(rows
             .into_iter()
             .filter(|row| match &row.ordering_key {
                 Some(key) => blockers.get(key).is_none_or(|first| row.id < *first),
                 None => true,
             })
-            .collect();
-        Ok((rows, full))
+            .collect())
     }
 
     /// For each key of the batch, its first blocker: the oldest earlier row of the key
@@ -640,7 +548,6 @@ impl Relay {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         rows: &[OutboxRow],
-        sending: &[i64],
     ) -> Result<BTreeMap<String, i64>> {
         let mut last: BTreeMap<&str, i64> = BTreeMap::new();
         for row in rows {
@@ -652,11 +559,7 @@ impl Relay {
             return Ok(BTreeMap::new());
         }
         let (keys, lasts): (Vec<&str>, Vec<i64>) = last.into_iter().unzip();
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.id)
-            .chain(sending.iter().copied())
-            .collect();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let sql = self.inner.schema.sql(
             "SELECT t.key, ( \
                  SELECT min(e.id) FROM {schema}.eventrabbit_outbox e \
@@ -680,9 +583,8 @@ impl Relay {
 
     /// Sends the rows: those of one key one after another (a row the broker did not take
     /// for now stops its key, to keep the order; a row refused for good is set aside and
-    /// the key goes on), the rest concurrently. A key's rows after its row in `behind`
-    /// are not sent (that earlier row did not go).
-    async fn send(&self, rows: &[OutboxRow], behind: &BTreeMap<String, i64>) -> Vec<Outcome> {
+    /// the key goes on), the rest concurrently.
+    async fn send(&self, rows: &[OutboxRow]) -> Vec<Outcome> {
         let mut lanes: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
         let mut solo = Vec::new();
         for (i, row) in rows.iter().enumerate() {
@@ -696,16 +598,10 @@ impl Relay {
             let mut outcomes = Vec::with_capacity(group.len());
             let mut blocked = false;
             for i in group {
-                let row = &rows[i];
-                blocked |= row
-                    .ordering_key
-                    .as_ref()
-                    .and_then(|key| behind.get(key))
-                    .is_some_and(|first| row.id > *first);
                 let outcome = if blocked {
                     Outcome::Skipped
                 } else {
-                    self.send_one(row).await
+                    self.send_one(&rows[i]).await
                 };
                 blocked |= matches!(outcome, Outcome::Later(_));
                 outcomes.push((i, outcome));

@@ -501,12 +501,12 @@ async fn nacked_rows_are_retried_in_key_order_until_the_broker_takes_them() {
     cleanup(&[&target], &[]).await;
 }
 
-/// A relay draining a backlog in overlapped rounds (the next batch is taken while one is
-/// sent) into a queue that is full again and again (`reject-publish`, a consumer slower
-/// than the relay): rows nacked in one batch hold their keys back in the next, so every
-/// row arrives once and each key's rows arrive in commit order.
+/// A relay draining a backlog in many small rounds into a queue that is full again and
+/// again (`reject-publish`, a consumer slower than the relay): rows nacked in one round
+/// hold their keys back in the next, so every row arrives once and each key's rows
+/// arrive in commit order.
 #[tokio::test]
-async fn overlapped_rounds_keep_each_keys_order_through_repeated_nacks() {
+async fn rounds_after_rounds_of_nacks_keep_each_keys_order() {
     const ROWS: i64 = 600;
     const KEYS: i64 = 6;
     let s = setup(None, "T_PG_ORDER").await;
