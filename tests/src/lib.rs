@@ -8,7 +8,7 @@ use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -114,6 +114,20 @@ pub async fn declare_queue(ch: &Channel, queue: &str, durable: bool) {
         ..Default::default()
     };
     ch.queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .expect("queue_declare");
+}
+
+/// Declares `queue` (not durable) holding at most `max_length` messages and refusing
+/// (nacking) publishes beyond that (`reject-publish`), as someone else would.
+pub async fn declare_refusing_queue(ch: &Channel, queue: &str, max_length: i64) {
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(max_length));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare(queue.into(), QueueDeclareOptions::default(), args)
         .await
         .expect("queue_declare");
 }
@@ -396,7 +410,6 @@ pub fn unacked(queue: &str) -> u64 {
 
 /// A header of a message as text.
 pub fn header(props: &BasicProperties, key: &str) -> Option<String> {
-    use lapin::types::AMQPValue;
     let v = props.headers().as_ref()?.inner().get(key)?;
     Some(match v {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),

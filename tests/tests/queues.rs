@@ -242,15 +242,7 @@ async fn queue_arguments_apply_and_a_conflict_names_the_queue_and_argument() {
 async fn a_nack_is_reported_when_the_deadline_passes_while_a_channel_reopens() {
     let (full, open) = (unique("q-q-full"), unique("q-q-open"));
     let (_c, ch) = raw_channel().await;
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    ch.queue_declare(full.as_str().into(), QueueDeclareOptions::default(), args)
-        .await
-        .unwrap();
+    declare_refusing_queue(&ch, &full, 0).await;
     declare_queue(&ch, &open, false).await;
     let proxy = Proxy::start().await;
     // Timeline with answers a second late: the nack at about 1 s, then a pause of 50 ms,

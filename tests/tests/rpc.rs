@@ -125,22 +125,7 @@ async fn call_to_a_missing_queue_fails_at_once() {
 async fn call_the_broker_refuses_fails_with_nacked_before_its_timeout() {
     let queue = unique("q-rpc-nack");
     let (_c, ch) = raw_channel().await;
-    let mut args = lapin::types::FieldTable::default();
-    args.insert(
-        "x-max-length".into(),
-        lapin::types::AMQPValue::LongLongInt(0),
-    );
-    args.insert(
-        "x-overflow".into(),
-        lapin::types::AMQPValue::LongString("reject-publish".into()),
-    );
-    ch.queue_declare(
-        queue.as_str().into(),
-        lapin::options::QueueDeclareOptions::default(),
-        args,
-    )
-    .await
-    .unwrap();
+    declare_refusing_queue(&ch, &queue, 0).await;
     let (events, _handle) = deps(Config::default()).await;
     // Failing at the timeout would be `Error::Timeout`.
     let err = events

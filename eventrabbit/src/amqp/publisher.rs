@@ -83,9 +83,8 @@ impl Publisher {
             .clone()
     }
 
-    /// The confirm-mode channel for `exchange`, opened if needed (given up at `deadline`).
-    /// The open channel for `exchange`, opened if there is none; a failure to open it by
-    /// `deadline` states how long the publish begun at `start` waited.
+    /// The confirm-mode channel for `exchange`, opened if needed (given up at `deadline`;
+    /// the error then states how long the publish begun at `start` waited).
     async fn channel(
         &self,
         exchange: &str,
