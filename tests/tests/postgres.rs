@@ -209,6 +209,32 @@ impl Setup {
     }
 }
 
+/// Each key's rows as they arrive (row `n` under key `k{n % keys}`, as `commit_keyed`
+/// writes them): in commit order. A row may arrive twice, right after itself: a publish
+/// whose confirm came after its deadline is tried again, and the broker had taken it
+/// (at-least-once, same message id; README, "Outbox").
+#[derive(Default)]
+struct KeyOrder {
+    last: HashMap<i64, i64>,
+    seen: std::collections::HashSet<i64>,
+}
+
+impl KeyOrder {
+    fn see(&mut self, body: &[u8], keys: i64) {
+        let v: Value = serde_json::from_slice(body).unwrap();
+        let n = v["data"]["order_id"].as_i64().unwrap();
+        if let Some(before) = self.last.insert(n % keys, n) {
+            assert!(before <= n, "key k{}: {n} after {before}", n % keys);
+        }
+        self.seen.insert(n);
+    }
+
+    /// How many different rows arrived.
+    fn distinct(&self) -> i64 {
+        self.seen.len() as i64
+    }
+}
+
 /// Commits `rows` outbox rows `{"order_id": n}` for queue `target` in one transaction,
 /// row `n` under ordering key `k{n % keys}`.
 async fn commit_keyed(s: &Setup, target: &str, rows: i64, keys: i64) {
@@ -483,17 +509,11 @@ async fn nacked_rows_are_retried_in_key_order_until_the_broker_takes_them() {
     assert_eq!(queue_len(&ch, &target).await, 0);
     refusing.lift();
     wait_until!(WAIT, queue_len(&ch, &target).await as i64 >= ROWS);
-    let mut last: HashMap<i64, i64> = HashMap::new();
-    let mut got = 0;
+    let mut order = KeyOrder::default();
     while let Some(m) = get_message(&ch, &target, Duration::from_millis(300)).await {
-        let v: Value = serde_json::from_slice(&m.delivery.data).unwrap();
-        let n = v["data"]["order_id"].as_i64().unwrap();
-        if let Some(before) = last.insert(n % KEYS, n) {
-            assert!(before < n, "key k{}: {n} after {before}", n % KEYS);
-        }
-        got += 1;
+        order.see(&m.delivery.data, KEYS);
     }
-    assert_eq!(got, ROWS, "every row sent once");
+    assert_eq!(order.distinct(), ROWS, "every row sent");
     assert_eq!(relay.health().failed, 0, "none marked failed");
     relay.stop();
     running.await.unwrap();
@@ -512,22 +532,7 @@ async fn rounds_after_rounds_of_nacks_keep_each_keys_order() {
     let s = setup(None, "T_PG_ORDER").await;
     let target = unique("q-pg-flaky");
     let (_c, ch) = raw_channel().await;
-    let mut args = lapin::types::FieldTable::default();
-    args.insert(
-        "x-max-length".into(),
-        lapin::types::AMQPValue::LongLongInt(20),
-    );
-    args.insert(
-        "x-overflow".into(),
-        lapin::types::AMQPValue::LongString("reject-publish".into()),
-    );
-    ch.queue_declare(
-        target.as_str().into(),
-        lapin::options::QueueDeclareOptions::default(),
-        args,
-    )
-    .await
-    .unwrap();
+    declare_refusing_queue(&ch, &target, 20).await;
     commit_keyed(&s, &target, ROWS, KEYS).await;
     // A consumer slower than the relay: the queue of 20 is full most of the time.
     let (_cc, cch) = raw_channel().await;
@@ -556,20 +561,17 @@ async fn rounds_after_rounds_of_nacks_keep_each_keys_order() {
     )
     .unwrap();
     let running = spawn_relay(&relay);
-    let mut last: HashMap<i64, i64> = HashMap::new();
-    let mut got = 0;
-    while got < ROWS {
+    let mut order = KeyOrder::default();
+    while order.distinct() < ROWS {
         let delivery = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut consumer))
             .await
-            .unwrap_or_else(|_| panic!("rows stop after {got}: {:?}", relay.health()))
+            .unwrap_or_else(|_| {
+                let got = order.distinct();
+                panic!("rows stop after {got}: {:?}", relay.health())
+            })
             .unwrap()
             .unwrap();
-        let v: Value = serde_json::from_slice(&delivery.data).unwrap();
-        let n = v["data"]["order_id"].as_i64().unwrap();
-        if let Some(before) = last.insert(n % KEYS, n) {
-            assert!(before < n, "key k{}: {n} after {before}", n % KEYS);
-        }
-        got += 1;
+        order.see(&delivery.data, KEYS);
         tokio::time::sleep(Duration::from_millis(3)).await;
         delivery
             .ack(lapin::options::BasicAckOptions::default())
